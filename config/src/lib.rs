@@ -1,0 +1,2 @@
+//! baton's configuration (schema and validation). Filled in by the
+//! configuration issue.

@@ -1,0 +1,69 @@
+//! Small, synchronous look-ups of network devices in the current network
+//! namespace. (sysfs is not used: under `nsenter --net` it still shows the
+//! namespace that mounted it.)
+use anyhow::{Context as _, Result, bail};
+use std::ffi::CString;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Netdev {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+/// Resolves a port name, refusing what can never be a data port.
+pub fn data_port(name: &str) -> Result<Netdev> {
+    let c_name =
+        CString::new(name).with_context(|| format!("port name {name:?} contains a NUL byte"))?;
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        bail!("port name {name:?} is not a valid interface name (1 to 15 bytes)");
+    }
+    // SAFETY: c_name is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if ifindex == 0 {
+        bail!("no port named {name:?} in this network namespace (see `ip link`)");
+    }
+    if flags(name)? & libc::IFF_LOOPBACK as u32 != 0 {
+        bail!("{name} is a loopback device, not a data port; baton refuses to attach to it");
+    }
+    Ok(Netdev {
+        name: name.to_string(),
+        ifindex,
+    })
+}
+
+/// Name of an ifindex in this namespace, if it still exists.
+pub fn name_of(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let ptr = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated string into buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// IFF_* flags of a device (SIOCGIFFLAGS).
+fn flags(name: &str) -> Result<u32> {
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket for SIOCGIFFLAGS");
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: fd is a socket, req a properly sized ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd came from socket(2) above.
+    unsafe { libc::close(fd) };
+    if rc < 0 {
+        return Err(err).with_context(|| format!("reading flags of {name}"));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_flags } as u16 as u32)
+}

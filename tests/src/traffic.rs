@@ -1,0 +1,125 @@
+//! Traffic the lab sends with real tools, and what the senders say they sent.
+use crate::{CLIENT_ADDR, Lab};
+use anyhow::{Context as _, Result, bail};
+use std::net::Ipv4Addr;
+
+/// `count` broadcast ARP requests from the client for `target` (arping -b
+/// keeps broadcasting, so every port on the bridge sees every request).
+pub fn arping(lab: &Lab, target: Ipv4Addr, count: u32) -> Result<()> {
+    let out = lab.client.run(&[
+        "arping",
+        "-b",
+        "-c",
+        &count.to_string(),
+        "-w",
+        "5",
+        "-I",
+        "eth0",
+        &target.to_string(),
+    ]);
+    // arping exits 1 when no reply came back; the requests were still sent.
+    if let Err(e) = out
+        && !format!("{e:#}").contains("exit status: 1")
+    {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Pins neighbour entries both ways so a window of IP traffic has no ARP in it.
+pub fn static_neighbours(lab: &Lab, gw: usize, port: usize) -> Result<()> {
+    let g = lab.gw(gw);
+    let p = &g.ports[port];
+    let gw_mac = g.ns.mac(&p.name)?;
+    let client_mac = lab.client.mac("eth0")?;
+    lab.client.ip(&[
+        "neigh",
+        "replace",
+        &p.addr.to_string(),
+        "lladdr",
+        &gw_mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
+    g.ns.ip(&[
+        "neigh",
+        "replace",
+        &CLIENT_ADDR.to_string(),
+        "lladdr",
+        &client_mac,
+        "dev",
+        &p.name,
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
+/// `count` ICMP echo requests from the client; returns how many were answered.
+pub fn ping(lab: &Lab, target: Ipv4Addr, count: u32) -> Result<u32> {
+    let out = lab.client.run(&[
+        "ping",
+        "-q",
+        "-n",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.01",
+        "-W",
+        "1",
+        &target.to_string(),
+    ])?;
+    let line = out
+        .lines()
+        .find(|l| l.contains("received"))
+        .context("no summary from ping")?;
+    let received = line
+        .split(',')
+        .find(|f| f.contains("received"))
+        .and_then(|f| f.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("unparsable ping summary")?;
+    Ok(received)
+}
+
+/// The client's TCP segments sent, from its kernel counters (nstat TcpOutSegs).
+pub fn tcp_out_segs(lab: &Lab) -> Result<u64> {
+    let out = lab.client.run(&["nstat", "-asz", "TcpOutSegs"])?;
+    out.lines()
+        .find(|l| l.starts_with("TcpOutSegs"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .context("no TcpOutSegs in nstat output")
+}
+
+/// iperf3 from the client to `target` for `seconds`; returns bits per second.
+pub fn iperf(lab: &Lab, gw: usize, target: Ipv4Addr, seconds: u32) -> Result<f64> {
+    let server = lab.spawn(
+        &lab.gw(gw).ns,
+        &["iperf3", "-s", "-1", "-B", &target.to_string()],
+    )?;
+    lab.gw(gw).ns.wait_listening(5201)?;
+    let out = lab.client.run(&[
+        "iperf3",
+        "-c",
+        &target.to_string(),
+        "-t",
+        &seconds.to_string(),
+        "-J",
+    ]);
+    let _ = lab.kill(server);
+    let out = out?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("parsing iperf3 -J output")?;
+    if let Some(err) = v["error"].as_str() {
+        bail!("iperf3: {err}");
+    }
+    let bps = v["end"]["sum_sent"]["bits_per_second"]
+        .as_f64()
+        .context("no sum_sent in iperf3 output")?;
+    if bps <= 0.0 {
+        bail!("iperf3 sent nothing");
+    }
+    Ok(bps)
+}

@@ -1,0 +1,158 @@
+//! `cargo xtask ...`: set-up, build, load, demo and test for baton.
+mod demo;
+mod setup;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (apt packages, rust-src, bpf-linker) and mount bpffs.
+    Setup,
+    /// Release build of `baton` with its BPF object; prints the binary's path.
+    Build,
+    /// Attach the dataplane to this host's ports (through the `baton` binary).
+    Load {
+        #[arg(long = "port", required = true)]
+        ports: Vec<String>,
+        /// Extra arguments for `baton dataplane attach` (e.g. --mode skb).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// Detach the dataplane from this host's ports.
+    Unload {
+        #[arg(long = "port", required = true)]
+        ports: Vec<String>,
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// The lab demo: builds a lab, attaches the dataplane, sends traffic, prints counters.
+    Demo,
+    /// Everything CI checks: fmt, clippy, unit, BPF and lab tests.
+    Test {
+        /// Passed to `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => {
+            let bin = build_release()?;
+            println!("{}", bin.display());
+            Ok(())
+        }
+        Cmd::Load { ports, rest } => baton_ports("attach", &ports, &rest),
+        Cmd::Unload { ports, rest } => baton_ports("detach", &ports, &rest),
+        Cmd::Demo => {
+            setup::setup()?;
+            let bin = build_release()?;
+            demo::run(&bin)
+        }
+        Cmd::Test { rest } => test(&rest),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Runs a command from the workspace root, failing with its name on non-zero exit.
+pub fn sh(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("starting {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build_release() -> Result<PathBuf> {
+    setup::setup()?;
+    sh("cargo", &["build", "--release", "--quiet", "-p", "baton"])?;
+    Ok(workspace_root().join("target/release/baton"))
+}
+
+fn baton_ports(verb: &str, ports: &[String], rest: &[String]) -> Result<()> {
+    let bin = build_release()?;
+    let mut args = vec!["dataplane".to_string(), verb.to_string()];
+    for p in ports {
+        args.extend(["--port".to_string(), p.clone()]);
+    }
+    args.extend(rest.iter().cloned());
+    let status = Command::new(&bin)
+        .args(&args)
+        .status()
+        .context("running baton")?;
+    if !status.success() {
+        bail!("baton dataplane {verb} failed");
+    }
+    Ok(())
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    let started = std::time::Instant::now();
+    setup::setup()?;
+    sh("cargo", &["fmt", "--all", "--check"])?;
+    sh(
+        "cargo",
+        &["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    sh("cargo", &["build", "--quiet", "-p", "baton"])?;
+    let stale = baton_lab::sweep_stale()?;
+    if !stale.is_empty() {
+        println!(
+            "xtask: removed {} lab leftovers of killed runs",
+            stale.len()
+        );
+    }
+    let bin = workspace_root().join("target/debug/baton");
+    let mut args = vec!["test", "--workspace", "--exclude", "baton-ebpf"];
+    args.extend(rest.iter().map(String::as_str));
+    let status = Command::new("cargo")
+        .args(&args)
+        .env("BATON_BIN", &bin)
+        .current_dir(workspace_root())
+        .status()
+        .context("starting cargo test")?;
+    // Whatever the outcome, no test may leave a namespace or pin behind.
+    let leaked = baton_lab::sweep_stale()?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    if !leaked.is_empty() {
+        bail!(
+            "tests left lab objects behind (now removed): {}",
+            leaked.join(", ")
+        );
+    }
+    println!(
+        "xtask: all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
