@@ -19,6 +19,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a configuration file; print a summary, or every error.
+    Check {
+        #[arg(short, long, default_value = "/etc/baton/baton.toml")]
+        config: PathBuf,
+    },
     /// Attach, detach and inspect the XDP dataplane on this host's ports.
     #[command(subcommand)]
     Dataplane(DataplaneCmd),
@@ -84,6 +89,22 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Dataplane(cmd) => dataplane_cmd(cmd),
+        Command::Check { config } => match baton_config::load(&config) {
+            Ok(cfg) => {
+                println!("{}: ok", config.display());
+                print!("{}", baton::check::summary(&cfg));
+                Ok(())
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                eprintln!(
+                    "baton: {} error(s) in {}; nothing was applied",
+                    errors.0.len(),
+                    config.display()
+                );
+                std::process::exit(1);
+            }
+        },
     }
 }
 

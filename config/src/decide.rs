@@ -1,0 +1,464 @@
+//! The decision engine (seed FIG. 3A, blocks 310-320): pure, no I/O, no clock.
+//!
+//! `decide(config, port states, cluster view, probe results, current
+//! placement, now) -> Plan`. Time is the caller's monotonic clock, as a
+//! `Duration` since the daemon started.
+use crate::model::{Config, Failback, Instance};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub type Time = Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    Down,
+}
+
+/// What the link monitor knows of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortState {
+    pub link: Link,
+    /// When the link last changed (or when baton first saw it).
+    pub since: Time,
+    /// The link has been like this since baton started: no hold timer applies
+    /// (a port down at start-up counts as failed at once).
+    pub at_start: bool,
+}
+
+impl PortState {
+    /// Up since baton started: usable at once.
+    pub const UP_AT_START: PortState = PortState {
+        link: Link::Up,
+        since: Duration::ZERO,
+        at_start: true,
+    };
+}
+
+/// Every configured port up since start (what `baton check` places against).
+pub fn all_ports_up(config: &Config) -> BTreeMap<String, PortState> {
+    config
+        .ports
+        .keys()
+        .map(|p| (p.clone(), PortState::UP_AT_START))
+        .collect()
+}
+
+/// Addresses live cluster members claim: address -> member id.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub claims: BTreeMap<IpAddr, u32>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub ports: &'a BTreeMap<String, PortState>,
+    pub cluster: &'a ClusterView,
+    /// (instance, port) pairs whose RFC 5227 / DAD probe found the address in use.
+    pub in_use: &'a BTreeSet<(String, String)>,
+    /// instance -> the port its address is on now.
+    pub placement: &'a BTreeMap<String, String>,
+    pub now: Time,
+}
+
+/// Why a port cannot take an instance (seed block 315), as shown in status and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// baton has never seen this port (missing device).
+    PortMissing,
+    /// Link down (held down or failed).
+    PortDown,
+    /// Link up, but not yet for `hold_up` (or `failback_delay` for a failback).
+    PortSettling {
+        remaining: Duration,
+    },
+    /// The port reaches none of the instance's networks.
+    DifferentNetwork,
+    /// The port reaches the network but serves no subnet holding the address.
+    SubnetMismatch,
+    VlanNotAllowed {
+        vlan: u16,
+    },
+    ClaimedByMember {
+        member: u32,
+    },
+    /// Another device answered the RFC 5227 / DAD probe on this port.
+    AddressInUse,
+    AddressCapReached {
+        cap: u32,
+    },
+    MacCapReached {
+        cap: u32,
+    },
+}
+
+impl Reason {
+    /// Short stable name for logs, status and metrics labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reason::PortMissing => "port-missing",
+            Reason::PortDown => "port-down",
+            Reason::PortSettling { .. } => "port-settling",
+            Reason::DifferentNetwork => "different-network",
+            Reason::SubnetMismatch => "subnet-mismatch",
+            Reason::VlanNotAllowed { .. } => "vlan-not-allowed",
+            Reason::ClaimedByMember { .. } => "claimed-by-member",
+            Reason::AddressInUse => "address-in-use",
+            Reason::AddressCapReached { .. } => "address-cap-reached",
+            Reason::MacCapReached { .. } => "mac-cap-reached",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::PortSettling { remaining } => {
+                write!(f, "{} ({}ms left)", self.name(), remaining.as_millis())
+            }
+            Reason::VlanNotAllowed { vlan } => write!(f, "{} (VLAN {vlan})", self.name()),
+            Reason::ClaimedByMember { member } => write!(f, "{} (member {member})", self.name()),
+            Reason::AddressCapReached { cap } | Reason::MacCapReached { cap } => {
+                write!(f, "{} (cap {cap})", self.name())
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    On(String),
+    /// No port can take it: it stays where it is (or unplaced), with the
+    /// reason each port refused.
+    Stays {
+        at: Option<String>,
+        refused: Vec<(String, Reason)>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// First placement after start.
+    Initial,
+    /// Its port failed.
+    Failover,
+    /// Back to a preferred port (`failback = "auto"`).
+    Failback,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub instance: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub kind: MoveKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub placements: BTreeMap<String, Placement>,
+    pub moves: Vec<Move>,
+    /// The earliest time a timer may change the plan: decide again then.
+    pub next_check: Option<Time>,
+}
+
+/// How a port looks to the engine at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    /// Up past hold_up; `stable_since` for failback_delay.
+    Up {
+        stable_since: Option<Time>,
+    },
+    /// Link up within hold_up.
+    Settling {
+        until: Time,
+    },
+    /// Link down within hold_down: still counts for the instances on it.
+    HeldDown {
+        until: Time,
+    },
+    Failed,
+    Missing,
+}
+
+fn health(state: Option<&PortState>, c: &Config, now: Time) -> Health {
+    let Some(s) = state else {
+        return Health::Missing;
+    };
+    let t = &c.timers;
+    match s.link {
+        Link::Up if s.at_start => Health::Up { stable_since: None },
+        Link::Up if now >= s.since + t.hold_up => Health::Up {
+            stable_since: Some(s.since),
+        },
+        Link::Up => Health::Settling {
+            until: s.since + t.hold_up,
+        },
+        Link::Down if s.at_start || now >= s.since + t.hold_down => Health::Failed,
+        Link::Down => Health::HeldDown {
+            until: s.since + t.hold_down,
+        },
+    }
+}
+
+/// Addresses and MACs the plan puts on each port so far.
+#[derive(Default)]
+struct Load(BTreeMap<String, (u32, u32)>);
+
+impl Load {
+    fn add(&mut self, port: &str, inst: &Instance, sign: i32) {
+        let e = self.0.entry(port.to_string()).or_default();
+        e.0 = e.0.saturating_add_signed(sign);
+        if inst.mac.is_some() {
+            e.1 = e.1.saturating_add_signed(sign);
+        }
+    }
+    fn get(&self, port: &str) -> (u32, u32) {
+        self.0.get(port).copied().unwrap_or_default()
+    }
+}
+
+/// Decides where every instance should be. Plans in single passes until a
+/// pass moves nothing: a move can free a slot an instance planned earlier
+/// would prefer. This ends (a failover happens once per instance, a failback
+/// only moves to an earlier port of its list), and its result is stable:
+/// deciding again with the plan applied yields no moves. Each instance gets
+/// at most one move (from where it is to where it ends).
+pub fn decide(inp: &Inputs) -> Plan {
+    let mut placement = inp.placement.clone();
+    let mut moves: Vec<Move> = Vec::new();
+    let bound = inp
+        .config
+        .instances
+        .values()
+        .map(|i| i.ports.len() + 1)
+        .sum::<usize>()
+        + 1;
+    for _ in 0..bound {
+        let plan = plan_once(&Inputs {
+            placement: &placement,
+            ..*inp
+        });
+        if plan.moves.is_empty() {
+            return Plan { moves, ..plan };
+        }
+        for m in plan.moves {
+            placement.insert(m.instance.clone(), m.to.clone());
+            match moves.iter_mut().find(|x| x.instance == m.instance) {
+                Some(first) => first.to = m.to,
+                None => moves.push(m),
+            }
+        }
+        moves.retain(|m| m.from.as_ref() != Some(&m.to));
+    }
+    // Unreachable by the argument above; settle for the last plan.
+    let plan = plan_once(&Inputs {
+        placement: &placement,
+        ..*inp
+    });
+    Plan { moves, ..plan }
+}
+
+/// One planning pass from the current placement.
+fn plan_once(inp: &Inputs) -> Plan {
+    let c = inp.config;
+    let health_of = |p: &str| health(inp.ports.get(p), c, inp.now);
+    let mut load = Load::default();
+    let mut placements = BTreeMap::new();
+    let mut movers: Vec<Mover> = Vec::new();
+
+    // Pass 1: who stays (their load counts first), who must or may move.
+    for (name, inst) in &c.instances {
+        let owner = inp.placement.get(name).filter(|o| inst.ports.contains(o));
+        match owner {
+            Some(o) if !matches!(health_of(o), Health::Failed | Health::Missing) => {
+                load.add(o, inst, 1);
+                placements.insert(name.clone(), Placement::On(o.clone()));
+                let pos = inst.ports.iter().position(|p| p == o).unwrap_or(0);
+                if inst.failback == Failback::Auto && pos > 0 {
+                    movers.push((
+                        name,
+                        Some(o),
+                        inst.ports[..pos].iter().collect(),
+                        MoveKind::Failback,
+                    ));
+                }
+            }
+            Some(o) => movers.push((
+                name,
+                Some(o),
+                inst.ports.iter().filter(|p| *p != o).collect(),
+                MoveKind::Failover,
+            )),
+            None => movers.push((name, None, inst.ports.iter().collect(), MoveKind::Initial)),
+        }
+    }
+
+    // Pass 2: failbacks first (only they free slots), then failovers and
+    // initial placements, each in name order; caps count over the whole plan.
+    let (failbacks, others): (Vec<_>, Vec<_>) =
+        movers.into_iter().partition(|m| m.3 == MoveKind::Failback);
+    let mut moves = Vec::new();
+    // A failback that cannot happen yet leaves the instance on its owner.
+    place(inp, failbacks, &mut load, &mut placements, &mut moves);
+    for ((name, owner, _, _), refused) in place(inp, others, &mut load, &mut placements, &mut moves)
+    {
+        placements.insert(
+            name.clone(),
+            Placement::Stays {
+                at: owner.cloned(),
+                refused,
+            },
+        );
+    }
+
+    Plan {
+        placements,
+        moves,
+        next_check: next_check(inp),
+    }
+}
+
+/// (instance, current owner, ports it may move to, kind)
+type Mover<'a> = (&'a String, Option<&'a String>, Vec<&'a String>, MoveKind);
+
+/// One pass over `movers`: each takes its first eligible port. Returns those
+/// that found none, with every port's reason.
+fn place<'a>(
+    inp: &Inputs<'a>,
+    movers: Vec<Mover<'a>>,
+    load: &mut Load,
+    placements: &mut BTreeMap<String, Placement>,
+    moves: &mut Vec<Move>,
+) -> Vec<(Mover<'a>, Vec<(String, Reason)>)> {
+    let mut refused_all = Vec::new();
+    for mover in movers {
+        let (name, owner, candidates, kind) = &mover;
+        let inst = &inp.config.instances[*name];
+        let mut refused = Vec::new();
+        let target =
+            candidates
+                .iter()
+                .find(|p| match eligibility(inp, load, name, inst, p, *kind) {
+                    None => true,
+                    Some(r) => {
+                        refused.push(((**p).clone(), r));
+                        false
+                    }
+                });
+        let Some(&p) = target else {
+            refused_all.push((mover, refused));
+            continue;
+        };
+        if *kind == MoveKind::Failback
+            && let Some(o) = owner
+        {
+            load.add(o, inst, -1);
+        }
+        load.add(p, inst, 1);
+        placements.insert((*name).clone(), Placement::On(p.clone()));
+        moves.push(Move {
+            instance: (*name).clone(),
+            from: owner.cloned(),
+            to: p.clone(),
+            kind: *kind,
+        });
+    }
+    refused_all
+}
+
+/// Why `port` cannot take `inst` now (None: it can): the port's health
+/// first, then block 315.
+fn eligibility(
+    inp: &Inputs,
+    load: &Load,
+    name: &str,
+    inst: &Instance,
+    port: &str,
+    kind: MoveKind,
+) -> Option<Reason> {
+    match health(inp.ports.get(port), inp.config, inp.now) {
+        Health::Missing => Some(Reason::PortMissing),
+        Health::Failed | Health::HeldDown { .. } => Some(Reason::PortDown),
+        Health::Settling { until } => Some(Reason::PortSettling {
+            remaining: until - inp.now,
+        }),
+        Health::Up {
+            stable_since: Some(since),
+        } if kind == MoveKind::Failback && inp.now < since + inp.config.timers.failback_delay => {
+            Some(Reason::PortSettling {
+                remaining: since + inp.config.timers.failback_delay - inp.now,
+            })
+        }
+        Health::Up { .. } => ineligible(inp, load, name, inst, port),
+    }
+}
+
+/// The static and load-dependent checks of block 315, first failure first.
+fn ineligible(
+    inp: &Inputs,
+    load: &Load,
+    name: &str,
+    inst: &Instance,
+    port: &str,
+) -> Option<Reason> {
+    let c = inp.config;
+    let p = c.ports.get(port)?;
+    let addr = inst.address.addr();
+    let home: BTreeSet<&String> = c
+        .networks
+        .iter()
+        .filter(|(_, n)| n.subnets.iter().any(|s| s.contains(&addr)))
+        .map(|(n, _)| n)
+        .collect();
+    if !p.networks.iter().any(|n| home.contains(n)) {
+        return Some(Reason::DifferentNetwork);
+    }
+    if !c.port_subnets(port).iter().any(|s| s.contains(&addr)) {
+        return Some(Reason::SubnetMismatch);
+    }
+    if let Some(vlan) = inst.vlan
+        && !p.vlans.contains(&vlan)
+    {
+        return Some(Reason::VlanNotAllowed { vlan });
+    }
+    if let Some(member) = inp.cluster.claims.get(&addr) {
+        return Some(Reason::ClaimedByMember { member: *member });
+    }
+    if inp.in_use.contains(&(name.to_string(), port.to_string())) {
+        return Some(Reason::AddressInUse);
+    }
+    let (addrs, macs) = load.get(port);
+    if addrs >= c.address_cap(port) {
+        return Some(Reason::AddressCapReached {
+            cap: c.address_cap(port),
+        });
+    }
+    if inst.mac.is_some() && macs >= c.mac_cap(port) {
+        return Some(Reason::MacCapReached {
+            cap: c.mac_cap(port),
+        });
+    }
+    None
+}
+
+/// The next time a hold timer or failback delay expires.
+fn next_check(inp: &Inputs) -> Option<Time> {
+    let t = &inp.config.timers;
+    inp.ports
+        .values()
+        .filter(|s| !s.at_start)
+        .flat_map(|s| match s.link {
+            Link::Up => vec![
+                s.since + t.hold_up,
+                s.since + t.hold_up.max(t.failback_delay),
+            ],
+            Link::Down => vec![s.since + t.hold_down],
+        })
+        .filter(|at| *at > inp.now)
+        .min()
+}

@@ -1,0 +1,165 @@
+//! The validated configuration. Names are the keys of TOML tables
+//! (`[ports.ge0]`), so they are unique by construction.
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub ports: BTreeMap<String, Port>,
+    pub networks: BTreeMap<String, Network>,
+    pub instances: BTreeMap<String, Instance>,
+    pub timers: Timers,
+    pub limits: Limits,
+    pub cluster: Option<Cluster>,
+}
+
+/// A data NIC of the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    /// L2 segments the port is plugged into.
+    pub networks: Vec<String>,
+    /// The subnets the port serves; empty = every subnet of its networks.
+    pub subnets: Vec<IpNet>,
+    /// VLAN ids the port carries tagged.
+    pub vlans: Vec<u16>,
+    /// Overrides of `limits` for this port.
+    pub max_addresses: Option<u32>,
+    pub max_macs: Option<u32>,
+}
+
+/// A named L2 segment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Network {
+    pub subnets: Vec<IpNet>,
+    /// VLAN ids allowed on this segment; empty = any.
+    pub vlans: Vec<u16>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Failback {
+    /// Stay on the port it moved to until moved by hand.
+    #[default]
+    Never,
+    /// Go back to the first port of the list once it is stable for `failback_delay`.
+    Auto,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub to: IpNet,
+    pub via: IpAddr,
+}
+
+/// A service with one address.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// Address with prefix length.
+    pub address: IpNet,
+    /// Primary first, then secondaries in order of preference.
+    pub ports: Vec<String>,
+    pub vlan: Option<u16>,
+    pub mac: Option<[u8; 6]>,
+    pub routes: Vec<Route>,
+    /// L4 ports it serves (iSCSI: 3260).
+    pub services: Vec<u16>,
+    pub cpus: Vec<u32>,
+    pub failback: Failback,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timers {
+    /// How long a port must stay down before it counts as failed (seed: 2 s).
+    pub hold_down: Duration,
+    /// How long a port must stay up before it counts as up again.
+    pub hold_up: Duration,
+    /// How long the primary must be stable before an `auto` failback.
+    pub failback_delay: Duration,
+    pub announce_count: u32,
+    pub announce_interval: Duration,
+    /// How long to wait for an answer to the RFC 5227 / DAD probe.
+    pub probe_time: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            hold_down: Duration::from_secs(2),
+            hold_up: Duration::from_secs(2),
+            failback_delay: Duration::from_secs(30),
+            // IPaddr2's defaults: 5 announcements 200 ms apart.
+            announce_count: 5,
+            announce_interval: Duration::from_millis(200),
+            probe_time: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Addresses one port may hold (seed: fifteen).
+    pub addresses_per_port: u32,
+    /// Per-instance MACs one port may hold.
+    pub macs_per_port: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            addresses_per_port: 15,
+            macs_per_port: 8,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cluster {
+    pub member_id: u32,
+    pub ha_port: String,
+    pub peers: Vec<IpAddr>,
+    pub key_file: PathBuf,
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+}
+
+impl Config {
+    /// The address cap of a port (its override, else the global limit).
+    pub fn address_cap(&self, port: &str) -> u32 {
+        self.ports
+            .get(port)
+            .and_then(|p| p.max_addresses)
+            .unwrap_or(self.limits.addresses_per_port)
+    }
+
+    pub fn mac_cap(&self, port: &str) -> u32 {
+        self.ports
+            .get(port)
+            .and_then(|p| p.max_macs)
+            .unwrap_or(self.limits.macs_per_port)
+    }
+
+    /// Subnets a port serves: its own list, else every subnet of its networks.
+    pub fn port_subnets(&self, port: &str) -> Vec<IpNet> {
+        let Some(p) = self.ports.get(port) else {
+            return Vec::new();
+        };
+        if !p.subnets.is_empty() {
+            return p.subnets.clone();
+        }
+        p.networks
+            .iter()
+            .filter_map(|n| self.networks.get(n))
+            .flat_map(|n| n.subnets.iter().copied())
+            .collect()
+    }
+}
+
+/// Formats a MAC as aa:bb:cc:dd:ee:ff.
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

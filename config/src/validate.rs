@@ -1,0 +1,311 @@
+//! Rules that span fields: references, overlaps, caps, host facts. Each
+//! error is (field path, message with the fix).
+use crate::model::*;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Facts about the machine the configuration is checked for.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Number of possible CPUs (ids 0..cpus).
+    pub cpus: u32,
+}
+
+impl Host {
+    pub fn this_machine() -> Host {
+        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+            .ok()
+            .and_then(|s| {
+                s.trim()
+                    .rsplit(['-', ','])
+                    .next()
+                    .and_then(|n| n.parse::<u32>().ok())
+            })
+            .map(|last| last + 1)
+            .or_else(|| {
+                std::thread::available_parallelism()
+                    .ok()
+                    .map(|n| n.get() as u32)
+            })
+            .unwrap_or(1);
+        Host { cpus }
+    }
+}
+
+type Errors = Vec<(String, String)>;
+
+pub fn validate(c: &Config, host: &Host) -> Errors {
+    let mut e = Errors::new();
+    networks(c, &mut e);
+    ports(c, &mut e);
+    instances(c, host, &mut e);
+    caps(c, &mut e);
+    timers(c, &mut e);
+    if let Some(cluster) = &c.cluster {
+        self::cluster(c, cluster, &mut e);
+    }
+    e
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn networks(c: &Config, e: &mut Errors) {
+    for (name, n) in &c.networks {
+        if n.subnets.is_empty() {
+            e.push((
+                format!("networks.{name}.subnets"),
+                "a network needs at least one subnet, e.g. subnets = [\"192.0.2.0/24\"]".into(),
+            ));
+        }
+        for (i, s) in n.subnets.iter().enumerate() {
+            if s.addr() != s.network() {
+                e.push((
+                    format!("networks.{name}.subnets[{i}]"),
+                    format!(
+                        "{s} has host bits set; did you mean {}/{}?",
+                        s.network(),
+                        s.prefix_len()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn ports(c: &Config, e: &mut Errors) {
+    if c.ports.is_empty() {
+        e.push(("ports".into(), "no ports are defined; add at least one, e.g. [ports.ge0] with networks = [\"storage\"]".into()));
+    }
+    for (name, p) in &c.ports {
+        for (i, n) in p.networks.iter().enumerate() {
+            if !c.networks.contains_key(n) {
+                e.push((
+                    format!("ports.{name}.networks[{i}]"),
+                    format!(
+                        "network \"{n}\" is not defined; defined networks: {}",
+                        list(c.networks.keys())
+                    ),
+                ));
+            }
+        }
+        for (i, v) in p.vlans.iter().enumerate() {
+            let nets: Vec<&Network> = p
+                .networks
+                .iter()
+                .filter_map(|n| c.networks.get(n))
+                .collect();
+            if !nets.is_empty()
+                && nets
+                    .iter()
+                    .all(|n| !n.vlans.is_empty() && !n.vlans.contains(v))
+            {
+                e.push((format!("ports.{name}.vlans[{i}]"), format!("VLAN {v} is not allowed on any network of this port; add it to a network's vlans or remove it")));
+            }
+        }
+    }
+}
+
+fn instances(c: &Config, host: &Host, e: &mut Errors) {
+    let mut seen_addr: BTreeMap<IpAddr, &str> = BTreeMap::new();
+    let mut seen_mac: BTreeMap<[u8; 6], &str> = BTreeMap::new();
+    for (name, inst) in &c.instances {
+        let path = format!("instances.{name}");
+        if inst.ports.is_empty() {
+            e.push((
+                format!("{path}.ports"),
+                "lists no port; add its ports, primary first: ports = [\"ge0\", \"ge1\"]".into(),
+            ));
+        }
+        for (i, p) in inst.ports.iter().enumerate() {
+            if !c.ports.contains_key(p) {
+                e.push((
+                    format!("{path}.ports[{i}]"),
+                    format!(
+                        "port \"{p}\" is not defined; defined ports: {}",
+                        list(c.ports.keys())
+                    ),
+                ));
+            } else if inst.ports[..i].contains(p) {
+                e.push((
+                    format!("{path}.ports[{i}]"),
+                    format!("port \"{p}\" is listed twice; list each port once, primary first"),
+                ));
+            }
+        }
+        let addr = inst.address.addr();
+        if let Some(other) = seen_addr.insert(addr, name) {
+            e.push((format!("{path}.address"), format!("{addr} is already the address of instance \"{other}\"; every instance needs its own address")));
+        }
+        if addr == inst.address.network()
+            && inst.address.prefix_len() < inst.address.max_prefix_len() - 1
+        {
+            e.push((
+                format!("{path}.address"),
+                format!(
+                    "{} is the subnet's own address, not a host address",
+                    inst.address
+                ),
+            ));
+        }
+        let defined: Vec<&String> = inst
+            .ports
+            .iter()
+            .filter(|p| c.ports.contains_key(*p))
+            .collect();
+        let mut reachable: Vec<ipnet::IpNet> =
+            defined.iter().flat_map(|p| c.port_subnets(p)).collect();
+        reachable.sort();
+        reachable.dedup();
+        if !defined.is_empty() && !reachable.iter().any(|s| s.contains(&addr)) {
+            e.push((format!("{path}.address"), format!(
+                "{addr} is outside every subnet its ports reach ({}); fix the address or add its subnet to a network of these ports",
+                if reachable.is_empty() { "none".to_string() } else { reachable.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ") }
+            )));
+        }
+        if let Some(v) = inst.vlan
+            && !defined.is_empty()
+            && !defined.iter().any(|p| c.ports[*p].vlans.contains(&v))
+        {
+            e.push((
+                format!("{path}.vlan"),
+                format!(
+                    "VLAN {v} is not carried by any of its ports ({}); add it to a port's vlans",
+                    list(defined.iter().copied())
+                ),
+            ));
+        }
+        if let Some(mac) = inst.mac {
+            if mac == [0; 6] {
+                e.push((format!("{path}.mac"), "00:00:00:00:00:00 is not a usable MAC; use a locally administered unicast one such as 02:ba:70:00:00:01".into()));
+            } else if mac[0] & 1 == 1 {
+                e.push((format!("{path}.mac"), format!("{} is a multicast MAC (low bit of the first byte set); use a unicast one such as 02:ba:70:00:00:01", mac_string(&mac))));
+            } else if let Some(other) = seen_mac.insert(mac, name) {
+                e.push((
+                    format!("{path}.mac"),
+                    format!(
+                        "{} is already the MAC of instance \"{other}\"",
+                        mac_string(&mac)
+                    ),
+                ));
+            }
+        }
+        for (i, r) in inst.routes.iter().enumerate() {
+            if r.to.addr().is_ipv4() != addr.is_ipv4() || r.via.is_ipv4() != addr.is_ipv4() {
+                e.push((
+                    format!("{path}.routes[{i}]"),
+                    format!(
+                        "route {} via {} is not of the instance address's family",
+                        r.to, r.via
+                    ),
+                ));
+            } else if !inst.address.contains(&r.via) || r.via == addr {
+                e.push((format!("{path}.routes[{i}].via"), format!("gateway {} is not on-link: it is outside {}; use a gateway inside the instance's subnet", r.via, inst.address.trunc())));
+            }
+        }
+        for (i, cpu) in inst.cpus.iter().enumerate() {
+            if *cpu >= host.cpus {
+                e.push((
+                    format!("{path}.cpus[{i}]"),
+                    format!(
+                        "CPU {cpu} does not exist on this host (CPUs 0..={})",
+                        host.cpus.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Caps the configuration itself exceeds: with every port up, each instance
+/// sits on its primary.
+fn caps(c: &Config, e: &mut Errors) {
+    let mut addrs: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut macs: BTreeMap<&str, u32> = BTreeMap::new();
+    for (name, inst) in &c.instances {
+        let Some(primary) = inst.ports.first().filter(|p| c.ports.contains_key(*p)) else {
+            continue;
+        };
+        let n = addrs.entry(primary).or_default();
+        *n += 1;
+        if *n == c.address_cap(primary) + 1 {
+            e.push((format!("instances.{name}.ports[0]"), format!(
+                "port {primary} would hold {n} addresses with every port up, over its cap of {}; raise limits.addresses_per_port or ports.{primary}.max_addresses, or give this instance another primary",
+                c.address_cap(primary)
+            )));
+        }
+        if inst.mac.is_some() {
+            let m = macs.entry(primary).or_default();
+            *m += 1;
+            if *m == c.mac_cap(primary) + 1 {
+                e.push((format!("instances.{name}.mac"), format!(
+                    "port {primary} would hold {m} instance MACs with every port up, over its cap of {}; raise limits.macs_per_port or ports.{primary}.max_macs",
+                    c.mac_cap(primary)
+                )));
+            }
+        }
+    }
+}
+
+fn timers(c: &Config, e: &mut Errors) {
+    let t = &c.timers;
+    if t.announce_interval > Duration::from_secs(10) {
+        e.push((
+            "timers.announce_interval".into(),
+            "longer than 10s; announcements must follow a move quickly (default 200ms)".into(),
+        ));
+    }
+    if t.probe_time.is_zero() || t.probe_time > Duration::from_secs(5) {
+        e.push((
+            "timers.probe_time".into(),
+            "use a probe time in 1ms..=5s (default 200ms); an address is never taken unprobed"
+                .into(),
+        ));
+    }
+}
+
+fn cluster(c: &Config, cl: &Cluster, e: &mut Errors) {
+    if c.ports.contains_key(&cl.ha_port) {
+        e.push((
+            "cluster.ha_port".into(),
+            format!(
+                "{} is a data port; the HA link needs a port of its own",
+                cl.ha_port
+            ),
+        ));
+    }
+    if cl.peers.is_empty() {
+        e.push((
+            "cluster.peers".into(),
+            "lists no peer; add the HA address of every other member".into(),
+        ));
+    }
+    if cl.heartbeat >= cl.dead_after {
+        e.push(("cluster.dead_after".into(), "must be longer than cluster.heartbeat (e.g. heartbeat = \"100ms\", dead_after = \"1s\")".into()));
+    }
+    let key = &cl.key_file;
+    if !key.is_absolute() {
+        e.push((
+            "cluster.key_file".into(),
+            format!("{} is a relative path; use an absolute one", key.display()),
+        ));
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata(key) {
+        Err(err) => e.push(("cluster.key_file".into(), format!("cannot read {}: {err}; create it with: head -c 32 /dev/urandom > {0} && chmod 600 {0}", key.display()))),
+        Ok(m) if m.mode() & 0o077 != 0 || m.uid() != 0 => e.push((
+            "cluster.key_file".into(),
+            format!("{} is readable by others than root (mode {:o}, owner uid {}); chown root {0} && chmod 600 {0}", key.display(), m.mode() & 0o777, m.uid()),
+        )),
+        Ok(m) if m.len() < 16 => e.push(("cluster.key_file".into(), format!("{} holds {} bytes; a key needs at least 16", key.display(), m.len()))),
+        Ok(_) => {}
+    }
+}

@@ -1,0 +1,96 @@
+//! `baton check -c FILE`: validate and summarise a configuration.
+use baton_config::decide::{self, ClusterView, Inputs, Placement};
+use baton_config::{Config, duration};
+use comfy_table::{Table, presets::NOTHING};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Where each instance goes with every port up (what the daemon does at start).
+pub fn placement_all_up(config: &Config) -> BTreeMap<String, Placement> {
+    let ports = decide::all_ports_up(config);
+    let plan = decide::decide(&Inputs {
+        config,
+        ports: &ports,
+        cluster: &ClusterView::default(),
+        in_use: &BTreeSet::new(),
+        placement: &BTreeMap::new(),
+        now: Duration::ZERO,
+    });
+    plan.placements
+}
+
+pub fn summary(config: &Config) -> String {
+    let t = &config.timers;
+    let mut out = format!(
+        "{} ports, {} networks, {} instances; hold_down {} hold_up {} failback_delay {}, {} announcements every {}\n",
+        config.ports.len(),
+        config.networks.len(),
+        config.instances.len(),
+        duration::display(t.hold_down),
+        duration::display(t.hold_up),
+        duration::display(t.failback_delay),
+        t.announce_count,
+        duration::display(t.announce_interval),
+    );
+    let mut ports = Table::new();
+    ports.load_preset(NOTHING);
+    ports.set_header(["port", "networks", "vlans", "max addrs", "max macs"]);
+    for (name, p) in &config.ports {
+        let vlans: Vec<String> = p.vlans.iter().map(u16::to_string).collect();
+        ports.add_row([
+            name.clone(),
+            p.networks.join(","),
+            if vlans.is_empty() {
+                "-".into()
+            } else {
+                vlans.join(",")
+            },
+            config.address_cap(name).to_string(),
+            config.mac_cap(name).to_string(),
+        ]);
+    }
+    out.push_str(&format!("{ports}\n"));
+    let placed = placement_all_up(config);
+    let mut insts = Table::new();
+    insts.load_preset(NOTHING);
+    insts.set_header([
+        "instance",
+        "address",
+        "vlan",
+        "ports",
+        "failback",
+        "with all ports up",
+    ]);
+    for (name, i) in &config.instances {
+        let at = match placed.get(name) {
+            Some(Placement::On(p)) => p.clone(),
+            Some(Placement::Stays { refused, .. }) => {
+                let why: Vec<String> = refused.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+                format!("unplaced ({})", why.join("; "))
+            }
+            None => "?".into(),
+        };
+        insts.add_row([
+            name.clone(),
+            i.address.to_string(),
+            i.vlan.map_or("-".into(), |v| v.to_string()),
+            i.ports.join(","),
+            format!("{:?}", i.failback).to_lowercase(),
+            at,
+        ]);
+    }
+    out.push_str(&format!("{insts}\n"));
+    if let Some(c) = &config.cluster {
+        out.push_str(&format!(
+            "\ncluster: member {} on {}, peers {}\n",
+            c.member_id,
+            c.ha_port,
+            c.peers
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    out
+}
