@@ -66,6 +66,36 @@ enum DataplaneCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make PORT the owner of ADDR in the instance table (what a move does).
+    Own {
+        address: std::net::IpAddr,
+        #[arg(long)]
+        port: String,
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// The instance's own MAC (default: the port's).
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        id: u32,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// Remove ADDR from the instance table.
+    Disown {
+        address: std::net::IpAddr,
+        #[arg(long)]
+        vlan: Option<u16>,
+        #[command(flatten)]
+        pins: PinArgs,
+    },
+    /// The instance table with per-port counters.
+    Instances {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load and verify every program without attaching; print instruction counts.
     Verify {
         #[command(flatten)]
@@ -121,21 +151,18 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&attached)?);
             } else {
                 for a in attached {
-                    println!(
-                        "{}: {} {} ({} verified instructions)",
-                        a.port,
-                        if a.mode == "already" {
-                            "already attached:"
-                        } else {
-                            "attached"
-                        },
-                        if a.mode == "already" {
-                            names::XDP_PROGRAM.to_string()
-                        } else {
-                            format!("{} mode {}", names::XDP_PROGRAM, a.mode)
-                        },
-                        a.verified_instructions
-                    );
+                    if a.already() {
+                        println!("{}: already attached", a.port);
+                    } else {
+                        println!(
+                            "{}: attached {} ({} mode, {} instructions processed by the verifier) and {}",
+                            a.port,
+                            names::XDP_PROGRAM,
+                            a.mode,
+                            a.verified_instructions,
+                            names::TC_EGRESS_PROGRAM
+                        );
+                    }
                 }
             }
         }
@@ -155,14 +182,127 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             }
             print_stats(&rows, json)?;
         }
+        DataplaneCmd::Own {
+            address,
+            port,
+            vlan,
+            mac,
+            id,
+            pins,
+        } => {
+            let dev = baton::netdev::data_port(&port)?;
+            let (mac, flags) = match mac {
+                Some(m) => (
+                    baton_config::model::parse_mac(&m).ok_or_else(|| {
+                        anyhow::anyhow!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+                    })?,
+                    baton_common::flags::OWN_MAC,
+                ),
+                None => (baton::netdev::mac_of(&port)?, 0),
+            };
+            let mut table = dataplane::InstanceTable::open(&PinDir::new(pins.pin_dir))?;
+            let entry = baton_common::InstanceEntry {
+                id,
+                owner_ifindex: dev.ifindex,
+                mac,
+                flags,
+            };
+            table.set(&dataplane::key_for(vlan, address), &entry)?;
+            println!("{address}: owned by {port}");
+        }
+        DataplaneCmd::Disown {
+            address,
+            vlan,
+            pins,
+        } => {
+            let mut table = dataplane::InstanceTable::open(&PinDir::new(pins.pin_dir))?;
+            table.remove(&dataplane::key_for(vlan, address))?;
+            println!("{address}: removed");
+        }
+        DataplaneCmd::Instances { pins, json } => {
+            let pins = PinDir::new(pins.pin_dir);
+            let table = dataplane::InstanceTable::open(&pins)?;
+            let counters = dataplane::instance_counters(&pins)?;
+            print_instances(&table, &counters, json)?;
+        }
         DataplaneCmd::Verify { pins } => {
             let pins = PinDir::new(pins.pin_dir);
-            for prog in [names::XDP_PROGRAM, names::XDP_PASS_PROGRAM] {
+            for prog in [
+                names::XDP_PROGRAM,
+                names::TC_EGRESS_PROGRAM,
+                names::XDP_PASS_PROGRAM,
+            ] {
                 let (_ebpf, insns) = dataplane::load_xdp(&pins, prog)?;
-                println!("{prog}: verified, {insns} instructions");
+                println!("{prog}: verified, {insns} instructions processed");
             }
         }
     }
+    Ok(())
+}
+
+fn print_instances(
+    table: &dataplane::InstanceTable,
+    counters: &[(
+        baton_common::InstancePortKey,
+        baton_common::InstanceCounters,
+    )],
+    json: bool,
+) -> Result<()> {
+    let mut rows = Vec::new();
+    for (key, entry) in table.entries() {
+        let addr = dataplane::addr_of(&key);
+        let owner = baton::netdev::name_of(entry.owner_ifindex)
+            .unwrap_or_else(|| format!("if{}", entry.owner_ifindex));
+        let ports: Vec<serde_json::Value> = counters
+            .iter()
+            .filter(|(k, _)| k.id == entry.id)
+            .map(|(k, c)| {
+                serde_json::json!({
+                    "port": baton::netdev::name_of(k.ifindex),
+                    "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "last_seen_ns": c.last_seen_ns,
+                    "solicits": c.solicits, "solicits_dropped": c.solicits_dropped,
+                    "egress_redirected": c.egress_redirected,
+                })
+            })
+            .collect();
+        rows.push(serde_json::json!({
+            "address": addr.to_string(), "vlan": key.vlan, "id": entry.id, "owner": owner,
+            "mac": baton_config::model::mac_string(&entry.mac), "ports": ports,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header([
+        "address",
+        "vlan",
+        "owner",
+        "mac",
+        "port",
+        "rx",
+        "solicits",
+        "dropped",
+        "redirected",
+    ]);
+    for r in &rows {
+        for p in r["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            t.add_row([
+                r["address"].as_str().unwrap_or("").to_string(),
+                r["vlan"].to_string(),
+                r["owner"].as_str().unwrap_or("").to_string(),
+                r["mac"].as_str().unwrap_or("").to_string(),
+                p["port"].as_str().unwrap_or("?").to_string(),
+                p["rx_packets"].to_string(),
+                p["solicits"].to_string(),
+                p["solicits_dropped"].to_string(),
+                p["egress_redirected"].to_string(),
+            ]);
+        }
+    }
+    println!("{t}");
     Ok(())
 }
 

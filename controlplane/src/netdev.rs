@@ -44,8 +44,27 @@ pub fn name_of(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
+/// Hardware address of a device (SIOCGIFHWADDR).
+pub fn mac_of(name: &str) -> Result<[u8; 6]> {
+    let req = ifreq(name, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(data.iter()) {
+        *m = *d as u8;
+    }
+    Ok(mac)
+}
+
 /// IFF_* flags of a device (SIOCGIFFLAGS).
 fn flags(name: &str) -> Result<u32> {
+    let req = ifreq(name, libc::SIOCGIFFLAGS)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_flags } as u16 as u32)
+}
+
+/// One SIOCGIF* ioctl on a throwaway socket.
+fn ifreq(name: &str, request: libc::c_ulong) -> Result<libc::ifreq> {
     // SAFETY: plain socket(2); the fd is closed below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -57,13 +76,12 @@ fn flags(name: &str) -> Result<u32> {
         *dst = src as libc::c_char;
     }
     // SAFETY: fd is a socket, req a properly sized ifreq.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    let rc = unsafe { libc::ioctl(fd, request, &mut req) };
     let err = std::io::Error::last_os_error();
     // SAFETY: fd came from socket(2) above.
     unsafe { libc::close(fd) };
     if rc < 0 {
-        return Err(err).with_context(|| format!("reading flags of {name}"));
+        return Err(err).with_context(|| format!("ioctl {request:#x} on {name}"));
     }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    Ok(unsafe { req.ifr_ifru.ifru_flags } as u16 as u32)
+    Ok(req)
 }

@@ -1,8 +1,9 @@
-//! Bounds-checked frame parsing. Every read goes through [`Frame::at`], which
-//! checks the whole header against `data_end` first: what the verifier needs
-//! and what a frame that lies about its lengths deserves.
+//! Bounds-checked frame parsing, shared by the XDP and TC programs. Every
+//! read goes through [`Frame::at`], which checks the whole header against
+//! `data_end` first: what the verifier needs and what a frame that lies about
+//! its lengths deserves.
 
-use baton_common::Class;
+use baton_common::{Class, InstanceKey};
 use core::mem::size_of;
 use network_types::{
     eth::EthHdr,
@@ -20,6 +21,11 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// Ethernet/IPv4 ARP body: htype, ptype, hlen, plen, oper, sha, spa, tha, tpa.
 const ARP_IPV4_LEN: usize = 28;
+const ARP_REQUEST: u16 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+/// ICMPv6 header (4) + reserved (4) + target address (16).
+const NS_LEN: usize = 24;
 
 pub struct Frame {
     start: usize,
@@ -27,13 +33,15 @@ pub struct Frame {
 }
 
 /// What the parser found: one L3 class, and an L4 class when a complete
-/// TCP/UDP header follows.
+/// TCP/UDP header follows; the instance-table keys of the frame's source and
+/// destination (ARP: sender and target; neighbour solicitation: its target);
+/// whether the frame asks who owns `dst` (ARP request, NS).
 pub struct Parsed {
     pub l3: Class,
     pub l4: Option<Class>,
-    /// VLAN id of the outermost tag (0 when untagged). Used by later stages.
-    #[allow(dead_code)]
-    pub vlan: u16,
+    pub src: Option<InstanceKey>,
+    pub dst: Option<InstanceKey>,
+    pub solicit: bool,
 }
 
 impl Frame {
@@ -57,18 +65,24 @@ impl Frame {
     }
 }
 
-const fn malformed(vlan: u16) -> Parsed {
+const fn just(l3: Class) -> Parsed {
     Parsed {
-        l3: Class::Malformed,
+        l3,
         l4: None,
-        vlan,
+        src: None,
+        dst: None,
+        solicit: false,
     }
+}
+
+const fn malformed() -> Parsed {
+    just(Class::Malformed)
 }
 
 #[inline(always)]
 pub fn classify(frame: &Frame) -> Parsed {
     let Some(eth) = frame.at::<EthHdr>(0) else {
-        return malformed(0);
+        return malformed();
     };
     // SAFETY: `at` checked the header lies inside the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -81,7 +95,7 @@ pub fn classify(frame: &Frame) -> Parsed {
             break;
         }
         let Some(tag) = frame.at::<VlanHdr>(offset) else {
-            return malformed(vlan);
+            return malformed();
         };
         // SAFETY: bounds checked by `at`.
         let (tci, inner) = unsafe { ((*tag).tci, (*tag).ether_type) };
@@ -92,35 +106,39 @@ pub fn classify(frame: &Frame) -> Parsed {
         offset += VlanHdr::LEN;
     }
 
-    if ether_type == ETH_P_ARP {
-        return if frame.at::<[u8; ARP_IPV4_LEN]>(offset).is_some() {
-            Parsed {
-                l3: Class::Arp,
-                l4: None,
-                vlan,
-            }
-        } else {
-            malformed(vlan)
-        };
+    match ether_type {
+        ETH_P_ARP => arp(frame, offset, vlan),
+        ETH_P_IP => ipv4(frame, offset, vlan),
+        ETH_P_IPV6 => ipv6(frame, offset, vlan),
+        // A third tag, or any other ethertype.
+        _ => just(Class::Other),
     }
-    if ether_type == ETH_P_IP {
-        return ipv4(frame, offset, vlan);
+}
+
+#[inline(always)]
+fn arp(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
+    let Some(arp) = frame.at::<[u8; ARP_IPV4_LEN]>(offset) else {
+        return malformed();
+    };
+    // SAFETY: bounds checked by `at`.
+    let a = unsafe { &*arp };
+    // Only Ethernet/IPv4 ARP names instance addresses: htype 1, ptype 0x0800, hlen 6, plen 4.
+    if a[0..6] != [0, 1, 8, 0, 6, 4] {
+        return just(Class::Arp);
     }
-    if ether_type == ETH_P_IPV6 {
-        return ipv6(frame, offset, vlan);
-    }
-    // A third tag, or any other ethertype.
     Parsed {
-        l3: Class::Other,
+        l3: Class::Arp,
         l4: None,
-        vlan,
+        src: Some(InstanceKey::v4(vlan, [a[14], a[15], a[16], a[17]])),
+        dst: Some(InstanceKey::v4(vlan, [a[24], a[25], a[26], a[27]])),
+        solicit: u16::from_be_bytes([a[6], a[7]]) == ARP_REQUEST,
     }
 }
 
 #[inline(always)]
 fn ipv4(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
     let Some(ip) = frame.at::<Ipv4Hdr>(offset) else {
-        return malformed(vlan);
+        return malformed();
     };
     // SAFETY: bounds checked by `at`.
     let ip = unsafe { &*ip };
@@ -133,79 +151,92 @@ fn ipv4(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
         || total_len > available
         || frame.at::<u8>(offset + header_len - 1).is_none()
     {
-        return malformed(vlan);
+        return malformed();
     }
     // Later fragments carry no L4 header.
-    if ip.frag_offset() != 0 {
-        return Parsed {
-            l3: Class::Ipv4,
-            l4: None,
-            vlan,
-        };
+    let mut parsed = if ip.frag_offset() != 0 {
+        just(Class::Ipv4)
+    } else {
+        l4(
+            frame,
+            offset + header_len,
+            total_len - header_len,
+            ip.proto,
+            Class::Ipv4,
+        )
+    };
+    if parsed.l3 == Class::Ipv4 {
+        parsed.src = Some(InstanceKey::v4(vlan, ip.src_addr));
+        parsed.dst = Some(InstanceKey::v4(vlan, ip.dst_addr));
     }
-    l4(
-        frame,
-        offset + header_len,
-        total_len - header_len,
-        ip.proto,
-        Class::Ipv4,
-        vlan,
-    )
+    parsed
 }
 
 #[inline(always)]
 fn ipv6(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
     let Some(ip) = frame.at::<Ipv6Hdr>(offset) else {
-        return malformed(vlan);
+        return malformed();
     };
     // SAFETY: bounds checked by `at`.
     let ip = unsafe { &*ip };
     let payload_len = ip.payload_len() as usize;
     if ip.version() != 6 || Ipv6Hdr::LEN + payload_len > frame.len() - offset {
-        return malformed(vlan);
+        return malformed();
     }
-    l4(
-        frame,
-        offset + Ipv6Hdr::LEN,
-        payload_len,
-        ip.next_hdr,
-        Class::Ipv6,
-        vlan,
-    )
+    let l4_offset = offset + Ipv6Hdr::LEN;
+    let mut parsed = l4(frame, l4_offset, payload_len, ip.next_hdr, Class::Ipv6);
+    if parsed.l3 != Class::Ipv6 {
+        return parsed;
+    }
+    parsed.src = Some(InstanceKey::v6(vlan, ip.src_addr));
+    parsed.dst = Some(InstanceKey::v6(vlan, ip.dst_addr));
+    // A neighbour solicitation asks for its target, not its (multicast) destination.
+    if ip.next_hdr == IPPROTO_ICMPV6
+        && payload_len >= NS_LEN
+        && let Some(ns) = frame.at::<[u8; NS_LEN]>(l4_offset)
+    {
+        // SAFETY: bounds checked by `at`.
+        let ns = unsafe { &*ns };
+        if ns[0] == ND_NEIGHBOR_SOLICIT {
+            let mut target = [0u8; 16];
+            target.copy_from_slice(&ns[8..NS_LEN]);
+            parsed.dst = Some(InstanceKey::v6(vlan, target));
+            parsed.solicit = true;
+        }
+    }
+    parsed
 }
 
 /// TCP/UDP header at `offset`; `ip_payload` is what the IP header says follows.
 #[inline(always)]
-fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, l3: Class, vlan: u16) -> Parsed {
+fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, l3: Class) -> Parsed {
     if proto == IpProto::Tcp as u8 {
         let Some(tcp) = frame.at::<TcpHdr>(offset) else {
-            return malformed(vlan);
+            return malformed();
         };
         // SAFETY: bounds checked by `at`.
         let header_len = unsafe { (*tcp).doff() } as usize * 4;
         if header_len < TcpHdr::LEN || header_len > ip_payload {
-            return malformed(vlan);
+            return malformed();
         }
         return Parsed {
-            l3,
             l4: Some(Class::Tcp),
-            vlan,
+            ..just(l3)
         };
     }
     if proto == IpProto::Udp as u8 {
         let Some(udp) = frame.at::<UdpHdr>(offset) else {
-            return malformed(vlan);
+            return malformed();
         };
         // SAFETY: bounds checked by `at`.
         let udp_len = unsafe { (*udp).len() } as usize;
         if udp_len < UdpHdr::LEN || udp_len > ip_payload {
-            return malformed(vlan);
+            return malformed();
         }
         return Parsed {
-            l3,
             l4: Some(Class::Udp),
-            vlan,
+            ..just(l3)
         };
     }
-    Parsed { l3, l4: None, vlan }
+    just(l3)
 }

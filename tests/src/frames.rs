@@ -67,6 +67,43 @@ pub fn arp_request(vlans: &[u16], target: [u8; 4]) -> Vec<u8> {
     tag(out, vlans)
 }
 
+/// An IPv6 neighbour solicitation for `target` (to its solicited-node group).
+pub fn neighbor_solicit(vlans: &[u16], target: [u8; 16]) -> Vec<u8> {
+    let mut group = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    group[13..].copy_from_slice(&target[13..]);
+    let mut body = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&target);
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(
+        CLIENT_MAC,
+        [0x33, 0x33, 0xff, target[13], target[14], target[15]],
+    )
+    .ipv6(CLIENT_V6, group, 255)
+    .write(&mut out, etherparse::IpNumber::IPV6_ICMP, &body)
+    .expect("etherparse writes into a Vec");
+    tag(out, vlans)
+}
+
+/// A gratuitous ARP reply for `addr` from `mac` (what baton announces).
+pub fn garp_reply(mac: [u8; 6], addr: [u8; 4]) -> Vec<u8> {
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REPLY,
+        &mac,
+        &addr,
+        &[0xff; 6],
+        &addr,
+    )
+    .expect("valid ARP lengths");
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(mac, [0xff; 6])
+        .arp(arp)
+        .write(&mut out)
+        .expect("etherparse writes into a Vec");
+    out
+}
+
 /// Inserts 802.1Q tags after the MAC addresses, outermost first. An
 /// outermost tag above 0x0fff is written as 802.1ad (S-tag) with the low
 /// 12 bits as its id.

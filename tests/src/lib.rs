@@ -213,6 +213,26 @@ impl Lab {
         Ok(())
     }
 
+    /// Starts tcpdump on `dev` in `ns` (stopped and read by [`Capture::lines`]).
+    pub fn capture(&self, ns: &Netns, dev: &str, filter: &str) -> Result<Capture> {
+        let peer = ns.spawn(&[
+            "tcpdump",
+            "-i",
+            dev,
+            "-nn",
+            "-e",
+            "-l",
+            "--immediate-mode",
+            "-Q",
+            "in",
+            filter,
+        ])?;
+        // tcpdump needs a moment to open its socket; there is no readiness signal
+        // short of parsing its stderr, which it only flushes at exit.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        Ok(Capture { peer })
+    }
+
     /// Every namespace name of this lab.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.switch.name.clone(), self.client.name.clone()];
@@ -231,6 +251,24 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&gw.pin_dir);
         }
         // The Netns fields delete their namespaces as they drop.
+    }
+}
+
+/// A running tcpdump.
+pub struct Capture {
+    peer: Peer,
+}
+
+impl Capture {
+    /// Stops tcpdump and returns one line per captured frame.
+    pub fn lines(self) -> Result<Vec<String>> {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = self.peer.stop()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect())
     }
 }
 

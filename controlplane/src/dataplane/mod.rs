@@ -1,12 +1,15 @@
 //! Loading baton's BPF object, attaching it to ports and reading its maps.
 //!
 //! Everything lives under one bpffs directory per host (default
-//! `/sys/fs/bpf/baton`): the maps by name, and `links/xdp-PORT` for each
-//! attached port. Pinned links keep the programs attached while no baton
-//! process runs; detaching is removing the pin.
+//! `/sys/fs/bpf/baton`): the maps by name, and for each attached port two
+//! pinned links, `links/xdp-PORT` (ingress) and `links/tc-egress-PORT`
+//! (TCX egress). Pinned links keep the programs attached while no baton
+//! process runs; detaching is removing the pins.
+mod instances;
 mod pins;
 mod stats;
 
+pub use instances::{InstanceTable, addr_of, instance_counters, key_for};
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
 pub use stats::{PortCounters, read_stats};
 
@@ -14,9 +17,10 @@ use crate::netdev::{self, Netdev};
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{Xdp, XdpMode, links::FdLink, links::PinnedLink},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
 use baton_common::names;
+use std::path::PathBuf;
 use tracing::{info, warn};
 
 /// The BPF object built by aya-build from `dataplane-ebpf`.
@@ -34,43 +38,69 @@ pub enum AttachMode {
     Skb,
 }
 
+/// Opens one of baton's pinned maps by name.
+pub(crate) fn pinned_map(pins: &PinDir, name: &str) -> Result<aya::maps::MapData> {
+    let path = pins.map(name);
+    if !path.exists() {
+        bail!(
+            "no {name} at {} (is baton attached? `baton dataplane attach --port ...`)",
+            path.display()
+        );
+    }
+    aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+}
+
 /// Loads the object with its maps pinned (created or reused) in `pins`.
 pub fn load(pins: &PinDir) -> Result<Ebpf> {
     pins.ensure()?;
     EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)
-        .context("loading baton's BPF object (is this kernel >= 5.15 with BTF, and are we root?)")
+        .context("loading baton's BPF object (is this kernel >= 6.6 with BTF, and are we root?)")
 }
 
-/// Loads and verifies one program of the object, returning it with its object.
-pub fn load_xdp(pins: &PinDir, program: &str) -> Result<(Ebpf, u32)> {
-    let mut ebpf = load(pins)?;
-    let prog: &mut Xdp = ebpf
+/// Loads `program` into the kernel (the verifier runs); returns the number
+/// of instructions the verifier processed.
+pub fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<u32> {
+    let prog = ebpf
         .program_mut(program)
-        .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?
-        .try_into()
-        .with_context(|| format!("{program} is not an XDP program"))?;
-    prog.load()
-        .with_context(|| format!("verifier rejected {program}"))?;
-    let insns = prog
+        .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?;
+    match prog {
+        aya::programs::Program::Xdp(p) => p.load(),
+        aya::programs::Program::SchedClassifier(p) => p.load(),
+        _ => bail!("{program} is neither XDP nor TC"),
+    }
+    .with_context(|| format!("verifier rejected {program}"))?;
+    Ok(prog
         .info()
         .ok()
-        .and_then(|info| info.verified_instruction_count())
-        .unwrap_or(0);
+        .and_then(|i| i.verified_instruction_count())
+        .unwrap_or(0))
+}
+
+/// Loads the object and one program (for tests and `verify`).
+pub fn load_xdp(pins: &PinDir, program: &str) -> Result<(Ebpf, u32)> {
+    let mut ebpf = load(pins)?;
+    let insns = load_program(&mut ebpf, program)?;
     Ok((ebpf, insns))
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct Attached {
     pub port: String,
-    /// The mode the kernel accepted, or "already" when baton's pin existed.
+    /// The XDP mode the kernel accepted, or "already" when baton's pins existed.
     pub mode: String,
     pub verified_instructions: u32,
 }
 
-/// Attaches `baton_xdp` to every port, all or nothing: every port is resolved
-/// first, and a failure part way detaches what this call attached.
+impl Attached {
+    pub fn already(&self) -> bool {
+        self.mode == "already"
+    }
+}
+
+/// Attaches baton's programs to every port, all or nothing: every port is
+/// resolved first, and a failure part way detaches what this call attached.
 pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<Attached>> {
     if ports.is_empty() {
         bail!("no port given: name at least one with --port");
@@ -79,24 +109,21 @@ pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<A
         .iter()
         .map(|p| netdev::data_port(p))
         .collect::<Result<Vec<_>>>()?;
-    pins.ensure()?;
-    let (mut ebpf, insns) = load_xdp(pins, names::XDP_PROGRAM)?;
-    let prog: &mut Xdp = ebpf
-        .program_mut(names::XDP_PROGRAM)
-        .ok_or_else(|| anyhow!("program vanished"))?
-        .try_into()?;
+    let mut ebpf = load(pins)?;
+    let insns = load_program(&mut ebpf, names::XDP_PROGRAM)?;
+    load_program(&mut ebpf, names::TC_EGRESS_PROGRAM)?;
 
     let mut done: Vec<Attached> = Vec::new();
     for dev in &devs {
-        match attach_one(pins, prog, dev, mode) {
+        match attach_one(pins, &mut ebpf, dev, mode) {
             Ok(kind) => done.push(Attached {
                 port: dev.name.clone(),
                 mode: kind,
                 verified_instructions: insns,
             }),
             Err(err) => {
-                for undo in done.iter().filter(|a| a.mode != "already") {
-                    if let Err(e) = unpin(pins, &undo.port) {
+                for undo in done.iter().filter(|a| !a.already()) {
+                    if let Err(e) = unpin_port(pins, &undo.port) {
                         warn!(port = %undo.port, error = %e, "rollback: could not detach");
                     }
                 }
@@ -107,20 +134,41 @@ pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<A
     Ok(done)
 }
 
-fn attach_one(pins: &PinDir, prog: &mut Xdp, dev: &Netdev, mode: AttachMode) -> Result<String> {
-    let pin = pins.xdp_link(&dev.name);
-    if pin.exists() {
-        // Ours already: keep it (idempotent), but only if the pin is a live link.
-        PinnedLink::from_pin(&pin).with_context(|| {
-            format!(
-                "{} exists but is not a pinned link; remove it by hand",
-                pin.display()
-            )
-        })?;
+fn attach_one(pins: &PinDir, ebpf: &mut Ebpf, dev: &Netdev, mode: AttachMode) -> Result<String> {
+    let (xdp_pin, tc_pin) = (pins.xdp_link(&dev.name), pins.tc_link(&dev.name));
+    if xdp_pin.exists() && tc_pin.exists() {
+        // Ours already: keep it (idempotent), but only if the pins are live links.
+        for pin in [&xdp_pin, &tc_pin] {
+            PinnedLink::from_pin(pin).with_context(|| {
+                format!(
+                    "{} exists but is not a pinned link; remove it by hand",
+                    pin.display()
+                )
+            })?;
+        }
         info!(port = %dev.name, "already attached by baton; nothing to do");
         return Ok("already".to_string());
     }
-    let tries: &[(XdpMode, &str)] = match mode {
+    let label = attach_xdp(ebpf, dev, mode, &xdp_pin)?;
+    if let Err(e) = attach_tc(ebpf, dev, &tc_pin) {
+        let _ = unpin(&xdp_pin);
+        return Err(e);
+    }
+    info!(port = %dev.name, mode = label, "attached {} and {}", names::XDP_PROGRAM, names::TC_EGRESS_PROGRAM);
+    Ok(label.to_string())
+}
+
+fn attach_xdp(
+    ebpf: &mut Ebpf,
+    dev: &Netdev,
+    mode: AttachMode,
+    pin: &PathBuf,
+) -> Result<&'static str> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(names::XDP_PROGRAM)
+        .ok_or_else(|| anyhow!("program vanished"))?
+        .try_into()?;
+    let tries: &[(XdpMode, &'static str)] = match mode {
         AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
         AttachMode::Native => &[(XdpMode::Driver, "native")],
         AttachMode::Skb => &[(XdpMode::Skb, "skb")],
@@ -129,18 +177,15 @@ fn attach_one(pins: &PinDir, prog: &mut Xdp, dev: &Netdev, mode: AttachMode) -> 
     for (xdp_mode, label) in tries {
         match prog.attach_to_if_index(dev.ifindex, *xdp_mode) {
             Ok(link_id) => {
-                let link = prog.take_link(link_id)?;
-                let fd_link: FdLink = link.try_into().map_err(|e| {
+                let link: FdLink = prog.take_link(link_id)?.try_into().map_err(|e| {
                     anyhow!(
                         "kernel attached {} without a bpf_link ({e}); cannot pin",
                         dev.name
                     )
                 })?;
-                fd_link.pin(&pin).with_context(|| {
-                    format!("pinning the link of {} at {}", dev.name, pin.display())
-                })?;
-                info!(port = %dev.name, mode = label, "attached {}", names::XDP_PROGRAM);
-                return Ok(label.to_string());
+                link.pin(pin)
+                    .with_context(|| format!("pinning {}", pin.display()))?;
+                return Ok(label);
             }
             Err(err) => {
                 let busy = is_busy(&err);
@@ -158,6 +203,25 @@ fn attach_one(pins: &PinDir, prog: &mut Xdp, dev: &Netdev, mode: AttachMode) -> 
         }
     }
     Err(last_err.unwrap_or_else(|| anyhow!("no attach mode tried")))
+}
+
+fn attach_tc(ebpf: &mut Ebpf, dev: &Netdev, pin: &PathBuf) -> Result<()> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(names::TC_EGRESS_PROGRAM)
+        .ok_or_else(|| anyhow!("program vanished"))?
+        .try_into()?;
+    let link_id = prog
+        .attach(&dev.name, TcAttachType::Egress)
+        .with_context(|| format!("attaching TC egress (TCX) to {}", dev.name))?;
+    let link: FdLink = prog.take_link(link_id)?.try_into().map_err(|e| {
+        anyhow!(
+            "TC egress on {} is not a bpf_link ({e}); kernel < 6.6?",
+            dev.name
+        )
+    })?;
+    link.pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))?;
+    Ok(())
 }
 
 fn is_busy(err: &aya::programs::ProgramError) -> bool {
@@ -188,17 +252,42 @@ pub fn detach(pins: &PinDir, ports: &[String]) -> Result<()> {
         }
     }
     for port in ports {
-        unpin(pins, port)?;
+        unpin_port(pins, port)?;
         info!(%port, "detached");
     }
     Ok(())
 }
 
+/// Ports baton has attached to (from the pins).
+pub fn attached_ports(pins: &PinDir) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(pins.path().join("links")) else {
+        return Vec::new();
+    };
+    let mut ports: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("xdp-")
+                .map(str::to_string)
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+fn unpin_port(pins: &PinDir, port: &str) -> Result<()> {
+    for path in [pins.xdp_link(port), pins.tc_link(port)] {
+        if path.exists() {
+            unpin(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removing the only reference (the pin) detaches the link.
-fn unpin(pins: &PinDir, port: &str) -> Result<()> {
-    let path = pins.xdp_link(port);
-    let link =
-        PinnedLink::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+fn unpin(path: &PathBuf) -> Result<()> {
+    let link = PinnedLink::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     link.unpin()
         .with_context(|| format!("removing {}", path.display()))?;
     Ok(())

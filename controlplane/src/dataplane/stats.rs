@@ -1,8 +1,8 @@
 //! Reading the per-CPU port counters from the pinned map.
 use super::PinDir;
 use crate::netdev;
-use anyhow::{Context as _, Result, bail};
-use aya::maps::{Map, MapData, PerCpuHashMap};
+use anyhow::{Context as _, Result};
+use aya::maps::{Map, PerCpuHashMap};
 use baton_common::{PortStats, names};
 
 #[derive(Clone, Debug)]
@@ -16,17 +16,10 @@ pub struct PortCounters {
 
 /// Every port the dataplane has seen, sorted by ifindex.
 pub fn read_stats(pins: &PinDir) -> Result<Vec<PortCounters>> {
-    let path = pins.map(names::PORT_STATS_MAP);
-    if !path.exists() {
-        bail!(
-            "no dataplane counters at {} (is baton attached? `baton dataplane attach --port ...`)",
-            path.display()
-        );
-    }
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let data = super::pinned_map(pins, names::PORT_STATS_MAP)?;
     let map: PerCpuHashMap<_, u32, PortStats> =
         PerCpuHashMap::try_from(Map::PerCpuHashMap(data))
-            .with_context(|| format!("{} is not baton's port statistics map", path.display()))?;
+            .context("BATON_PORT_STATS is not baton's port statistics map")?;
     let mut out = Vec::new();
     for entry in map.iter() {
         let (ifindex, per_cpu) = entry.context("reading a port statistics entry")?;

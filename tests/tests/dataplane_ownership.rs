@@ -1,0 +1,304 @@
+//! BPF_PROG_TEST_RUN fixtures for the instance table: ARP/ND ownership in
+//! `baton_xdp` and egress pinning in `baton_tc_egress`. Each case: a frame,
+//! where the instance's owner is, the action expected, the counters expected.
+use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use baton::dataplane::{PinDir, load, load_program};
+use baton_common::{InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, flags, names};
+use baton_lab::frames::{
+    self, GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, L4, arp_request, garp_reply, ipv4, neighbor_solicit,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_REDIRECT: u32 = 7;
+/// The test runs on the loopback device of the test's namespace (ifindex 1).
+const HERE: u32 = 1;
+/// An owner that is not where the frame arrives.
+const ELSEWHERE: u32 = 4242;
+const INSTANCE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0, 0, 1];
+
+struct Dataplane {
+    ebpf: aya::Ebpf,
+    pins: PinDir,
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.pins.path());
+    }
+}
+
+impl Dataplane {
+    fn new() -> Dataplane {
+        baton_lab::ensure_bpffs().expect("bpffs");
+        let pins = PinDir::new(format!("/sys/fs/bpf/{}-owner", baton_lab::unique_prefix()));
+        let mut ebpf = load(&pins).expect("object loads");
+        for prog in [names::XDP_PROGRAM, names::TC_EGRESS_PROGRAM] {
+            load_program(&mut ebpf, prog).expect("verifies");
+        }
+        Dataplane { ebpf, pins }
+    }
+
+    fn own(&mut self, key: InstanceKey, owner: u32) {
+        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
+            HashMap::try_from(self.ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
+        let entry = InstanceEntry {
+            id: 7,
+            owner_ifindex: owner,
+            mac: INSTANCE_MAC,
+            flags: flags::OWN_MAC,
+        };
+        map.insert(key, entry, 0).expect("insert");
+    }
+
+    fn counters(&self, ifindex: u32) -> InstanceCounters {
+        let map: PerCpuHashMap<&MapData, InstancePortKey, InstanceCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map(names::INSTANCE_STATS_MAP).expect("map"))
+                .expect("per-cpu");
+        let mut sum = InstanceCounters::default();
+        if let Ok(per_cpu) = map.get(&InstancePortKey { id: 7, ifindex }, 0) {
+            for c in per_cpu.iter() {
+                sum.add(c);
+            }
+        }
+        sum
+    }
+
+    /// Runs XDP as if the frame arrived on ifindex 1 (xdp_md.ingress_ifindex).
+    fn xdp(&self, frame: &[u8]) -> u32 {
+        let prog: &Xdp = self
+            .ebpf
+            .program(names::XDP_PROGRAM)
+            .expect("prog")
+            .try_into()
+            .expect("xdp");
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
+        md[12..16].copy_from_slice(&HERE.to_ne_bytes()); // ingress_ifindex
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&md),
+            ..Default::default()
+        })
+        .expect("test run")
+        .return_value
+    }
+
+    /// Runs TC egress (skb->dev is the namespace's loopback, ifindex 1).
+    fn tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(names::TC_EGRESS_PROGRAM)
+            .expect("prog")
+            .try_into()
+            .expect("tc");
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("test run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// (key, owner ifindex) registered before the frame runs; None: no instance.
+    instance: Option<(InstanceKey, u32)>,
+    action: u32,
+    /// Expected deltas: (solicits, solicits_dropped, rx_packets).
+    counted: (u64, u64, u64),
+}
+
+fn v4() -> InstanceKey {
+    InstanceKey::v4(0, GATEWAY_V4)
+}
+
+#[test]
+fn ownership_cases() {
+    let cases = vec![
+        Case {
+            name: "ARP request, owner here",
+            frame: arp_request(&[], GATEWAY_V4),
+            instance: Some((v4(), HERE)),
+            action: XDP_PASS,
+            counted: (1, 0, 0),
+        },
+        Case {
+            name: "ARP request, owner elsewhere",
+            frame: arp_request(&[], GATEWAY_V4),
+            instance: Some((v4(), ELSEWHERE)),
+            action: XDP_DROP,
+            counted: (1, 1, 0),
+        },
+        Case {
+            name: "ARP request, not an instance",
+            frame: arp_request(&[], [192, 0, 2, 99]),
+            instance: Some((v4(), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 0),
+        },
+        Case {
+            name: "ARP request, no instances at all",
+            frame: arp_request(&[], GATEWAY_V4),
+            instance: None,
+            action: XDP_PASS,
+            counted: (0, 0, 0),
+        },
+        Case {
+            name: "gratuitous ARP reply, owner elsewhere: passes",
+            frame: garp_reply(INSTANCE_MAC, GATEWAY_V4),
+            instance: Some((v4(), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 1),
+        },
+        Case {
+            name: "TCP to the instance, owner elsewhere: passes, counted",
+            frame: ipv4(&[], L4::Tcp, b"x"),
+            instance: Some((v4(), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 1),
+        },
+        Case {
+            name: "TCP to the instance, owner here",
+            frame: ipv4(&[], L4::Tcp, b"x"),
+            instance: Some((v4(), HERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 1),
+        },
+        Case {
+            name: "NS for a v6 instance, owner elsewhere",
+            frame: neighbor_solicit(&[], GATEWAY_V6),
+            instance: Some((InstanceKey::v6(0, GATEWAY_V6), ELSEWHERE)),
+            action: XDP_DROP,
+            counted: (1, 1, 0),
+        },
+        Case {
+            name: "NS for a v6 instance, owner here",
+            frame: neighbor_solicit(&[], GATEWAY_V6),
+            instance: Some((InstanceKey::v6(0, GATEWAY_V6), HERE)),
+            action: XDP_PASS,
+            counted: (1, 0, 0),
+        },
+        Case {
+            name: "VLAN 100 ARP request, VLAN 100 instance elsewhere",
+            frame: arp_request(&[100], GATEWAY_V4),
+            instance: Some((InstanceKey::v4(100, GATEWAY_V4), ELSEWHERE)),
+            action: XDP_DROP,
+            counted: (1, 1, 0),
+        },
+        Case {
+            name: "VLAN 200 ARP request, VLAN 100 instance: another address",
+            frame: arp_request(&[200], GATEWAY_V4),
+            instance: Some((InstanceKey::v4(100, GATEWAY_V4), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 0),
+        },
+        Case {
+            name: "untagged ARP request, VLAN 100 instance",
+            frame: arp_request(&[], GATEWAY_V4),
+            instance: Some((InstanceKey::v4(100, GATEWAY_V4), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 0),
+        },
+        Case {
+            name: "802.1ad+802.1Q NS, outer VLAN 5 instance elsewhere",
+            frame: neighbor_solicit(&[0x1000 | 5, 6], GATEWAY_V6),
+            instance: Some((InstanceKey::v6(5, GATEWAY_V6), ELSEWHERE)),
+            action: XDP_DROP,
+            counted: (1, 1, 0),
+        },
+        Case {
+            name: "truncated ARP request for the instance",
+            frame: arp_request(&[], GATEWAY_V4)[..40].to_vec(),
+            instance: Some((v4(), ELSEWHERE)),
+            action: XDP_PASS,
+            counted: (0, 0, 0),
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in cases {
+        // A fresh object per case: no state leaks between cases.
+        let mut dp = Dataplane::new();
+        if let Some((key, owner)) = case.instance {
+            dp.own(key, owner);
+        }
+        let action = dp.xdp(&case.frame);
+        let c = dp.counters(HERE);
+        let got = (c.solicits, c.solicits_dropped, c.rx_packets);
+        if action != case.action || got != case.counted {
+            failures.push(format!(
+                "{}: action {action} (want {}), counted {got:?} (want {:?})",
+                case.name, case.action, case.counted
+            ));
+        }
+        if got.2 > 0 && c.last_seen_ns == 0 {
+            failures.push(format!("{}: last_seen not set", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn a_move_is_one_update_the_programs_see_at_once() {
+    let mut dp = Dataplane::new();
+    let frame = arp_request(&[], GATEWAY_V4);
+    dp.own(v4(), ELSEWHERE);
+    assert_eq!(dp.xdp(&frame), XDP_DROP);
+    dp.own(v4(), HERE); // the flip
+    assert_eq!(dp.xdp(&frame), XDP_PASS);
+    dp.own(v4(), ELSEWHERE);
+    assert_eq!(dp.xdp(&frame), XDP_DROP);
+}
+
+#[test]
+fn tc_egress_pins_instance_traffic_to_its_owner() {
+    // A reply from the instance (source GATEWAY_V4) leaving through ifindex 1.
+    let reply = {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(GATEWAY_MAC, frames::CLIENT_MAC)
+            .ipv4(GATEWAY_V4, frames::CLIENT_V4, 64)
+            .tcp(3260, 40000, 1, 1000)
+            .write(&mut f, b"data")
+            .expect("frame");
+        f
+    };
+    let mut dp = Dataplane::new();
+    let (action, out) = dp.tc(&reply);
+    assert_eq!(
+        (action, out.clone()),
+        (TC_ACT_OK, reply.clone()),
+        "no instance: untouched"
+    );
+
+    dp.own(v4(), HERE);
+    let (action, out2) = dp.tc(&reply);
+    assert_eq!(
+        (action, out2),
+        (TC_ACT_OK, reply.clone()),
+        "leaving through its owner: untouched"
+    );
+    assert_eq!(dp.counters(HERE).egress_redirected, 0);
+
+    dp.own(v4(), ELSEWHERE);
+    let (action, out) = dp.tc(&reply);
+    assert_eq!(
+        action, TC_ACT_REDIRECT,
+        "leaving through the wrong port: redirected"
+    );
+    assert_eq!(&out[6..12], &INSTANCE_MAC, "source MAC is the instance's");
+    assert_eq!(&out[..6], &reply[..6], "destination MAC untouched");
+    assert_eq!(&out[12..], &reply[12..], "rest of the frame untouched");
+    assert_eq!(dp.counters(HERE).egress_redirected, 1);
+
+    // Traffic not sourced from the instance is never touched.
+    let other = ipv4(&[], L4::Tcp, b"x"); // source is the client address
+    assert_eq!(dp.tc(&other), (TC_ACT_OK, other.clone()));
+}
