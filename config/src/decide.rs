@@ -323,6 +323,19 @@ fn plan_once(inp: &Inputs) -> Plan {
     }
 }
 
+/// Why `port` cannot take `instance` now, for a planned move (`baton move`):
+/// the same block 315 checks, with the load of every other instance where it is.
+pub fn check_move(inp: &Inputs, instance: &str, port: &str) -> Option<Reason> {
+    let inst = inp.config.instances.get(instance)?;
+    let mut load = Load::default();
+    for (name, p) in inp.placement {
+        if let Some(other) = inp.config.instances.get(name).filter(|_| name != instance) {
+            load.add(p, other, 1);
+        }
+    }
+    eligibility(inp, &load, instance, inst, port, MoveKind::Failover)
+}
+
 /// (instance, current owner, ports it may move to, kind)
 type Mover<'a> = (&'a String, Option<&'a String>, Vec<&'a String>, MoveKind);
 

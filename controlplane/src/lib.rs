@@ -1,8 +1,12 @@
 //! baton's control plane: the daemon, the CLI and the dataplane loader.
 //!
 //! Flow (see ARCHITECTURE.md): link events -> decision -> actions -> status.
-//! Today this crate holds the dataplane loader; the daemon stages land beside
-//! it as `monitor`, `decide` (in `baton-config`'s engine), `actuator`, `status`.
+//! `daemon` holds the stages (monitor, actuator, announce, control); the pure
+//! decision engine is `baton_config::decide`; `client` is the CLI side of the
+//! control socket whose messages `protocol` defines.
 pub mod check;
+pub mod client;
+pub mod daemon;
 pub mod dataplane;
 pub mod netdev;
+pub mod protocol;

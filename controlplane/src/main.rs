@@ -1,6 +1,8 @@
 //! `baton`: the command-line interface (and, later, the daemon).
 use anyhow::Result;
+use baton::client;
 use baton::dataplane::{self, AttachMode, DEFAULT_PIN_DIR, PinDir};
+use baton::protocol::Request;
 use baton_common::{Class, names};
 use clap::{Parser, Subcommand};
 use comfy_table::{Table, presets::NOTHING};
@@ -19,6 +21,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: watch the ports, move instances, serve status.
+    Run {
+        #[arg(short, long, default_value = "/etc/baton/baton.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        pins: PinArgs,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Ports and instances as the daemon sees them.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Planned move of an instance to another of its ports (make-before-break).
+    Move {
+        instance: String,
+        port: String,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Follow moves, port changes and refusals as they happen.
+    Events {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Validate and load the configuration file again (all or nothing).
+    Reload {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
     /// Validate a configuration file; print a summary, or every error.
     Check {
         #[arg(short, long, default_value = "/etc/baton/baton.toml")]
@@ -34,6 +71,13 @@ struct PinArgs {
     /// bpffs directory holding baton's pinned maps and links.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The daemon's control socket.
+    #[arg(long, default_value = baton::protocol::DEFAULT_SOCKET)]
+    socket: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -106,9 +150,11 @@ enum DataplaneCmd {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_log_level().into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Err(err) = run(Cli::parse()) {
         eprintln!("baton: error: {err:#}");
@@ -116,9 +162,66 @@ fn main() {
     }
 }
 
+/// The daemon logs its decisions and moves; CLI commands only their errors.
+fn default_log_level() -> &'static str {
+    if std::env::args().nth(1).as_deref() == Some("run") {
+        "info"
+    } else {
+        "warn"
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Dataplane(cmd) => dataplane_cmd(cmd),
+        Command::Run {
+            config,
+            pins,
+            socket,
+        } => baton::daemon::run(baton::daemon::Options {
+            config,
+            pin_dir: pins.pin_dir,
+            socket: socket.socket,
+        }),
+        Command::Status { json, socket } => {
+            let status = client::status(&socket.socket)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", client::render_status(&status));
+            }
+            Ok(())
+        }
+        Command::Move {
+            instance,
+            port,
+            socket,
+        } => {
+            println!(
+                "{}",
+                client::done(client::call(
+                    &socket.socket,
+                    Request::Move { instance, port }
+                )?)?
+            );
+            Ok(())
+        }
+        Command::Reload { socket } => {
+            println!(
+                "{}",
+                client::done(client::call(&socket.socket, Request::Reload)?)?
+            );
+            Ok(())
+        }
+        Command::Events { json, socket } => client::follow_events(&socket.socket, |e| {
+            let line = if json {
+                serde_json::to_string(&e).unwrap_or_default()
+            } else {
+                client::render_event(&e)
+            };
+            println!("{line}");
+            std::io::Write::flush(&mut std::io::stdout()).is_ok()
+        }),
         Command::Check { config } => match baton_config::load(&config) {
             Ok(cfg) => {
                 println!("{}: ok", config.display());

@@ -10,6 +10,7 @@
 //! Every namespace and bpffs directory is named `bt<pid>x<seq>-ROLE`, so tests
 //! run in parallel, and everything is removed on drop (also on panic).
 //! [`sweep_stale`] removes what a killed test process left behind.
+pub mod daemon;
 pub mod dataplane;
 pub mod frames;
 mod netns;

@@ -117,6 +117,18 @@ pub struct Peer {
 }
 
 impl Peer {
+    pub fn from_child(child: Child) -> Peer {
+        Peer { child: Some(child) }
+    }
+
+    /// Exit status if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }

@@ -50,7 +50,13 @@ impl InstanceTable {
     pub fn remove(&mut self, key: &InstanceKey) -> Result<()> {
         match self.map.remove(key) {
             Ok(()) => Ok(()),
+            // Absent already: the goal state.
             Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e).context("removing from the instance table"),
         }
     }

@@ -1,0 +1,244 @@
+//! The actuator: carries out a move (seed FIG. 3B) with rtnetlink, the BPF
+//! instance table and AF_PACKET announcements; every step checks the kernel's
+//! state first, so it can be repeated (and a crash mid-move repaired).
+use super::announce;
+use crate::dataplane::{InstanceTable, key_for};
+use anyhow::{Context as _, Result};
+use baton_common::{InstanceEntry, flags};
+use baton_config::model::{Instance, Route};
+use futures_util::StreamExt as _;
+use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
+use rtnetlink::{Handle, RouteMessageBuilder};
+use std::net::IpAddr;
+use tracing::{debug, info};
+
+/// A step of a move after which `BATON_FAILPOINT=STEP` aborts the daemon
+/// (crash-repair tests).
+fn failpoint(step: &str) {
+    if std::env::var("BATON_FAILPOINT").is_ok_and(|v| v == step) {
+        eprintln!("baton: failpoint {step}: aborting");
+        std::process::abort();
+    }
+}
+
+/// An address configured on a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Configured {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+pub struct Actuator {
+    handle: Handle,
+    pub table: InstanceTable,
+}
+
+impl Actuator {
+    pub fn new(table: InstanceTable) -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        tokio::spawn(conn);
+        Ok(Actuator { handle, table })
+    }
+
+    /// Every address on every device.
+    pub async fn addresses(&self) -> Result<Vec<Configured>> {
+        let mut out = Vec::new();
+        let mut dump = self.handle.address().get().execute();
+        while let Some(msg) = dump.next().await {
+            let msg = msg.context("dumping addresses")?;
+            if let Some(addr) = address_of(&msg) {
+                out.push(Configured {
+                    ifindex: msg.header.index,
+                    addr,
+                    prefix: msg.header.prefix_len,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds the instance address to a port (replace: idempotent). IPv6
+    /// addresses skip the kernel's DAD: baton has probed, and a tentative
+    /// address would not answer for about a second.
+    pub async fn add_address(&self, ifindex: u32, net: IpNet) -> Result<()> {
+        let mut req = self
+            .handle
+            .address()
+            .add(ifindex, net.addr(), net.prefix_len())
+            .replace();
+        if net.addr().is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        req.execute()
+            .await
+            .with_context(|| format!("adding {net} to ifindex {ifindex}"))
+    }
+
+    /// Removes the address from a port if it is there.
+    pub async fn del_address(&self, ifindex: u32, addr: IpAddr) -> Result<bool> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(ifindex)
+            .set_address_filter(addr)
+            .execute();
+        let mut removed = false;
+        while let Some(msg) = dump.next().await {
+            let msg = msg.context("looking up an address")?;
+            if msg.header.index == ifindex && address_of(&msg) == Some(addr) {
+                self.handle
+                    .address()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("removing {addr} from ifindex {ifindex}"))?;
+                removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Points the instance's static routes at `ifindex` (replace: a route to
+    /// the same destination leaves the old port in the same step).
+    pub async fn replace_routes(&self, routes: &[Route], ifindex: u32) -> Result<()> {
+        for r in routes {
+            let msg = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(r.to.addr(), r.to.prefix_len())
+                .and_then(|b| b.gateway(r.via))
+                .map_err(|e| anyhow::anyhow!("route {} via {}: {e}", r.to, r.via))?
+                .output_interface(ifindex)
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .with_context(|| format!("route {} via {} dev {ifindex}", r.to, r.via))?;
+        }
+        Ok(())
+    }
+
+    /// Seed block 346: forgets what the old port learned (non-permanent
+    /// neighbour entries). Only for a failed port: a live one's cache is right.
+    pub async fn flush_neighbours(&self, ifindex: u32) -> Result<usize> {
+        let mut dump = self.handle.neighbours().get().execute();
+        let mut stale = Vec::new();
+        while let Some(msg) = dump.next().await {
+            let msg = msg.context("dumping neighbours")?;
+            let permanent = msg.header.state == NeighbourState::Permanent
+                || msg.header.state == NeighbourState::Noarp;
+            let has_dst = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, NeighbourAttribute::Destination(_)));
+            if msg.header.ifindex == ifindex && !permanent && has_dst {
+                stale.push(msg);
+            }
+        }
+        let n = stale.len();
+        for msg in stale {
+            // Gone already is fine.
+            let _ = self.handle.neighbours().del(msg).execute().await;
+        }
+        Ok(n)
+    }
+
+    /// The instance-table entry for an instance owned by `ifindex`.
+    pub fn entry(id: u32, inst: &Instance, ifindex: u32, port_mac: [u8; 6]) -> InstanceEntry {
+        match inst.mac {
+            Some(mac) => InstanceEntry {
+                id,
+                owner_ifindex: ifindex,
+                mac,
+                flags: flags::OWN_MAC,
+            },
+            None => InstanceEntry {
+                id,
+                owner_ifindex: ifindex,
+                mac: port_mac,
+                flags: 0,
+            },
+        }
+    }
+
+    /// Carries out one move, make-before-break: prepare the target, flip the
+    /// map, announce once, clean the old port. Returns the MAC announced.
+    pub async fn move_instance(&mut self, m: &MoveSpec<'_>) -> Result<()> {
+        let inst = m.instance;
+        let key = key_for(inst.vlan, inst.address.addr());
+        // 1. Prepare the target (blocks 350, 354).
+        self.add_address(m.to_ifindex, inst.address).await?;
+        self.replace_routes(&inst.routes, m.to_ifindex).await?;
+        debug!(instance = m.name, "prepared");
+        failpoint("prepared");
+        // 2. One atomic update: the dataplane now answers and steers on the target.
+        self.table.set(&key, &m.entry)?;
+        failpoint("flipped");
+        // 3. First announcement at once (block 356); the rest follow in the background.
+        let sock = announce::PortSocket::for_sending(m.to_ifindex)?;
+        for frame in announce::announcements(m.entry.mac, inst.address.addr()) {
+            sock.send(&frame)?;
+        }
+        // 4. Clean the old port (blocks 340-348).
+        if let Some(from) = m.from_ifindex {
+            self.del_address(from, inst.address.addr()).await?;
+            if m.from_failed {
+                let n = self.flush_neighbours(from).await?;
+                debug!(
+                    instance = m.name,
+                    flushed = n,
+                    "neighbours of the failed port flushed"
+                );
+            }
+        }
+        flush_route_cache(inst.address.addr());
+        failpoint("cleaned");
+        info!(instance = m.name, to = m.to_ifindex, "moved");
+        Ok(())
+    }
+}
+
+pub struct MoveSpec<'a> {
+    pub name: &'a str,
+    pub instance: &'a Instance,
+    pub to_ifindex: u32,
+    pub from_ifindex: Option<u32>,
+    pub from_failed: bool,
+    pub entry: InstanceEntry,
+}
+
+fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the address on point-to-point links; IFA_ADDRESS otherwise.
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(a) => Some(*a),
+            _ => None,
+        })
+        .or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(a) => Some(*a),
+                _ => None,
+            })
+        })
+}
+
+/// Seed block 348: IPv4 has no route cache since 3.6, but next-hop exceptions
+/// (PMTU, redirects) remain; IPv6 has cached clones. Flushing is a /proc write.
+pub fn flush_route_cache(addr: IpAddr) {
+    let path = if addr.is_ipv4() {
+        "/proc/sys/net/ipv4/route/flush"
+    } else {
+        "/proc/sys/net/ipv6/route/flush"
+    };
+    if let Err(e) = std::fs::write(path, "1") {
+        debug!(%path, error = %e, "route cache flush failed");
+    }
+}

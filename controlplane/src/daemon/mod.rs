@@ -1,0 +1,721 @@
+//! `baton run`: the daemon. The flow reads top to bottom:
+//! link events ([`monitor`]) -> decision (`baton_config::decide`, pure) ->
+//! actions ([`actuator`], [`announce`]) -> status ([`control`]).
+//!
+//! It reconciles desired with actual state at start and after every event:
+//! placement is read back from the kernel's addresses, so a restart moves
+//! nothing (programs and maps stay pinned) and a crash mid-move is repaired.
+pub mod actuator;
+pub mod announce;
+mod control;
+mod monitor;
+
+use crate::dataplane::{self, AttachMode, InstanceTable, PinDir, key_for};
+use crate::netdev;
+use crate::protocol::{
+    Event, InstanceStatus, MoveRecord, PortStatus, PortTraffic, Request, Response, Status,
+};
+use actuator::{Actuator, MoveSpec};
+use anyhow::{Context as _, Result, bail};
+use baton_config::Config;
+use baton_config::decide::{
+    self, ClusterView, Inputs, Link, Move, MoveKind, Placement, PortState, Reason,
+};
+use monitor::LinkEvent;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, info, warn};
+
+pub struct Options {
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
+const CONFLICT_HOLD: Duration = Duration::from_secs(10);
+/// How long a failed move waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+pub fn run(opts: Options) -> Result<()> {
+    // One thread is plenty: moves are sequential by design (the plan is one
+    // transaction), and it keeps the daemon small.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut daemon = Daemon::start(opts).await?;
+        daemon.main_loop().await
+    })
+}
+
+struct Port {
+    ifindex: Option<u32>,
+    admin_up: bool,
+    carrier: bool,
+    state: PortState,
+    changed: Instant,
+}
+
+struct Daemon {
+    opts: Options,
+    config: Config,
+    pins: PinDir,
+    start: Instant,
+    ports: BTreeMap<String, Port>,
+    placement: BTreeMap<String, String>,
+    /// (instance, port) -> until when an RFC 5227 conflict keeps it off.
+    in_use: BTreeMap<(String, String), Instant>,
+    /// (instance, port) -> until when a failed move is not retried.
+    failed: BTreeMap<(String, String), Instant>,
+    refused: BTreeMap<String, Vec<(String, Reason)>>,
+    last_move: BTreeMap<String, MoveRecord>,
+    events: broadcast::Sender<Event>,
+    actuator: Actuator,
+    links: mpsc::UnboundedReceiver<LinkEvent>,
+    calls: mpsc::Receiver<control::Call>,
+}
+
+impl Daemon {
+    async fn start(opts: Options) -> Result<Daemon> {
+        let config = baton_config::load(&opts.config)
+            .map_err(|d| anyhow::anyhow!("{d}invalid configuration; nothing was applied"))?;
+        let start = Instant::now();
+        let pins = PinDir::new(&opts.pin_dir);
+        // Subscribe before anything else so no link change is missed.
+        let (links_now, links) = monitor::start().await?;
+        let mut ports = BTreeMap::new();
+        for name in config.ports.keys() {
+            let link = links_now.iter().find(|l| &l.name == name);
+            let up = link.is_some_and(LinkEvent::is_up);
+            ports.insert(
+                name.clone(),
+                Port {
+                    ifindex: link.map(|l| l.ifindex),
+                    admin_up: link.is_some_and(|l| l.admin_up),
+                    carrier: link.is_some_and(|l| l.carrier),
+                    state: PortState {
+                        link: if up { Link::Up } else { Link::Down },
+                        since: Duration::ZERO,
+                        at_start: true,
+                    },
+                    changed: start,
+                },
+            );
+        }
+        let present: Vec<String> = ports
+            .iter()
+            .filter(|(_, p)| p.ifindex.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if present.is_empty() {
+            bail!(
+                "none of the configured ports exists here ({})",
+                config.ports.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        for a in dataplane::attach(&pins, &present, AttachMode::Auto)? {
+            info!(port = %a.port, mode = %a.mode, "dataplane attached");
+        }
+        let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
+        let (events, _) = broadcast::channel(1024);
+        let (call_tx, calls) = mpsc::channel(16);
+        let listener = control::listen(&opts.socket)?;
+        tokio::spawn(control::serve(listener, call_tx, events.clone()));
+        let mut d = Daemon {
+            opts,
+            config,
+            pins,
+            start,
+            ports,
+            placement: BTreeMap::new(),
+            in_use: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            last_move: BTreeMap::new(),
+            events,
+            actuator,
+            links,
+            calls,
+        };
+        d.reconcile().await?;
+        info!(
+            instances = d.config.instances.len(),
+            placed = d.placement.len(),
+            "baton running"
+        );
+        Ok(d)
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn at_ms(&self) -> u64 {
+        self.now().as_millis() as u64
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    fn port_name(&self, ifindex: u32) -> Option<&String> {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.ifindex == Some(ifindex))
+            .map(|(n, _)| n)
+    }
+
+    fn id_of(&self, instance: &str) -> u32 {
+        self.config
+            .instances
+            .keys()
+            .position(|n| n == instance)
+            .map_or(0, |i| i as u32 + 1)
+    }
+
+    /// Reads placement back from the kernel: where each instance's address is.
+    /// An address on two ports (a crash mid-move) keeps the one the map names
+    /// if that port has not failed, else the first healthy one in the
+    /// instance's order; the other copies are removed. The map is made to agree.
+    async fn reconcile(&mut self) -> Result<()> {
+        let configured = self.actuator.addresses().await?;
+        self.placement.clear();
+        let names: Vec<String> = self.config.instances.keys().cloned().collect();
+        for name in names {
+            let inst = self.config.instances[&name].clone();
+            let key = key_for(inst.vlan, inst.address.addr());
+            let holders: Vec<String> = inst
+                .ports
+                .iter()
+                .filter(|p| {
+                    let ifindex = self.ports.get(*p).and_then(|p| p.ifindex);
+                    configured
+                        .iter()
+                        .any(|c| Some(c.ifindex) == ifindex && c.addr == inst.address.addr())
+                })
+                .cloned()
+                .collect();
+            let healthy = |p: &String| self.ports.get(p).is_some_and(|p| p.state.link == Link::Up);
+            let map_owner = self
+                .actuator
+                .table
+                .get(&key)
+                .and_then(|e| self.port_name(e.owner_ifindex).cloned());
+            let keep = match holders.len() {
+                0 => None,
+                1 => holders.first().cloned(),
+                _ => map_owner
+                    .filter(|o| holders.contains(o) && healthy(o))
+                    .or_else(|| holders.iter().find(|p| healthy(p)).cloned())
+                    .or_else(|| holders.first().cloned()),
+            };
+            let Some(owner) = keep else {
+                // Not placed: make sure the dataplane does not claim it either.
+                self.actuator.table.remove(&key)?;
+                continue;
+            };
+            for extra in holders.iter().filter(|p| **p != owner) {
+                if let Some(ifindex) = self.ports[extra].ifindex {
+                    warn!(instance = %name, port = %extra, "address on two ports (interrupted move): removing this copy");
+                    self.actuator
+                        .del_address(ifindex, inst.address.addr())
+                        .await?;
+                }
+            }
+            let ifindex = self.ports[&owner].ifindex.context("owner vanished")?;
+            let entry = Actuator::entry(self.id_of(&name), &inst, ifindex, netdev::mac_of(&owner)?);
+            if self.actuator.table.get(&key) != Some(entry) {
+                info!(instance = %name, port = %owner, "instance table repaired");
+                self.actuator.table.set(&key, &entry)?;
+            }
+            self.actuator.replace_routes(&inst.routes, ifindex).await?;
+            self.placement.insert(name, owner);
+        }
+        // Entries for addresses no instance has any more.
+        let wanted: BTreeSet<_> = self
+            .config
+            .instances
+            .values()
+            .map(|i| key_for(i.vlan, i.address.addr()))
+            .collect();
+        for (key, _) in self.actuator.table.entries() {
+            if !wanted.contains(&key) {
+                self.actuator.table.remove(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&mut self) -> decide::Plan {
+        let now = Instant::now();
+        self.in_use.retain(|_, until| *until > now);
+        self.failed.retain(|_, until| *until > now);
+        let ports: BTreeMap<String, PortState> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.ifindex.is_some())
+            .map(|(n, p)| (n.clone(), p.state))
+            .collect();
+        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        decide::decide(&Inputs {
+            config: &self.config,
+            ports: &ports,
+            cluster: &ClusterView::default(),
+            in_use: &in_use,
+            placement: &self.placement,
+            now: self.now(),
+        })
+    }
+
+    async fn main_loop(&mut self) -> Result<()> {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            let plan = self.plan();
+            self.note_refusals(&plan);
+            let mut progressed = false;
+            for m in &plan.moves {
+                if self
+                    .failed
+                    .contains_key(&(m.instance.clone(), m.to.clone()))
+                {
+                    continue;
+                }
+                progressed |= self.execute(m, m.kind).await;
+            }
+            if progressed {
+                continue;
+            }
+            let wake = [plan.next_check.map(|t| self.start + t)]
+                .into_iter()
+                .flatten()
+                .chain(self.in_use.values().copied())
+                .chain(self.failed.values().copied())
+                .min();
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(ev) = self.links.recv() => self.on_link(ev),
+                Some((req, reply)) = self.calls.recv() => {
+                    let response = self.on_request(req).await;
+                    let _ = reply.send(response);
+                }
+                _ = sleep => {}
+                _ = hup.recv() => {
+                    let r = self.reload().await;
+                    info!(ok = r.is_ok(), "SIGHUP reload");
+                }
+                _ = term.recv() => {
+                    info!("SIGTERM: exiting; addresses and dataplane stay as they are");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_link(&mut self, ev: LinkEvent) {
+        let now = self.now();
+        let Some((name, port)) = self
+            .ports
+            .iter_mut()
+            .find(|(n, p)| **n == ev.name || (p.ifindex == Some(ev.ifindex) && ev.removed))
+        else {
+            return;
+        };
+        port.ifindex = if ev.removed { None } else { Some(ev.ifindex) };
+        port.admin_up = ev.admin_up;
+        port.carrier = ev.carrier;
+        let link = if ev.is_up() { Link::Up } else { Link::Down };
+        if port.state.link == link {
+            return;
+        }
+        port.state = PortState {
+            link,
+            since: now,
+            at_start: false,
+        };
+        port.changed = Instant::now();
+        let (name, linkname) = (name.clone(), link_name(port));
+        info!(port = %name, link = %linkname, "link changed");
+        let state = self.port_state_name(&name);
+        self.emit(Event::Port {
+            at_ms: self.at_ms(),
+            port: name,
+            link: linkname,
+            state,
+        });
+    }
+
+    fn note_refusals(&mut self, plan: &decide::Plan) {
+        let mut now_refused = BTreeMap::new();
+        for (name, p) in &plan.placements {
+            if let Placement::Stays { refused, .. } = p {
+                if self.refused.get(name) != Some(refused) {
+                    for (port, reason) in refused {
+                        warn!(instance = %name, %port, reason = %reason, "port refused");
+                        self.emit(Event::Refused {
+                            at_ms: self.at_ms(),
+                            instance: name.clone(),
+                            port: port.clone(),
+                            reason: reason.to_string(),
+                        });
+                    }
+                }
+                now_refused.insert(name.clone(), refused.clone());
+            }
+        }
+        self.refused = now_refused;
+    }
+
+    /// Carries out one move; false when it could not (and why is logged).
+    async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
+        let kind_name = match kind {
+            MoveKind::Initial => "initial",
+            MoveKind::Failover => "failover",
+            MoveKind::Failback => "failback",
+        };
+        self.execute_named(m, kind_name).await
+    }
+
+    async fn execute_named(&mut self, m: &Move, kind: &str) -> bool {
+        let began = Instant::now();
+        match self.try_move(m).await {
+            Ok(true) => {
+                let took_us = began.elapsed().as_micros() as u64;
+                let record = MoveRecord {
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    kind: kind.to_string(),
+                    at_ms: self.at_ms(),
+                    took_us,
+                };
+                info!(instance = %m.instance, from = ?m.from, to = %m.to, kind, took_us, "move done");
+                self.emit(Event::Move {
+                    at_ms: record.at_ms,
+                    instance: m.instance.clone(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    kind: kind.to_string(),
+                    took_us,
+                });
+                self.placement.insert(m.instance.clone(), m.to.clone());
+                self.last_move.insert(m.instance.clone(), record);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                error!(instance = %m.instance, to = %m.to, error = %format!("{e:#}"), "move failed");
+                self.emit(Event::MoveFailed {
+                    at_ms: self.at_ms(),
+                    instance: m.instance.clone(),
+                    to: m.to.clone(),
+                    error: format!("{e:#}"),
+                });
+                self.failed.insert(
+                    (m.instance.clone(), m.to.clone()),
+                    Instant::now() + RETRY_AFTER,
+                );
+                // Leave the address on exactly one port: re-read the kernel.
+                if let Err(e) = self.reconcile().await {
+                    error!(error = %format!("{e:#}"), "reconcile after a failed move");
+                }
+                false
+            }
+        }
+    }
+
+    /// Ok(false): the RFC 5227 probe found the address in use on the target.
+    async fn try_move(&mut self, m: &Move) -> Result<bool> {
+        let inst = self
+            .config
+            .instances
+            .get(&m.instance)
+            .context("instance vanished")?
+            .clone();
+        let to = self
+            .ports
+            .get(&m.to)
+            .and_then(|p| p.ifindex)
+            .with_context(|| format!("port {} is missing", m.to))?;
+        let to_mac = netdev::mac_of(&m.to)?;
+        // Taking an address that is not ours yet: probe first (RFC 5227).
+        if m.from.is_none()
+            && let std::net::IpAddr::V4(addr) = inst.address.addr()
+        {
+            let own: Vec<[u8; 6]> = [Some(to_mac), inst.mac].into_iter().flatten().collect();
+            let wait = self.config.timers.probe_time;
+            let found =
+                tokio::task::spawn_blocking(move || announce::probe_v4(to, &own, addr, wait))
+                    .await??;
+            if let Some(mac) = found {
+                warn!(instance = %m.instance, port = %m.to, by = %baton_config::model::mac_string(&mac), "address in use on the wire");
+                self.in_use.insert(
+                    (m.instance.clone(), m.to.clone()),
+                    Instant::now() + CONFLICT_HOLD,
+                );
+                return Ok(false);
+            }
+        }
+        let from = m.from.as_ref().and_then(|f| self.ports.get(f));
+        let spec = MoveSpec {
+            name: &m.instance,
+            instance: &inst,
+            to_ifindex: to,
+            from_ifindex: from.and_then(|p| p.ifindex),
+            from_failed: from.is_some_and(|p| p.state.link == Link::Down),
+            entry: Actuator::entry(self.id_of(&m.instance), &inst, to, to_mac),
+        };
+        self.actuator.move_instance(&spec).await?;
+        // The remaining announcements, paced, without holding up other moves.
+        let (t, mac, addr) = (&self.config.timers, spec.entry.mac, inst.address.addr());
+        if t.announce_count > 1 {
+            let (count, interval) = (t.announce_count - 1, t.announce_interval);
+            tokio::spawn(async move {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = announce::announce(to, mac, addr, count, interval).await {
+                    warn!(error = %format!("{e:#}"), "announcement");
+                }
+            });
+        }
+        Ok(true)
+    }
+
+    async fn on_request(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Response::Status(self.status()),
+            Request::Move { instance, port } => match self.planned_move(&instance, &port).await {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::Error {
+                    message: format!("{e:#}"),
+                },
+            },
+            Request::Reload => match self.reload().await {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::Error {
+                    message: format!("{e:#}"),
+                },
+            },
+            Request::Events => Response::Error {
+                message: "events are served by the socket task".into(),
+            },
+        }
+    }
+
+    /// `baton move`: make-before-break to an eligible port.
+    async fn planned_move(&mut self, instance: &str, port: &str) -> Result<String> {
+        let inst = self
+            .config
+            .instances
+            .get(instance)
+            .with_context(|| format!("no instance named {instance:?}"))?;
+        if !inst.ports.iter().any(|p| p == port) {
+            bail!(
+                "{port} is not one of {instance}'s ports ({})",
+                inst.ports.join(", ")
+            );
+        }
+        let from = self.placement.get(instance).cloned();
+        if from.as_deref() == Some(port) {
+            return Ok(format!("{instance} is already on {port}"));
+        }
+        let ports: BTreeMap<String, PortState> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.ifindex.is_some())
+            .map(|(n, p)| (n.clone(), p.state))
+            .collect();
+        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        let inputs = Inputs {
+            config: &self.config,
+            ports: &ports,
+            cluster: &ClusterView::default(),
+            in_use: &in_use,
+            placement: &self.placement,
+            now: self.now(),
+        };
+        if let Some(reason) = decide::check_move(&inputs, instance, port) {
+            bail!("{port} cannot take {instance}: {reason}");
+        }
+        let m = Move {
+            instance: instance.to_string(),
+            from,
+            to: port.to_string(),
+            kind: MoveKind::Failover,
+        };
+        if self.execute_named(&m, "planned").await {
+            Ok(format!("{instance} moved to {port}"))
+        } else {
+            bail!("the move of {instance} to {port} failed; see `baton events` or the log")
+        }
+    }
+
+    /// Loads the configuration file again: all or nothing.
+    async fn reload(&mut self) -> Result<String> {
+        let new = match baton_config::load(&self.opts.config) {
+            Ok(c) => c,
+            Err(d) => {
+                let message = format!("{d}reload refused: nothing changed");
+                self.emit(Event::Reload {
+                    at_ms: self.at_ms(),
+                    ok: false,
+                    message: message.clone(),
+                });
+                bail!(message);
+            }
+        };
+        if new.ports.keys().ne(self.config.ports.keys()) {
+            let message =
+                "reload refused: the set of ports changed; restart baton for that".to_string();
+            self.emit(Event::Reload {
+                at_ms: self.at_ms(),
+                ok: false,
+                message: message.clone(),
+            });
+            bail!(message);
+        }
+        // Instances that are gone or whose address changed leave their port.
+        for (name, old) in &self.config.instances {
+            let same = new
+                .instances
+                .get(name)
+                .is_some_and(|n| n.address == old.address && n.vlan == old.vlan);
+            if same {
+                continue;
+            }
+            if let Some(ifindex) = self
+                .placement
+                .get(name)
+                .and_then(|p| self.ports.get(p))
+                .and_then(|p| p.ifindex)
+            {
+                self.actuator
+                    .del_address(ifindex, old.address.addr())
+                    .await?;
+            }
+            self.actuator
+                .table
+                .remove(&key_for(old.vlan, old.address.addr()))?;
+        }
+        self.config = new;
+        self.reconcile().await?;
+        let message = format!(
+            "reloaded {}: {} instances",
+            self.opts.config.display(),
+            self.config.instances.len()
+        );
+        self.emit(Event::Reload {
+            at_ms: self.at_ms(),
+            ok: true,
+            message: message.clone(),
+        });
+        Ok(message)
+    }
+
+    fn port_state_name(&self, name: &str) -> String {
+        let Some(p) = self.ports.get(name) else {
+            return "missing".into();
+        };
+        if p.ifindex.is_none() {
+            return "missing".into();
+        }
+        let t = &self.config.timers;
+        let elapsed = self.now().saturating_sub(p.state.since);
+        match p.state.link {
+            Link::Up if p.state.at_start || elapsed >= t.hold_up => "up",
+            Link::Up => "settling",
+            Link::Down if p.state.at_start || elapsed >= t.hold_down => "failed",
+            Link::Down => "held-down",
+        }
+        .into()
+    }
+
+    fn status(&self) -> Status {
+        let stats = dataplane::read_stats(&self.pins).unwrap_or_default();
+        let counters = dataplane::instance_counters(&self.pins).unwrap_or_default();
+        let mono_now = monotonic_ns();
+        let ports = self
+            .ports
+            .iter()
+            .map(|(name, p)| PortStatus {
+                name: name.clone(),
+                ifindex: p.ifindex,
+                state: self.port_state_name(name),
+                link: link_name(p),
+                since_ms: p.changed.elapsed().as_millis() as u64,
+                rx_frames: stats
+                    .iter()
+                    .find(|s| Some(s.ifindex) == p.ifindex)
+                    .map_or(0, |s| s.stats.frames().packets),
+            })
+            .collect();
+        let instances = self
+            .config
+            .instances
+            .iter()
+            .map(|(name, inst)| {
+                let id = self.id_of(name);
+                let traffic = counters
+                    .iter()
+                    .filter(|(k, _)| k.id == id)
+                    .filter_map(|(k, c)| {
+                        Some(PortTraffic {
+                            port: self.port_name(k.ifindex)?.clone(),
+                            rx_packets: c.rx_packets,
+                            last_seen_ms: (c.last_seen_ns > 0)
+                                .then(|| mono_now.saturating_sub(c.last_seen_ns) / 1_000_000),
+                        })
+                    })
+                    .collect();
+                InstanceStatus {
+                    name: name.clone(),
+                    address: inst.address.to_string(),
+                    ports: inst.ports.clone(),
+                    owner: self.placement.get(name).cloned(),
+                    refused: self
+                        .refused
+                        .get(name)
+                        .map(|r| {
+                            r.iter()
+                                .map(|(p, why)| (p.clone(), why.to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    last_move: self.last_move.get(name).cloned(),
+                    traffic,
+                }
+            })
+            .collect();
+        Status {
+            config: self.opts.config.display().to_string(),
+            uptime_ms: self.at_ms(),
+            ports,
+            instances,
+        }
+    }
+}
+
+fn link_name(p: &Port) -> String {
+    match (p.ifindex.is_some(), p.admin_up, p.carrier) {
+        (false, _, _) => "missing",
+        (true, false, _) => "admin-down",
+        (true, true, false) => "no-carrier",
+        (true, true, true) => "up",
+    }
+    .into()
+}
+
+/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads.
+fn monotonic_ns() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

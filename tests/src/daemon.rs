@@ -1,0 +1,203 @@
+//! A `baton run` daemon in a lab gateway, with its own config file, control
+//! socket, pin directory and log file, stopped and cleaned up on drop.
+use crate::{Lab, Peer, baton_bin};
+use anyhow::{Context as _, Result, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The lab's standard gateway config: `iscsi-a` (192.0.2.100/24) on ge0,
+/// then ge1; `extra` is appended (more instances, [limits]...).
+pub fn lab_config(timers: &str, extra: &str) -> String {
+    format!(
+        r#"[timers]
+{timers}
+
+[networks.storage]
+subnets = ["192.0.2.0/24"]
+
+[ports.ge0]
+networks = ["storage"]
+
+[ports.ge1]
+networks = ["storage"]
+
+[instances.iscsi-a]
+address = "192.0.2.100/24"
+ports = ["ge0", "ge1"]
+services = [3260]
+{extra}
+"#
+    )
+}
+
+pub struct Daemon {
+    peer: Option<Peer>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pin_dir: PathBuf,
+    ns_path: String,
+}
+
+impl Daemon {
+    /// Writes `config` and starts `baton run` in gateway `gw`; returns once
+    /// its control socket answers.
+    pub fn start(lab: &Lab, gw: usize, config: &str) -> Result<Daemon> {
+        Self::start_with_env(lab, gw, config, &[])
+    }
+
+    pub fn start_with_env(
+        lab: &Lab,
+        gw: usize,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
+        let g = lab.gw(gw);
+        let dir = std::env::temp_dir().join(format!("{}-gw{gw}-daemon", lab.prefix));
+        std::fs::create_dir_all(&dir)?;
+        let d = Daemon {
+            peer: None,
+            config: dir.join("baton.toml"),
+            socket: dir.join("baton.sock"),
+            log: dir.join("baton.log"),
+            dir,
+            pin_dir: g.pin_dir.clone(),
+            ns_path: g.ns.path(),
+        };
+        std::fs::write(&d.config, config)?;
+        d.launch(env)
+    }
+
+    fn launch(mut self, env: &[(&str, &str)]) -> Result<Daemon> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns_path))
+            .arg("--")
+            .arg(baton_bin()?);
+        cmd.args(["run", "-c"])
+            .arg(&self.config)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .arg("--socket")
+            .arg(&self.socket);
+        cmd.env("RUST_LOG", "info,baton=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting baton run")?;
+        self.peer = Some(Peer::from_child(child));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self
+                .cli(&["status", "--json"])
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
+                return Ok(self);
+            }
+            if let Some(p) = self.peer.as_mut()
+                && let Some(status) = p.try_wait()?
+            {
+                bail!(
+                    "baton run exited ({status}) before answering; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "baton run did not answer within 10 s; log:\n{}",
+            self.log_text()
+        )
+    }
+
+    /// Stops the daemon (SIGTERM) and starts it again with the same files.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> Result<Daemon> {
+        self.stop();
+        self.launch(env)
+    }
+
+    /// Waits for the daemon to exit by itself (e.g. a failpoint abort).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(p) = self.peer.as_mut()
+                && let Some(status) = p.try_wait()?
+            {
+                self.peer = None;
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("baton run still running after {timeout:?}")
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(p) = self.peer.take() {
+            let _ = p.stop();
+        }
+    }
+
+    /// Runs a `baton` CLI command against this daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(baton_bin()?);
+        cmd.args(args).arg("--socket").arg(&self.socket);
+        Ok(cmd.output()?)
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let out = self.cli(&["status", "--json"])?;
+        if !out.status.success() {
+            bail!("baton status: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// The owner of an instance according to the daemon.
+    pub fn owner(&self, instance: &str) -> Result<Option<String>> {
+        let s = self.status()?;
+        let inst = s["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["name"] == instance)
+            .context("no such instance")?;
+        Ok(inst["owner"].as_str().map(str::to_string))
+    }
+
+    /// Polls until `instance` is owned by `port`, or fails after `timeout`.
+    pub fn wait_owner(&self, instance: &str, port: &str, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.owner(instance)?.as_deref() == Some(port) {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        bail!(
+            "{instance} not on {port} after {timeout:?}; status: {}\nlog:\n{}",
+            self.status()?,
+            self.log_text()
+        )
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
