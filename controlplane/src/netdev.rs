@@ -31,6 +31,14 @@ pub fn data_port(name: &str) -> Result<Netdev> {
     })
 }
 
+/// ifindex of a device by name, if it exists in this namespace.
+pub fn index_of(name: &str) -> Option<u32> {
+    let c_name = CString::new(name).ok()?;
+    // SAFETY: c_name is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    (ifindex != 0).then_some(ifindex)
+}
+
 /// Name of an ifindex in this namespace, if it still exists.
 pub fn name_of(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

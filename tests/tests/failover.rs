@@ -131,3 +131,334 @@ fn pulled_cable_moves_the_instance_and_tcp_survives() -> anyhow::Result<()> {
     println!("moved {moved_after:?} after the pull (status poll included); pulled at {pulled:?}");
     Ok(())
 }
+
+#[test]
+fn hold_down_two_seconds_is_respected_and_tcp_survives() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"2s\"", ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let resets_before = resets(&lab)?;
+    let iperf = stream(&lab, 6)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.pull_cable(0, 0)?;
+    let pulled = Instant::now();
+    // Still on ge0 until hold_down has passed.
+    while pulled.elapsed() < Duration::from_millis(1900) {
+        assert_eq!(
+            daemon.owner("iscsi-a")?.as_deref(),
+            Some("ge0"),
+            "moved {:?} after the pull",
+            pulled.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    let moved = pulled.elapsed();
+    assert!(moved >= Duration::from_secs(2), "moved after {moved:?}");
+    let result = iperf
+        .join()
+        .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
+    assert!(
+        result["error"].is_null(),
+        "iperf3 failed: {}",
+        result["error"]
+    );
+    let n = result["intervals"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        n >= 6
+            && result["intervals"][n - 1]["sum"]["bytes"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+        "stream did not resume: {result}"
+    );
+    assert_eq!(resets(&lab)? - resets_before, 0);
+    Ok(())
+}
+
+#[test]
+fn ipv6_instance_moves_with_an_unsolicited_na_and_tcp_survives() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec {
+        ipv6: true,
+        ..LabSpec::default()
+    })?;
+    lab.client.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    let config = lab_config("hold_down = \"0\"\nannounce_count = 2", "").replace(
+        "subnets = [\"192.0.2.0/24\"]",
+        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+    ) + "[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    daemon.wait_owner("iscsi-v6", "ge0", Duration::from_secs(3))?;
+    lab.spawn(
+        &lab.gw(0).ns,
+        &["iperf3", "-s", "-1", "-B", "2001:db8::100"],
+    )?;
+    lab.gw(0).ns.wait_listening(5201)?;
+    let mut cmd = lab.client.command("iperf3");
+    cmd.args(["-c", "2001:db8::100", "-t", "4", "-J", "-b", "100M"]);
+    let iperf = std::thread::spawn(move || -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&cmd.output()?.stdout)?)
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let na = lab.capture(&lab.client, "eth0", "icmp6 and ip6[40] == 136")?;
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-v6", "ge1", Duration::from_secs(2))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = na.lines()?;
+    let result = iperf
+        .join()
+        .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
+    assert!(
+        result["error"].is_null(),
+        "iperf3 failed: {}",
+        result["error"]
+    );
+    let n = result["intervals"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(
+        n >= 4
+            && result["intervals"][n - 1]["sum"]["bytes"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+        "stream did not resume: {result}"
+    );
+    let ge1 = lab.gw(0).ns.mac("ge1")?;
+    let ours: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            l.contains(&format!(" {ge1} > 33:33:00:00:00:01")) && l.contains("tgt is 2001:db8::100")
+        })
+        .collect();
+    assert_eq!(ours.len(), 2, "unsolicited NAs from ge1: {lines:#?}");
+    assert!(
+        ours.iter().all(|l| l.contains("neighbor advertisement")),
+        "{ours:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_instance_mac_leaves_the_old_port_and_answers_on_the_new_one() -> anyhow::Result<()> {
+    const MAC: &str = "02:ba:70:00:00:01";
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(
+        &lab,
+        0,
+        &lab_config("hold_down = \"0\"", &format!("mac = \"{MAC}\"")),
+    )?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let gw = &lab.gw(0).ns;
+    let macvlans = || -> anyhow::Result<Vec<(String, String)>> {
+        let v: serde_json::Value =
+            serde_json::from_str(&gw.ip(&["-j", "-d", "link", "show", "type", "macvlan"])?)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l["link"].as_str().unwrap_or("").to_string(),
+                    l["address"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect())
+    };
+    assert_eq!(macvlans()?, vec![("ge0".to_string(), MAC.to_string())]);
+    // The client resolves the instance to its own MAC.
+    baton_lab::traffic::ping(&lab, INSTANCE.parse()?, 3)?;
+    assert!(lab.client.ip(&["neigh", "show", INSTANCE])?.contains(MAC));
+
+    let iperf = stream(&lab, 4)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        macvlans()?,
+        vec![("ge1".to_string(), MAC.to_string())],
+        "the MAC must move to ge1 and leave ge0"
+    );
+    // The switch now forwards the instance MAC to ge1's cable.
+    let fdb = lab.switch.run(&["bridge", "fdb", "show", "br", "br0"])?;
+    let line = fdb
+        .lines()
+        .find(|l| l.starts_with(MAC) && !l.contains("permanent"))
+        .unwrap_or("");
+    assert!(line.contains("dev g0p1"), "bridge FDB for {MAC}: {fdb}");
+    let result = iperf
+        .join()
+        .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
+    assert!(
+        result["error"].is_null(),
+        "iperf3 failed: {}",
+        result["error"]
+    );
+    assert!(lab.client.ip(&["neigh", "show", INSTANCE])?.contains(MAC));
+    Ok(())
+}
+
+#[test]
+fn static_routes_follow_the_instance() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let extra = "routes = [{ to = \"198.51.100.0/24\", via = \"192.0.2.254\" }]";
+    let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", extra))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let route = || lab.gw(0).ns.ip(&["route", "show", "198.51.100.0/24"]);
+    assert!(route()?.contains("via 192.0.2.254 dev ge0"), "{}", route()?);
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    let now = route()?;
+    assert!(now.contains("via 192.0.2.254 dev ge1"), "{now}");
+    assert!(
+        !now.contains("dev ge0"),
+        "route left on the failed port: {now}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_port_down_at_startup_puts_its_instance_on_the_secondary_at_once() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    lab.pull_cable(0, 0)?;
+    // hold_down 2 s would delay a failure seen later; one seen at start counts at once.
+    let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"2s\"", ""))?;
+    let took = daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(daemon.status()?["ports"][0]["state"], "failed");
+    assert_eq!(daemon.status()?["ports"][0]["link"], "no-carrier");
+    Ok(())
+}
+
+#[test]
+fn no_eligible_port_keeps_the_instance_and_names_the_reason() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    // Someone else answers for 192.0.2.50 on the wire (RFC 5227 probe conflict).
+    lab.client
+        .ip(&["addr", "add", "192.0.2.50/24", "dev", "eth0"])?;
+    let config = r#"[timers]
+hold_down = "0"
+
+[networks.storage]
+subnets = ["192.0.2.0/24", "198.51.100.0/24"]
+
+[networks.other]
+subnets = ["203.0.113.0/24"]
+
+[ports.ge0]
+networks = ["storage", "other"]
+vlans = [100]
+
+[ports.ge1]
+networks = ["storage"]
+subnets = ["192.0.2.0/24"]
+max_addresses = 1
+
+[instances.net-a]
+address = "203.0.113.10/24"
+ports = ["ge0", "ge1"]
+
+[instances.sub-b]
+address = "198.51.100.10/24"
+ports = ["ge0", "ge1"]
+
+[instances.vlan-c]
+address = "192.0.2.30/24"
+vlan = 100
+ports = ["ge0", "ge1"]
+
+[instances.cap-d]
+address = "192.0.2.40/24"
+ports = ["ge0", "ge1"]
+
+[instances.resident]
+address = "192.0.2.41/24"
+ports = ["ge1"]
+
+[instances.taken-e]
+address = "192.0.2.50/24"
+ports = ["ge0", "ge1"]
+"#;
+    let daemon = Daemon::start(&lab, 0, config)?;
+    daemon.wait_owner("cap-d", "ge0", Duration::from_secs(3))?;
+    // Before the pull: the probe on ge0 met the client's copy; ge1 is full.
+    let refused = |status: &serde_json::Value, n: &str| -> Vec<String> {
+        let i = status["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["name"] == n)
+            .cloned()
+            .unwrap_or_default();
+        i["refused"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r[0].as_str().unwrap_or(""),
+                    r[1].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    while refused(&daemon.status()?, "taken-e").is_empty()
+        && started.elapsed() < Duration::from_secs(3)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        refused(&daemon.status()?, "taken-e"),
+        vec!["ge0: address-in-use", "ge1: address-cap-reached (cap 1)"]
+    );
+    lab.pull_cable(0, 0)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let status = daemon.status()?;
+    let inst = |n: &str| {
+        status["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["name"] == n)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (name, owner, reasons) in [
+        ("net-a", Some("ge0"), vec!["ge1: different-network"]),
+        ("sub-b", Some("ge0"), vec!["ge1: subnet-mismatch"]),
+        (
+            "vlan-c",
+            Some("ge0"),
+            vec!["ge1: vlan-not-allowed (VLAN 100)"],
+        ),
+        (
+            "cap-d",
+            Some("ge0"),
+            vec!["ge1: address-cap-reached (cap 1)"],
+        ),
+        (
+            "taken-e",
+            None,
+            vec!["ge0: port-down", "ge1: address-cap-reached (cap 1)"],
+        ),
+    ] {
+        let i = inst(name);
+        assert_eq!(i["owner"].as_str(), owner, "{name}: {i}");
+        assert_eq!(refused(&status, name), reasons, "{name}: {i}");
+    }
+    assert!(
+        !lab.gw(0).ns.ip(&["-br", "addr"])?.contains("192.0.2.50"),
+        "took an address in use"
+    );
+    let text = String::from_utf8_lossy(&daemon.cli(&["status"])?.stdout).into_owned();
+    assert!(text.contains("ge1: different-network"), "{text}");
+    Ok(())
+}

@@ -9,15 +9,16 @@ use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
-use rtnetlink::{Handle, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMacVlan, RouteMessageBuilder};
 use std::net::IpAddr;
 use tracing::{debug, info};
 
-/// A step of a move after which `BATON_FAILPOINT=STEP` aborts the daemon
-/// (crash-repair tests).
-fn failpoint(step: &str) {
-    if std::env::var("BATON_FAILPOINT").is_ok_and(|v| v == step) {
+/// A step of a relocation (not a first placement) after which
+/// `BATON_FAILPOINT=STEP` aborts the daemon: the crash-repair tests.
+fn failpoint(step: &str, relocation: bool) {
+    if relocation && std::env::var("BATON_FAILPOINT").is_ok_and(|v| v == step) {
         eprintln!("baton: failpoint {step}: aborting");
         std::process::abort();
     }
@@ -125,6 +126,40 @@ impl Actuator {
         Ok(())
     }
 
+    /// The macvlan carrying an instance's own MAC on a port (keepalived's
+    /// use_vmac): created if missing, returns its ifindex.
+    pub async fn ensure_macvlan(&self, name: &str, lower: u32, mac: [u8; 6]) -> Result<u32> {
+        if let Some(ifindex) = crate::netdev::index_of(name) {
+            return Ok(ifindex);
+        }
+        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Bridge)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .with_context(|| format!("creating macvlan {name}"))?;
+        crate::netdev::index_of(name)
+            .with_context(|| format!("macvlan {name} vanished after creation"))
+    }
+
+    /// Deletes a link (an instance's macvlan, with its address) if it exists.
+    pub async fn del_link(&self, name: &str) -> Result<bool> {
+        let Some(ifindex) = crate::netdev::index_of(name) else {
+            return Ok(false);
+        };
+        self.handle
+            .link()
+            .del(ifindex)
+            .execute()
+            .await
+            .with_context(|| format!("deleting {name}"))?;
+        Ok(true)
+    }
+
     /// Seed block 346: forgets what the old port learned (non-permanent
     /// neighbour entries). Only for a failed port: a live one's cache is right.
     pub async fn flush_neighbours(&self, ifindex: u32) -> Result<usize> {
@@ -173,14 +208,18 @@ impl Actuator {
     pub async fn move_instance(&mut self, m: &MoveSpec<'_>) -> Result<()> {
         let inst = m.instance;
         let key = key_for(inst.vlan, inst.address.addr());
-        // 1. Prepare the target (blocks 350, 354).
-        self.add_address(m.to_ifindex, inst.address).await?;
-        self.replace_routes(&inst.routes, m.to_ifindex).await?;
+        // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
+        let to_dev = match (&m.to_macvlan, inst.mac) {
+            (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac).await?,
+            _ => m.to_ifindex,
+        };
+        self.add_address(to_dev, inst.address).await?;
+        self.replace_routes(&inst.routes, to_dev).await?;
         debug!(instance = m.name, "prepared");
-        failpoint("prepared");
+        failpoint("prepared", m.from_ifindex.is_some());
         // 2. One atomic update: the dataplane now answers and steers on the target.
         self.table.set(&key, &m.entry)?;
-        failpoint("flipped");
+        failpoint("flipped", m.from_ifindex.is_some());
         // 3. First announcement at once (block 356); the rest follow in the background.
         let sock = announce::PortSocket::for_sending(m.to_ifindex)?;
         for frame in announce::announcements(m.entry.mac, inst.address.addr()) {
@@ -188,7 +227,15 @@ impl Actuator {
         }
         // 4. Clean the old port (blocks 340-348).
         if let Some(from) = m.from_ifindex {
-            self.del_address(from, inst.address.addr()).await?;
+            match &m.from_macvlan {
+                // Deleting the macvlan takes its MAC and address off the old port (block 342).
+                Some(name) => {
+                    self.del_link(name).await?;
+                }
+                None => {
+                    self.del_address(from, inst.address.addr()).await?;
+                }
+            }
             if m.from_failed {
                 let n = self.flush_neighbours(from).await?;
                 debug!(
@@ -199,7 +246,7 @@ impl Actuator {
             }
         }
         flush_route_cache(inst.address.addr());
-        failpoint("cleaned");
+        failpoint("cleaned", m.from_ifindex.is_some());
         info!(instance = m.name, to = m.to_ifindex, "moved");
         Ok(())
     }
@@ -208,10 +255,20 @@ impl Actuator {
 pub struct MoveSpec<'a> {
     pub name: &'a str,
     pub instance: &'a Instance,
+    /// The target port.
     pub to_ifindex: u32,
+    /// The macvlan to carry the instance's MAC there (when it has one).
+    pub to_macvlan: Option<String>,
     pub from_ifindex: Option<u32>,
+    pub from_macvlan: Option<String>,
     pub from_failed: bool,
     pub entry: InstanceEntry,
+}
+
+/// Name of the macvlan that carries instance `id`'s MAC on the port at
+/// `port_index` (its place among the configured ports): at most 15 bytes.
+pub fn macvlan_name(id: u32, port_index: usize) -> String {
+    format!("bt{id:08x}p{port_index}")
 }
 
 fn address_of(msg: &AddressMessage) -> Option<IpAddr> {

@@ -168,12 +168,23 @@ impl Daemon {
             .map(|(n, _)| n)
     }
 
+    /// The macvlan for an instance with its own MAC on `port` (None otherwise).
+    fn macvlan(&self, instance: &str, port: &str) -> Option<String> {
+        self.config.instances.get(instance)?.mac?;
+        let index = self.config.ports.keys().position(|p| p == port)?;
+        Some(actuator::macvlan_name(self.id_of(instance), index))
+    }
+
+    /// The device an instance's address lives on when `port` owns it.
+    fn device(&self, instance: &str, port: &str) -> Option<u32> {
+        match self.macvlan(instance, port) {
+            Some(name) => netdev::index_of(&name),
+            None => self.ports.get(port)?.ifindex,
+        }
+    }
+
     fn id_of(&self, instance: &str) -> u32 {
-        self.config
-            .instances
-            .keys()
-            .position(|n| n == instance)
-            .map_or(0, |i| i as u32 + 1)
+        instance_id(instance)
     }
 
     /// Reads placement back from the kernel: where each instance's address is.
@@ -185,54 +196,9 @@ impl Daemon {
         self.placement.clear();
         let names: Vec<String> = self.config.instances.keys().cloned().collect();
         for name in names {
-            let inst = self.config.instances[&name].clone();
-            let key = key_for(inst.vlan, inst.address.addr());
-            let holders: Vec<String> = inst
-                .ports
-                .iter()
-                .filter(|p| {
-                    let ifindex = self.ports.get(*p).and_then(|p| p.ifindex);
-                    configured
-                        .iter()
-                        .any(|c| Some(c.ifindex) == ifindex && c.addr == inst.address.addr())
-                })
-                .cloned()
-                .collect();
-            let healthy = |p: &String| self.ports.get(p).is_some_and(|p| p.state.link == Link::Up);
-            let map_owner = self
-                .actuator
-                .table
-                .get(&key)
-                .and_then(|e| self.port_name(e.owner_ifindex).cloned());
-            let keep = match holders.len() {
-                0 => None,
-                1 => holders.first().cloned(),
-                _ => map_owner
-                    .filter(|o| holders.contains(o) && healthy(o))
-                    .or_else(|| holders.iter().find(|p| healthy(p)).cloned())
-                    .or_else(|| holders.first().cloned()),
-            };
-            let Some(owner) = keep else {
-                // Not placed: make sure the dataplane does not claim it either.
-                self.actuator.table.remove(&key)?;
-                continue;
-            };
-            for extra in holders.iter().filter(|p| **p != owner) {
-                if let Some(ifindex) = self.ports[extra].ifindex {
-                    warn!(instance = %name, port = %extra, "address on two ports (interrupted move): removing this copy");
-                    self.actuator
-                        .del_address(ifindex, inst.address.addr())
-                        .await?;
-                }
+            if let Some(owner) = self.reconcile_instance(&name, &configured).await? {
+                self.placement.insert(name, owner);
             }
-            let ifindex = self.ports[&owner].ifindex.context("owner vanished")?;
-            let entry = Actuator::entry(self.id_of(&name), &inst, ifindex, netdev::mac_of(&owner)?);
-            if self.actuator.table.get(&key) != Some(entry) {
-                info!(instance = %name, port = %owner, "instance table repaired");
-                self.actuator.table.set(&key, &entry)?;
-            }
-            self.actuator.replace_routes(&inst.routes, ifindex).await?;
-            self.placement.insert(name, owner);
         }
         // Entries for addresses no instance has any more.
         let wanted: BTreeSet<_> = self
@@ -247,6 +213,93 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// Where one instance is, made consistent: its address on exactly one
+    /// port (or none), leftover copies and macvlans removed, the map and the
+    /// routes agreeing. Returns the owner.
+    async fn reconcile_instance(
+        &mut self,
+        name: &str,
+        configured: &[actuator::Configured],
+    ) -> Result<Option<String>> {
+        let inst = self.config.instances[name].clone();
+        let key = key_for(inst.vlan, inst.address.addr());
+        let holders: Vec<String> = inst
+            .ports
+            .iter()
+            .filter(|p| {
+                let dev = self.device(name, p);
+                configured
+                    .iter()
+                    .any(|c| Some(c.ifindex) == dev && c.addr == inst.address.addr())
+            })
+            .cloned()
+            .collect();
+        let healthy = |p: &String| self.ports.get(p).is_some_and(|p| p.state.link == Link::Up);
+        let map_owner = self
+            .actuator
+            .table
+            .get(&key)
+            .and_then(|e| self.port_name(e.owner_ifindex).cloned());
+        let keep = match holders.len() {
+            0 => None,
+            1 => holders.first().cloned(),
+            _ => map_owner
+                .filter(|o| holders.contains(o) && healthy(o))
+                .or_else(|| holders.iter().find(|p| healthy(p)).cloned())
+                .or_else(|| holders.first().cloned()),
+        };
+        let mut repaired = false;
+        for port in inst.ports.iter().filter(|p| keep.as_ref() != Some(*p)) {
+            let held = holders.contains(port);
+            repaired |= held;
+            if held {
+                warn!(instance = %name, %port, "address on two ports (interrupted move): removing this copy");
+            }
+            match self.macvlan(name, port) {
+                Some(mv) => {
+                    self.actuator.del_link(&mv).await?;
+                }
+                None if held => {
+                    if let Some(ifindex) = self.ports[port].ifindex {
+                        self.actuator
+                            .del_address(ifindex, inst.address.addr())
+                            .await?;
+                    }
+                }
+                None => {}
+            }
+        }
+        let Some(owner) = keep else {
+            // Not placed: make sure the dataplane does not claim it either.
+            self.actuator.table.remove(&key)?;
+            return Ok(None);
+        };
+        let ifindex = self.ports[&owner].ifindex.context("owner vanished")?;
+        let entry = Actuator::entry(self.id_of(name), &inst, ifindex, netdev::mac_of(&owner)?);
+        if self.actuator.table.get(&key) != Some(entry) {
+            info!(instance = %name, port = %owner, "instance table repaired");
+            self.actuator.table.set(&key, &entry)?;
+            repaired = true;
+        }
+        if repaired {
+            // The interrupted move never announced: the clients may still point
+            // at the old port.
+            let t = &self.config.timers;
+            announce::announce(
+                ifindex,
+                entry.mac,
+                inst.address.addr(),
+                1,
+                t.announce_interval,
+            )
+            .await?;
+            self.spawn_announcements(ifindex, entry.mac, inst.address.addr());
+        }
+        let dev = self.device(name, &owner).context("owner device vanished")?;
+        self.actuator.replace_routes(&inst.routes, dev).await?;
+        Ok(Some(owner))
     }
 
     fn plan(&mut self) -> decide::Plan {
@@ -468,23 +521,29 @@ impl Daemon {
             name: &m.instance,
             instance: &inst,
             to_ifindex: to,
+            to_macvlan: self.macvlan(&m.instance, &m.to),
             from_ifindex: from.and_then(|p| p.ifindex),
+            from_macvlan: m.from.as_ref().and_then(|f| self.macvlan(&m.instance, f)),
             from_failed: from.is_some_and(|p| p.state.link == Link::Down),
             entry: Actuator::entry(self.id_of(&m.instance), &inst, to, to_mac),
         };
         self.actuator.move_instance(&spec).await?;
-        // The remaining announcements, paced, without holding up other moves.
-        let (t, mac, addr) = (&self.config.timers, spec.entry.mac, inst.address.addr());
+        self.spawn_announcements(to, spec.entry.mac, inst.address.addr());
+        Ok(true)
+    }
+
+    /// The announcements after the first one, paced, without holding up other moves.
+    fn spawn_announcements(&self, ifindex: u32, mac: [u8; 6], addr: std::net::IpAddr) {
+        let t = &self.config.timers;
         if t.announce_count > 1 {
             let (count, interval) = (t.announce_count - 1, t.announce_interval);
             tokio::spawn(async move {
                 tokio::time::sleep(interval).await;
-                if let Err(e) = announce::announce(to, mac, addr, count, interval).await {
+                if let Err(e) = announce::announce(ifindex, mac, addr, count, interval).await {
                     warn!(error = %format!("{e:#}"), "announcement");
                 }
             });
         }
-        Ok(true)
     }
 
     async fn on_request(&mut self, req: Request) -> Response {
@@ -580,28 +639,20 @@ impl Daemon {
             });
             bail!(message);
         }
-        // Instances that are gone or whose address changed leave their port.
-        for (name, old) in &self.config.instances {
-            let same = new
-                .instances
-                .get(name)
-                .is_some_and(|n| n.address == old.address && n.vlan == old.vlan);
-            if same {
-                continue;
-            }
-            if let Some(ifindex) = self
-                .placement
-                .get(name)
-                .and_then(|p| self.ports.get(p))
-                .and_then(|p| p.ifindex)
-            {
-                self.actuator
-                    .del_address(ifindex, old.address.addr())
-                    .await?;
-            }
-            self.actuator
-                .table
-                .remove(&key_for(old.vlan, old.address.addr()))?;
+        // Instances that are gone or changed (address, VLAN, MAC) leave their port.
+        let leaving: Vec<String> = self
+            .config
+            .instances
+            .iter()
+            .filter(|(name, old)| {
+                !new.instances.get(*name).is_some_and(|n| {
+                    n.address == old.address && n.vlan == old.vlan && n.mac == old.mac
+                })
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in leaving {
+            self.remove_instance(&name).await?;
         }
         self.config = new;
         self.reconcile().await?;
@@ -616,6 +667,30 @@ impl Daemon {
             message: message.clone(),
         });
         Ok(message)
+    }
+
+    /// Takes an instance off its port and out of the instance table.
+    async fn remove_instance(&mut self, name: &str) -> Result<()> {
+        let Some(inst) = self.config.instances.get(name).cloned() else {
+            return Ok(());
+        };
+        if let Some(port) = self.placement.remove(name) {
+            match self.macvlan(name, &port) {
+                Some(mv) => {
+                    self.actuator.del_link(&mv).await?;
+                }
+                None => {
+                    if let Some(ifindex) = self.ports.get(&port).and_then(|p| p.ifindex) {
+                        self.actuator
+                            .del_address(ifindex, inst.address.addr())
+                            .await?;
+                    }
+                }
+            }
+        }
+        self.actuator
+            .table
+            .remove(&key_for(inst.vlan, inst.address.addr()))
     }
 
     fn port_state_name(&self, name: &str) -> String {
@@ -699,6 +774,16 @@ impl Daemon {
             instances,
         }
     }
+}
+
+/// An instance's id in the dataplane (counters, macvlan names): a hash of its
+/// name, so it survives reloads and restarts whatever else the config holds.
+pub fn instance_id(name: &str) -> u32 {
+    // FNV-1a, 32 bits; 0 is kept for "none".
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash.max(1)
 }
 
 fn link_name(p: &Port) -> String {
