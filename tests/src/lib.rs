@@ -13,7 +13,9 @@
 pub mod daemon;
 pub mod dataplane;
 pub mod frames;
+pub mod iscsi;
 mod netns;
+pub mod probe;
 pub mod traffic;
 
 pub use netns::{Netns, Peer, run_checked};

@@ -1,97 +1,300 @@
-//! The lab demo (v0): a client, a switch and a gateway with two ports; baton's
-//! dataplane on both ports; real ARP, ping and TCP; counters checked against
-//! what the senders sent.
-use anyhow::{Result, bail};
-use baton_lab::dataplane::{attach, counters, delta};
-use baton_lab::{Lab, LabSpec, traffic};
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+//! The lab demo: a client, a switch and a gateway with two ports; baton on the
+//! gateway with `config/examples/lab.toml`; tgtd serving a LUN on the instance
+//! address; iscsi-perf, iperf3 and the 10 kHz probe from the client; the
+//! primary's cable pulled, later plugged back. Prints a report, writes
+//! target/lab/report.json and report.svg, and fails if any session reset.
+use crate::report::{self, Mark, Report};
+use anyhow::{Context as _, Result, bail};
+use baton_lab::daemon::Daemon;
+use baton_lab::{Lab, LabSpec, iscsi, probe};
+use std::io::{BufRead as _, Read as _};
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DURATION: Duration = Duration::from_secs(30);
+const PULL_AT: Duration = Duration::from_secs(6);
+const PLUG_AT: Duration = Duration::from_secs(14);
+const INSTANCE: &str = "iscsi-a";
+
+type Stamped<T> = Arc<Mutex<Vec<(f64, T)>>>;
 
 pub fn run(bin: &Path) -> Result<()> {
-    let started = Instant::now();
+    let began = Instant::now();
     baton_lab::use_baton_bin(bin.to_path_buf());
     let _ = baton_lab::sweep_stale();
-    println!("[demo] building the lab: client -- switch (bridge) -- gateway ge0/ge1");
+    let root = crate::workspace_root();
+    let out_dir = root.join("target/lab");
+    std::fs::create_dir_all(&out_dir)?;
+    let example = root.join("config/examples/lab.toml");
+    let config_text = std::fs::read_to_string(&example)
+        .with_context(|| format!("reading {}", example.display()))?;
+    let config = baton_config::parse(
+        &example.display().to_string(),
+        &config_text,
+        &baton_config::Host::this_machine(),
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))?;
+    let addr: IpAddr = config
+        .instances
+        .get(INSTANCE)
+        .context("lab.toml has no iscsi-a")?
+        .address
+        .addr();
+
+    println!(
+        "[demo] lab: client -- switch (bridge) -- gateway ge0/ge1; baton with {}",
+        example.display()
+    );
     let lab = Lab::build(&LabSpec::default())?;
-    let gw = lab.gw(0);
-    attach(gw)?;
+    let daemon = Daemon::start(&lab, 0, &config_text)?;
+    daemon.wait_owner(INSTANCE, "ge0", Duration::from_secs(5))?;
+    let target = iscsi::Target::start(&lab.gw(0).ns, addr, 256)?;
+    let _echo = probe::Echo::start(&lab.gw(0).ns, addr)?;
+    let tcp_before = tcp_counters(&lab)?;
     println!(
-        "[demo] baton_xdp attached to ge0 and ge1 (pins in {})",
-        gw.pin_dir.display()
+        "[demo] traffic for {}s: iscsi-perf (16 x 8 KiB reads), iperf3, UDP probe at 10 kHz",
+        DURATION.as_secs()
     );
-    let target = gw.ports[0].addr;
+    // Every time in the report is ms after t0.
+    let t0 = Instant::now();
+    let (events, _follower) = follow_events(&daemon, t0)?;
+    let ms = move || t0.elapsed().as_secs_f64() * 1000.0;
+    let probe_run = probe::run(&lab.client, addr, 10_000, DURATION)?;
+    let (iops, iscsi_out) = iscsi_perf(&lab, &target.url(), t0)?;
+    lab.spawn(
+        &lab.gw(0).ns,
+        &["iperf3", "-s", "-1", "-B", &addr.to_string()],
+    )?;
+    lab.gw(0).ns.wait_listening(5201)?;
+    let iperf = lab
+        .client
+        .command("iperf3")
+        .args([
+            "-c",
+            &addr.to_string(),
+            "-t",
+            &(DURATION.as_secs() - 1).to_string(),
+            "-i",
+            "0.2",
+            "-b",
+            "300M",
+            "-J",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let iperf_started = ms();
 
-    let mut checks: Vec<(String, String, u64, u64, bool)> = Vec::new();
-    let before = counters(gw)?;
-    println!("[demo] client: 5 broadcast ARP requests for {target}");
-    traffic::arping(&lab, target, 5)?;
-    let after = counters(gw)?;
-    for port in ["ge0", "ge1"] {
-        let seen = delta(&after, &before, port, "arp");
-        checks.push((
-            "ARP requests (broadcast)".into(),
-            port.into(),
-            5,
-            seen,
-            seen == 5,
-        ));
+    let mut marks = vec![Mark::new(0.0, "traffic starts")];
+    let _ = began;
+    let mut nexus_start = Vec::new();
+    let mut nexus_end = Vec::new();
+    let (mut pulled, mut plugged) = (false, false);
+    while t0.elapsed() < DURATION + Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = t0.elapsed();
+        if nexus_start.is_empty() && now > Duration::from_secs(2) {
+            nexus_start = target.nexus()?;
+        }
+        // The last look while iscsi-perf (DURATION - 1 s) is still logged in.
+        if now + Duration::from_millis(2500) >= DURATION && nexus_end.is_empty() {
+            nexus_end = target.nexus()?;
+        }
+        if !pulled && now >= PULL_AT {
+            lab.pull_cable(0, 0)?;
+            marks.push(Mark::new(ms(), "cable of ge0 pulled"));
+            pulled = true;
+        }
+        if !plugged && now >= PLUG_AT {
+            lab.plug_cable(0, 0)?;
+            marks.push(Mark::new(ms(), "cable of ge0 plugged"));
+            plugged = true;
+        }
+        if now.as_millis() % 1000 < 100 {
+            let last_iops = iops
+                .lock()
+                .map(|v| v.last().map(|x| x.1).unwrap_or(0))
+                .unwrap_or(0);
+            let owner = daemon.owner(INSTANCE)?.unwrap_or_else(|| "-".into());
+            print!(
+                "\r[demo] t={:>4.1}s  iSCSI {last_iops:>6} IOPS  owner {owner:<4}  events {:>2}   ",
+                now.as_secs_f64(),
+                events.lock().map(|e| e.len()).unwrap_or(0)
+            );
+            use std::io::Write as _;
+            let _ = std::io::stdout().flush();
+        }
     }
-
-    traffic::static_neighbours(&lab, 0, 0)?;
-    let before = counters(gw)?;
-    println!("[demo] client: 100 pings to {target}");
-    let answered = traffic::ping(&lab, target, 100)?;
-    let after = counters(gw)?;
-    let seen = delta(&after, &before, "ge0", "ipv4");
-    checks.push((
-        "ICMP echo requests".into(),
-        "ge0".into(),
-        100,
-        seen,
-        seen == 100 && answered == 100,
-    ));
-
-    let before = counters(gw)?;
-    let sent_before = traffic::tcp_out_segs(&lab)?;
-    println!("[demo] client: iperf3 TCP to {target} for 2 s");
-    let bps = traffic::iperf(&lab, 0, target, 2)?;
-    let sent = traffic::tcp_out_segs(&lab)? - sent_before;
-    let after = counters(gw)?;
-    let seen = delta(&after, &before, "ge0", "tcp");
-    checks.push((
-        "TCP segments (>= sent)".into(),
-        "ge0".into(),
-        sent,
-        seen,
-        seen >= sent,
-    ));
-
-    println!("\n[demo] baton dataplane stats (in the gateway):");
-    let out = baton_lab::dataplane::baton(gw, &["dataplane", "stats"])?;
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY);
-    table.set_header(["traffic", "port", "sent", "counted", "ok"]);
-    for (what, port, sent, seen, ok) in &checks {
-        table.add_row([
-            what.clone(),
-            port.clone(),
-            sent.to_string(),
-            seen.to_string(),
-            if *ok { "yes" } else { "NO" }.into(),
-        ]);
+    println!();
+    let probe = probe_run
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe panicked"))??;
+    let iscsi_text = iscsi_out
+        .join()
+        .map_err(|_| anyhow::anyhow!("iscsi-perf reader panicked"))??;
+    let mut iperf_json = String::new();
+    iperf
+        .wait_with_output()
+        .map(|o| iperf_json = String::from_utf8_lossy(&o.stdout).into_owned())?;
+    let tcp_after = tcp_counters(&lab)?;
+    let owner_now = daemon.owner(INSTANCE)?;
+    for (t, e) in events
+        .lock()
+        .map_err(|_| anyhow::anyhow!("events poisoned"))?
+        .iter()
+    {
+        marks.extend(Mark::from_event(*t, e, &config.timers));
     }
-    println!("\n{table}");
+    marks.retain(|m| !m.label.is_empty());
+    marks.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
+
+    let report = Report::build(report::Inputs {
+        marks,
+        probe,
+        iops: iops.lock().map(|v| v.clone()).unwrap_or_default(),
+        iscsi_text,
+        iperf_json: &iperf_json,
+        iperf_started_ms: iperf_started,
+        nexus_start,
+        nexus_end,
+        tcp_before,
+        tcp_after,
+        owner_now,
+        demo_seconds: 0.0,
+    })?;
+    let mut report = report;
+    report.demo_seconds = began.elapsed().as_secs_f64();
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    report::svg(&report, &out_dir.join("report.svg"))?;
+    let _ = std::fs::copy(&daemon.log, out_dir.join("baton.log"));
+    println!("{}", report.render());
     println!(
-        "iperf3 through baton_xdp: {:.2} Gbit/s; demo took {:.1} s",
-        bps / 1e9,
-        started.elapsed().as_secs_f64()
+        "[demo] wrote {0}/report.json, {0}/report.svg and {0}/baton.log in {1:.0} s",
+        out_dir.display(),
+        report.demo_seconds
     );
-    if checks.iter().any(|c| !c.4) {
-        bail!("counters do not match the traffic sent");
+    if let Some(why) = report.failure() {
+        bail!("the product's claim failed: {why}");
     }
-    println!("[demo] counters match the traffic sent");
+    println!(
+        "[demo] no session reset, no re-login: baton kept the iSCSI session and the TCP stream alive"
+    );
     Ok(())
+}
+
+/// Follows `baton events --json`, stamping each event when it arrives.
+fn follow_events(
+    daemon: &Daemon,
+    t0: Instant,
+) -> Result<(Stamped<serde_json::Value>, baton_lab::Peer)> {
+    let mut child = std::process::Command::new(baton_lab::baton_bin()?)
+        .args(["events", "--json", "--socket"])
+        .arg(&daemon.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("events stdout")?;
+    let events: Stamped<serde_json::Value> = Arc::default();
+    let sink = events.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let (Ok(v), Ok(mut e)) = (serde_json::from_str(&line), sink.lock()) {
+                e.push((t0.elapsed().as_secs_f64() * 1000.0, v));
+            }
+        }
+    });
+    Ok((events, baton_lab::Peer::from_child(child)))
+}
+
+/// iscsi-perf with a line per second; returns the IOPS series and its full output.
+#[allow(clippy::type_complexity)]
+fn iscsi_perf(
+    lab: &Lab,
+    url: &str,
+    t0: Instant,
+) -> Result<(Stamped<u64>, std::thread::JoinHandle<Result<String>>)> {
+    let secs = (DURATION.as_secs() - 1).to_string();
+    // -x 0: no silent reconnect; a broken session must show as an error.
+    let mut child = lab
+        .client
+        .command("iscsi-perf")
+        .args(["-m", "16", "-b", "16", "-t", &secs, "-l", "-x", "0", url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().context("iscsi-perf stdout")?;
+    let iops: Stamped<u64> = Arc::default();
+    let sink = iops.clone();
+    let handle = std::thread::spawn(move || -> Result<String> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut line = Vec::new();
+        loop {
+            let n = stdout.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                all.push(b);
+                if b == b'\n' || b == b'\r' {
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    if let Some(v) = text
+                        .split("iops current ")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+                        && let Ok(mut s) = sink.lock()
+                    {
+                        s.push((t0.elapsed().as_secs_f64() * 1000.0, v));
+                    }
+                    line.clear();
+                } else {
+                    line.push(b);
+                }
+            }
+        }
+        let status = child.wait()?;
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        Ok(format!(
+            "{}{}exit: {status}\n",
+            String::from_utf8_lossy(&all),
+            err
+        ))
+    });
+    Ok((iops, handle))
+}
+
+/// The client's TCP counters: (resets and aborts, retransmitted segments).
+pub fn tcp_counters(lab: &Lab) -> Result<(u64, u64)> {
+    let out = lab.client.run(&[
+        "nstat",
+        "-asz",
+        "TcpEstabResets",
+        "TcpExtTCPAbortOnData",
+        "TcpExtTCPAbortOnTimeout",
+        "TcpOutRsts",
+        "TcpRetransSegs",
+    ])?;
+    let mut resets = 0;
+    let mut retrans = 0;
+    for l in out.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(name), Some(v)) = (f.next(), f.next().and_then(|v| v.parse::<u64>().ok())) else {
+            continue;
+        };
+        if name == "TcpRetransSegs" {
+            retrans = v;
+        } else {
+            resets += v;
+        }
+    }
+    Ok((resets, retrans))
 }

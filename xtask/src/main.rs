@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod demo;
+mod report;
 mod setup;
 
 use anyhow::{Context as _, Result, bail};

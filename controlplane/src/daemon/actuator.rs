@@ -209,12 +209,22 @@ impl Actuator {
         let inst = m.instance;
         let key = key_for(inst.vlan, inst.address.addr());
         // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
+        let began = std::time::Instant::now();
         let to_dev = match (&m.to_macvlan, inst.mac) {
             (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac).await?,
             _ => m.to_ifindex,
         };
+        let t_mac = began.elapsed();
         self.add_address(to_dev, inst.address).await?;
+        let t_addr = began.elapsed();
         self.replace_routes(&inst.routes, to_dev).await?;
+        debug!(
+            instance = m.name,
+            mac_us = t_mac.as_micros() as u64,
+            addr_us = t_addr.as_micros() as u64,
+            routes_us = began.elapsed().as_micros() as u64,
+            "prepare timings"
+        );
         debug!(instance = m.name, "prepared");
         failpoint("prepared", m.from_ifindex.is_some());
         // 2. One atomic update: the dataplane now answers and steers on the target.
@@ -225,6 +235,11 @@ impl Actuator {
         for frame in announce::announcements(m.entry.mac, inst.address.addr()) {
             sock.send(&frame)?;
         }
+        debug!(
+            instance = m.name,
+            announced_us = began.elapsed().as_micros() as u64,
+            "flipped and announced"
+        );
         // 4. Clean the old port (blocks 340-348).
         if let Some(from) = m.from_ifindex {
             match &m.from_macvlan {
@@ -246,6 +261,11 @@ impl Actuator {
             }
         }
         flush_route_cache(inst.address.addr());
+        debug!(
+            instance = m.name,
+            cleaned_us = began.elapsed().as_micros() as u64,
+            "old port cleaned"
+        );
         failpoint("cleaned", m.from_ifindex.is_some());
         info!(instance = m.name, to = m.to_ifindex, "moved");
         Ok(())

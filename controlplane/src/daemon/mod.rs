@@ -71,6 +71,9 @@ struct Daemon {
     /// (instance, port) -> until when a failed move is not retried.
     failed: BTreeMap<(String, String), Instant>,
     refused: BTreeMap<String, Vec<(String, Reason)>>,
+    /// Port state names last reported, so timer-driven changes (held-down ->
+    /// failed, settling -> up) become events too.
+    port_states: BTreeMap<String, String>,
     last_move: BTreeMap<String, MoveRecord>,
     events: broadcast::Sender<Event>,
     actuator: Actuator,
@@ -134,6 +137,7 @@ impl Daemon {
             in_use: BTreeMap::new(),
             failed: BTreeMap::new(),
             refused: BTreeMap::new(),
+            port_states: BTreeMap::new(),
             last_move: BTreeMap::new(),
             events,
             actuator,
@@ -328,6 +332,7 @@ impl Daemon {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             let plan = self.plan();
+            self.note_port_states();
             self.note_refusals(&plan);
             let mut progressed = false;
             for m in &plan.moves {
@@ -395,15 +400,25 @@ impl Daemon {
             at_start: false,
         };
         port.changed = Instant::now();
-        let (name, linkname) = (name.clone(), link_name(port));
-        info!(port = %name, link = %linkname, "link changed");
-        let state = self.port_state_name(&name);
-        self.emit(Event::Port {
-            at_ms: self.at_ms(),
-            port: name,
-            link: linkname,
-            state,
-        });
+        info!(port = %name, link = %link_name(port), "link changed");
+    }
+
+    fn note_port_states(&mut self) {
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for name in names {
+            let state = self.port_state_name(&name);
+            if self.port_states.get(&name) != Some(&state) {
+                let link = link_name(&self.ports[&name]);
+                info!(port = %name, %state, %link, "port state");
+                self.emit(Event::Port {
+                    at_ms: self.at_ms(),
+                    port: name.clone(),
+                    link,
+                    state: state.clone(),
+                });
+                self.port_states.insert(name, state);
+            }
+        }
     }
 
     fn note_refusals(&mut self, plan: &decide::Plan) {
