@@ -14,6 +14,22 @@ pub struct Config {
     pub timers: Timers,
     pub limits: Limits,
     pub cluster: Option<Cluster>,
+    pub metrics: Metrics,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    /// Where to serve /metrics; None when `enabled = false`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9750))),
+        }
+    }
 }
 
 /// A data NIC of the host.

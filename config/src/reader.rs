@@ -41,7 +41,9 @@ const TOP: &[&str] = &[
     "timers",
     "limits",
     "cluster",
+    "metrics",
 ];
+const METRICS: &[&str] = &["listen", "enabled"];
 const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
 const NETWORK: &[&str] = &["subnets", "vlans"];
 const INSTANCE: &[&str] = &[
@@ -112,6 +114,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         timers: Timers::default(),
         limits: Limits::default(),
         cluster: None,
+        metrics: Metrics::default(),
     };
     for (name, t) in r.named_tables(doc, "ports") {
         let port = r.port(t, &format!("ports.{name}"));
@@ -139,6 +142,32 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
             macs_per_port: r
                 .u32(t, "limits", "macs_per_port", 1, MAX_CAP)
                 .unwrap_or(d.macs_per_port),
+        };
+    }
+    if let Some(t) = r.table_at(doc, "", "metrics") {
+        r.keys(t, "metrics", METRICS);
+        let listen = r.value(t, "metrics", "listen").and_then(|v| {
+            r.parsed::<std::net::SocketAddr>(
+                "metrics.listen",
+                v,
+                "an address and port (\"127.0.0.1:9750\")",
+            )
+        });
+        let enabled = match r
+            .value(t, "metrics", "enabled")
+            .map(|v| v.get_ref().clone())
+        {
+            None => true,
+            Some(DeValue::Boolean(b)) => b,
+            Some(_) => {
+                r.error("metrics.enabled", None, "must be true or false");
+                true
+            }
+        };
+        config.metrics.listen = if enabled {
+            listen.or(config.metrics.listen)
+        } else {
+            None
         };
     }
     if let Some(t) = r.table_at(doc, "", "cluster") {

@@ -114,6 +114,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         macs_per_port: mac_cap,
                     },
                     cluster: None,
+                    metrics: Metrics::default(),
                 };
                 let events = events
                     .into_iter()
@@ -257,7 +258,7 @@ proptest! {
                 })]),
                 timers: Timers { hold_down: ms(hd), hold_up: ms(hu), failback_delay: ms(fd), ..Timers::default() },
                 limits: Limits::default(),
-                cluster: None,
+                cluster: None, metrics: Metrics::default(),
             },
             claims: vec![],
             events: vec![],

@@ -141,6 +141,11 @@ impl Daemon {
         bail!("baton run still running after {timeout:?}")
     }
 
+    /// The daemon's pid (nsenter execs baton, so it is baton's own).
+    pub fn pid(&self) -> Option<u32> {
+        self.peer.as_ref().map(Peer::pid)
+    }
+
     pub fn stop(&mut self) {
         if let Some(p) = self.peer.take() {
             let _ = p.stop();

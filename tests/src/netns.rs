@@ -73,6 +73,27 @@ impl Netns {
             .context("no address in ip -j link output")
     }
 
+    /// GET `path` from an HTTP server at `addr` inside this namespace.
+    pub fn http_get(&self, addr: std::net::SocketAddr, path: &str) -> Result<String> {
+        let (ns, path) = (self.path(), path.to_string());
+        std::thread::spawn(move || -> Result<String> {
+            use std::io::{Read as _, Write as _};
+            crate::probe::enter(&ns)?;
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let mut body = String::new();
+            s.read_to_string(&mut body)?;
+            Ok(body)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("http thread panicked"))?
+    }
+
     /// Waits up to 5 s for a TCP listener on `port` in this namespace.
     pub fn wait_listening(&self, port: u16) -> Result<()> {
         let filter = format!("sport = :{port}");

@@ -25,7 +25,7 @@ fn realtime() {
 }
 
 /// Moves the calling thread into `ns`.
-fn enter(ns_path: &str) -> Result<()> {
+pub(crate) fn enter(ns_path: &str) -> Result<()> {
     let f = std::fs::File::open(ns_path).with_context(|| format!("opening {ns_path}"))?;
     // SAFETY: setns on a valid namespace fd; affects only this thread.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {

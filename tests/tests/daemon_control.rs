@@ -304,3 +304,101 @@ fn the_control_socket_is_root_only() -> anyhow::Result<()> {
     assert!(err.contains("root only (peer uid 65534)"), "{err}");
     Ok(())
 }
+
+#[test]
+fn metrics_show_the_failover() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let scrape = || -> anyhow::Result<String> {
+        let body = lab
+            .gw(0)
+            .ns
+            .http_get("127.0.0.1:9750".parse()?, "/metrics")?;
+        anyhow::ensure!(body.starts_with("HTTP/1.1 200"), "{body}");
+        Ok(body)
+    };
+    let value = |body: &str, series: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let before = scrape()?;
+    assert_eq!(
+        value(
+            &before,
+            "baton_instance_owner{instance=\"iscsi-a\",port=\"ge0\"}"
+        ),
+        Some(1.0),
+        "{before}"
+    );
+    assert_eq!(value(&before, "baton_port_up{port=\"ge0\"}"), Some(1.0));
+    assert_eq!(
+        value(
+            &before,
+            "baton_moves_total{kind=\"initial\",result=\"done\"}"
+        ),
+        Some(1.0)
+    );
+
+    traffic::ping(&lab, INSTANCE.parse()?, 5)?;
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    let after = scrape()?;
+    assert_eq!(
+        value(
+            &after,
+            "baton_instance_owner{instance=\"iscsi-a\",port=\"ge1\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "baton_instance_owner{instance=\"iscsi-a\",port=\"ge0\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "baton_moves_total{kind=\"failover\",result=\"done\"}"
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "baton_move_duration_seconds_count"),
+        Some(2.0)
+    );
+    assert_eq!(value(&after, "baton_port_up{port=\"ge0\"}"), Some(0.0));
+    let rx = value(
+        &after,
+        "baton_dataplane_rx_packets_total{instance=\"iscsi-a\",port=\"ge0\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(rx >= 5.0, "dataplane counters not exported: {after}");
+    let other = lab.gw(0).ns.http_get("127.0.0.1:9750".parse()?, "/")?;
+    assert!(other.starts_with("HTTP/1.1 404"));
+    Ok(())
+}
+
+#[test]
+fn metrics_can_be_turned_off() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(
+        &lab,
+        0,
+        &(lab_config("", "") + "\n[metrics]\nenabled = false\n"),
+    )?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    assert!(
+        lab.gw(0)
+            .ns
+            .http_get("127.0.0.1:9750".parse()?, "/metrics")
+            .is_err(),
+        "metrics served although disabled"
+    );
+    Ok(())
+}

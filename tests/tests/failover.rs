@@ -258,10 +258,11 @@ fn an_instance_mac_leaves_the_old_port_and_answers_on_the_new_one() -> anyhow::R
     let gw = &lab.gw(0).ns;
     let macvlans = || -> anyhow::Result<Vec<(String, String)>> {
         let v: serde_json::Value =
-            serde_json::from_str(&gw.ip(&["-j", "-d", "link", "show", "type", "macvlan"])?)?;
+            serde_json::from_str(&gw.ip(&["-j", "-d", "link", "show", "type", "macvlan", "up"])?)?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
+            .filter(|l| l["ifname"].is_string()) // iproute2 prints {} for links `up` filtered out
             .map(|l| {
                 (
                     l["link"].as_str().unwrap_or("").to_string(),

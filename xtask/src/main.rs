@@ -1,4 +1,5 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
+mod bench;
 mod demo;
 mod report;
 mod setup;
@@ -38,12 +39,22 @@ enum Cmd {
     },
     /// The lab demo: builds a lab, attaches the dataplane, sends traffic, prints counters.
     Demo,
+    /// Benchmarks with same-run baselines; results in target/bench/NAME.json.
+    Bench {
+        #[arg(value_enum)]
+        which: BenchKind,
+    },
     /// Everything CI checks: fmt, clippy, unit, BPF and lab tests.
     Test {
         /// Passed to `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
         rest: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchKind {
+    Failover,
 }
 
 fn main() {
@@ -69,6 +80,19 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&bin)
         }
         Cmd::Test { rest } => test(&rest),
+        Cmd::Bench { which } => {
+            let bin = build_release()?;
+            baton_lab::use_baton_bin(bin);
+            let dir = workspace_root().join("target/bench");
+            std::fs::create_dir_all(&dir)?;
+            let (name, result) = match which {
+                BenchKind::Failover => ("failover", bench::failover()?),
+            };
+            let path = dir.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
 }
 

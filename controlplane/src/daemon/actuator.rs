@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
-use rtnetlink::{Handle, LinkMacVlan, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
 use tracing::{debug, info};
 
@@ -35,13 +35,19 @@ pub struct Configured {
 pub struct Actuator {
     handle: Handle,
     pub table: InstanceTable,
+    /// One AF_PACKET socket per port for announcements.
+    sockets: std::collections::BTreeMap<u32, announce::PortSocket>,
 }
 
 impl Actuator {
     pub fn new(table: InstanceTable) -> Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
         tokio::spawn(conn);
-        Ok(Actuator { handle, table })
+        Ok(Actuator {
+            handle,
+            table,
+            sockets: Default::default(),
+        })
     }
 
     /// Every address on every device.
@@ -80,29 +86,28 @@ impl Actuator {
             .with_context(|| format!("adding {net} to ifindex {ifindex}"))
     }
 
-    /// Removes the address from a port if it is there.
-    pub async fn del_address(&self, ifindex: u32, addr: IpAddr) -> Result<bool> {
-        let mut dump = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(ifindex)
-            .set_address_filter(addr)
-            .execute();
-        let mut removed = false;
-        while let Some(msg) = dump.next().await {
-            let msg = msg.context("looking up an address")?;
-            if msg.header.index == ifindex && address_of(&msg) == Some(addr) {
-                self.handle
-                    .address()
-                    .del(msg)
-                    .execute()
-                    .await
-                    .with_context(|| format!("removing {addr} from ifindex {ifindex}"))?;
-                removed = true;
+    /// Removes the address from a device if it is there: one RTM_DELADDR,
+    /// no dump (with a thousand addresses a dump per move would be quadratic).
+    pub async fn del_address(&self, ifindex: u32, net: IpNet) -> Result<bool> {
+        let msg = match net.addr() {
+            IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+                .index(ifindex)
+                .address(a, net.prefix_len())
+                .build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(ifindex)
+                .address(a, net.prefix_len())
+                .build(),
+        };
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(e))
+                if [-libc::EADDRNOTAVAIL, -libc::ENOENT, -libc::ENODEV].contains(&e.raw_code()) =>
+            {
+                Ok(false)
             }
+            Err(e) => Err(e).with_context(|| format!("removing {net} from ifindex {ifindex}")),
         }
-        Ok(removed)
     }
 
     /// Points the instance's static routes at `ifindex` (replace: a route to
@@ -127,15 +132,30 @@ impl Actuator {
     }
 
     /// The macvlan carrying an instance's own MAC on a port (keepalived's
-    /// use_vmac): created if missing, returns its ifindex.
-    pub async fn ensure_macvlan(&self, name: &str, lower: u32, mac: [u8; 6]) -> Result<u32> {
+    /// use_vmac), created if missing; brought up when `up`. Returns its ifindex.
+    /// A standby (down) macvlan holds no place in the port's unicast filter:
+    /// the MAC is not on that port until it comes up.
+    pub async fn ensure_macvlan(
+        &self,
+        name: &str,
+        lower: u32,
+        mac: [u8; 6],
+        up: bool,
+    ) -> Result<u32> {
         if let Some(ifindex) = crate::netdev::index_of(name) {
+            if up {
+                let msg = LinkUnspec::new_with_index(ifindex).up().build();
+                self.handle
+                    .link()
+                    .set(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("bringing {name} up"))?;
+            }
             return Ok(ifindex);
         }
-        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Bridge)
-            .address(mac.to_vec())
-            .up()
-            .build();
+        let builder = LinkMacVlan::new(name, lower, MacVlanMode::Bridge).address(mac.to_vec());
+        let msg = if up { builder.up() } else { builder.down() }.build();
         self.handle
             .link()
             .add(msg)
@@ -144,6 +164,22 @@ impl Actuator {
             .with_context(|| format!("creating macvlan {name}"))?;
         crate::netdev::index_of(name)
             .with_context(|| format!("macvlan {name} vanished after creation"))
+    }
+
+    /// Turns a macvlan into a standby: address removed, down.
+    pub async fn standby_macvlan(&self, name: &str, net: IpNet) -> Result<()> {
+        let Some(ifindex) = crate::netdev::index_of(name) else {
+            return Ok(());
+        };
+        self.del_address(ifindex, net).await?;
+        let msg = LinkUnspec::new_with_index(ifindex).down().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .with_context(|| format!("taking {name} down"))?;
+        Ok(())
     }
 
     /// Deletes a link (an instance's macvlan, with its address) if it exists.
@@ -185,6 +221,24 @@ impl Actuator {
         Ok(n)
     }
 
+    /// One round of announcements from a port, on its cached socket.
+    pub fn announce_now(&mut self, ifindex: u32, mac: [u8; 6], addr: IpAddr) -> Result<()> {
+        let sock = match self.sockets.entry(ifindex) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(announce::PortSocket::for_sending(ifindex)?)
+            }
+        };
+        for frame in announce::announcements(mac, addr) {
+            if let Err(e) = sock.send(&frame) {
+                // The port may have been re-created: a fresh socket next time.
+                self.sockets.remove(&ifindex);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The instance-table entry for an instance owned by `ifindex`.
     pub fn entry(id: u32, inst: &Instance, ifindex: u32, port_mac: [u8; 6]) -> InstanceEntry {
         match inst.mac {
@@ -211,7 +265,7 @@ impl Actuator {
         // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
         let began = std::time::Instant::now();
         let to_dev = match (&m.to_macvlan, inst.mac) {
-            (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac).await?,
+            (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac, true).await?,
             _ => m.to_ifindex,
         };
         let t_mac = began.elapsed();
@@ -231,36 +285,26 @@ impl Actuator {
         self.table.set(&key, &m.entry)?;
         failpoint("flipped", m.from_ifindex.is_some());
         // 3. First announcement at once (block 356); the rest follow in the background.
-        let sock = announce::PortSocket::for_sending(m.to_ifindex)?;
-        for frame in announce::announcements(m.entry.mac, inst.address.addr()) {
-            sock.send(&frame)?;
-        }
+        self.announce_now(m.to_ifindex, m.entry.mac, inst.address.addr())?;
         debug!(
             instance = m.name,
             announced_us = began.elapsed().as_micros() as u64,
             "flipped and announced"
         );
-        // 4. Clean the old port (blocks 340-348).
+        // 4. Clean the old port (blocks 340-344); the neighbour and route-cache
+        // flushes (346, 348) are per port, once per plan: see `after_plan`.
         if let Some(from) = m.from_ifindex {
             match &m.from_macvlan {
-                // Deleting the macvlan takes its MAC and address off the old port (block 342).
+                // A macvlan going down takes its MAC and address off the old port
+                // (block 342) and stays as the standby for a move back.
                 Some(name) => {
-                    self.del_link(name).await?;
+                    self.standby_macvlan(name, inst.address).await?;
                 }
                 None => {
-                    self.del_address(from, inst.address.addr()).await?;
+                    self.del_address(from, inst.address).await?;
                 }
             }
-            if m.from_failed {
-                let n = self.flush_neighbours(from).await?;
-                debug!(
-                    instance = m.name,
-                    flushed = n,
-                    "neighbours of the failed port flushed"
-                );
-            }
         }
-        flush_route_cache(inst.address.addr());
         debug!(
             instance = m.name,
             cleaned_us = began.elapsed().as_micros() as u64,
@@ -281,7 +325,6 @@ pub struct MoveSpec<'a> {
     pub to_macvlan: Option<String>,
     pub from_ifindex: Option<u32>,
     pub from_macvlan: Option<String>,
-    pub from_failed: bool,
     pub entry: InstanceEntry,
 }
 
@@ -305,6 +348,26 @@ fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
                 _ => None,
             })
         })
+}
+
+/// Seed blocks 346 and 348 for the ports a plan moved instances off: the
+/// failed ones forget their neighbours, and the route caches are flushed.
+pub async fn after_plan(
+    actuator: &Actuator,
+    failed_sources: &[u32],
+    families: (bool, bool),
+) -> Result<()> {
+    for ifindex in failed_sources {
+        let n = actuator.flush_neighbours(*ifindex).await?;
+        debug!(ifindex, flushed = n, "neighbours of a failed port flushed");
+    }
+    if families.0 {
+        flush_route_cache(IpAddr::from([0u8; 4]));
+    }
+    if families.1 {
+        flush_route_cache(IpAddr::from([0u8; 16]));
+    }
+    Ok(())
 }
 
 /// Seed block 348: IPv4 has no route cache since 3.6, but next-hop exceptions

@@ -198,6 +198,38 @@ fn conflict(frame: &[u8], addr: Ipv4Addr) -> Option<[u8; 6]> {
     (spa == addr.octets() || probe_for_it).then_some(sender_mac)
 }
 
+/// RFC 5227 for many addresses at once: one probe each, one listening
+/// window. Returns the addresses another device uses (with its MAC).
+pub fn probe_v4_many(
+    ifindex: u32,
+    own_macs: &[[u8; 6]],
+    addrs: &[Ipv4Addr],
+    wait: Duration,
+) -> Result<Vec<(Ipv4Addr, [u8; 6])>> {
+    let sock = PortSocket::open(ifindex, ETH_P_ARP)?;
+    let mac = *own_macs.first().context("no MAC to probe from")?;
+    for a in addrs {
+        sock.send(&arp_probe(mac, *a))?;
+    }
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 1600];
+    let mut found = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(n) = sock.recv(&mut buf, left)? else {
+            break;
+        };
+        for a in addrs {
+            if let Some(sender) = conflict(&buf[..n], *a)
+                && !own_macs.contains(&sender)
+                && !found.iter().any(|(x, _)| x == a)
+            {
+                found.push((*a, sender));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Sends `count` rounds of announcements, `interval` apart, from `ifindex`.
 pub async fn announce(
     ifindex: u32,

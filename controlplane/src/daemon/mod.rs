@@ -8,6 +8,7 @@
 pub mod actuator;
 pub mod announce;
 mod control;
+mod metrics;
 mod monitor;
 
 use crate::dataplane::{self, AttachMode, InstanceTable, PinDir, key_for};
@@ -26,13 +27,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub struct Options {
     pub config: PathBuf,
     pub pin_dir: PathBuf,
     pub socket: PathBuf,
 }
+
+/// An address a plan places for the first time: (instance, address, its MAC).
+type NewAddress = (String, std::net::Ipv4Addr, Option<[u8; 6]>);
 
 /// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
 const CONFLICT_HOLD: Duration = Duration::from_secs(10);
@@ -79,6 +83,9 @@ struct Daemon {
     actuator: Actuator,
     links: mpsc::UnboundedReceiver<LinkEvent>,
     calls: mpsc::Receiver<control::Call>,
+    metrics: std::sync::Arc<metrics::Metrics>,
+    /// When the last link change arrived: a move's reaction time is logged.
+    last_link_event: Instant,
 }
 
 impl Daemon {
@@ -127,6 +134,15 @@ impl Daemon {
         let (call_tx, calls) = mpsc::channel(16);
         let listener = control::listen(&opts.socket)?;
         tokio::spawn(control::serve(listener, call_tx, events.clone()));
+        let metrics = metrics::Metrics::new(pins.clone());
+        if let Some(addr) = config.metrics.listen {
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(addr, m).await {
+                    error!(error = %format!("{e:#}"), "metrics endpoint");
+                }
+            });
+        }
         let mut d = Daemon {
             opts,
             config,
@@ -143,6 +159,8 @@ impl Daemon {
             actuator,
             links,
             calls,
+            metrics,
+            last_link_event: start,
         };
         d.reconcile().await?;
         info!(
@@ -204,6 +222,7 @@ impl Daemon {
                 self.placement.insert(name, owner);
             }
         }
+        self.publish_placement();
         // Entries for addresses no instance has any more.
         let wanted: BTreeSet<_> = self
             .config
@@ -262,14 +281,16 @@ impl Daemon {
                 warn!(instance = %name, %port, "address on two ports (interrupted move): removing this copy");
             }
             match self.macvlan(name, port) {
+                // The instance's MAC waits on every other port as a down standby.
                 Some(mv) => {
-                    self.actuator.del_link(&mv).await?;
+                    self.actuator.standby_macvlan(&mv, inst.address).await?;
+                    if let (Some(lower), Some(mac)) = (self.ports[port].ifindex, inst.mac) {
+                        self.actuator.ensure_macvlan(&mv, lower, mac, false).await?;
+                    }
                 }
                 None if held => {
                     if let Some(ifindex) = self.ports[port].ifindex {
-                        self.actuator
-                            .del_address(ifindex, inst.address.addr())
-                            .await?;
+                        self.actuator.del_address(ifindex, inst.address).await?;
                     }
                 }
                 None => {}
@@ -306,6 +327,30 @@ impl Daemon {
         Ok(Some(owner))
     }
 
+    /// Tells the metrics where every instance is and what the ids mean.
+    fn publish_placement(&self) {
+        for (name, inst) in &self.config.instances {
+            self.metrics.set_owner(
+                name,
+                &inst.ports,
+                self.placement.get(name).map(String::as_str),
+            );
+        }
+        if let Ok(mut names) = self.metrics.names.lock() {
+            names.0 = self
+                .config
+                .instances
+                .keys()
+                .map(|n| (self.id_of(n), n.clone()))
+                .collect();
+            names.1 = self
+                .ports
+                .iter()
+                .filter_map(|(n, p)| Some((p.ifindex?, n.clone())))
+                .collect();
+        }
+    }
+
     fn plan(&mut self) -> decide::Plan {
         let now = Instant::now();
         self.in_use.retain(|_, until| *until > now);
@@ -334,15 +379,43 @@ impl Daemon {
             let plan = self.plan();
             self.note_port_states();
             self.note_refusals(&plan);
-            let mut progressed = false;
-            for m in &plan.moves {
+            // Addresses not ours yet are probed first (RFC 5227), all at once.
+            let (moves, conflicts) = self.probe_new(&plan.moves).await;
+            let mut progressed = conflicts > 0;
+            let mut failed_sources = BTreeSet::new();
+            let mut families = (false, false);
+            for m in &moves {
                 if self
                     .failed
                     .contains_key(&(m.instance.clone(), m.to.clone()))
                 {
                     continue;
                 }
-                progressed |= self.execute(m, m.kind).await;
+                if self.execute(m, m.kind).await {
+                    progressed = true;
+                    if let Some(p) = m
+                        .from
+                        .as_ref()
+                        .and_then(|f| self.ports.get(f))
+                        .filter(|p| p.state.link == Link::Down)
+                    {
+                        failed_sources.extend(p.ifindex);
+                    }
+                    let v4 = self
+                        .config
+                        .instances
+                        .get(&m.instance)
+                        .is_some_and(|i| i.address.addr().is_ipv4());
+                    families = (families.0 || v4, families.1 || !v4);
+                }
+            }
+            if progressed {
+                let failed_sources: Vec<u32> = failed_sources.into_iter().collect();
+                if let Err(e) =
+                    actuator::after_plan(&self.actuator, &failed_sources, families).await
+                {
+                    warn!(error = %format!("{e:#}"), "cleaning after the plan");
+                }
             }
             if progressed {
                 continue;
@@ -400,6 +473,7 @@ impl Daemon {
             at_start: false,
         };
         port.changed = Instant::now();
+        self.last_link_event = port.changed;
         info!(port = %name, link = %link_name(port), "link changed");
     }
 
@@ -410,6 +484,10 @@ impl Daemon {
             if self.port_states.get(&name) != Some(&state) {
                 let link = link_name(&self.ports[&name]);
                 info!(port = %name, %state, %link, "port state");
+                self.metrics
+                    .port_up
+                    .get_or_create(&metrics::PortLabel { port: name.clone() })
+                    .set(i64::from(state == "up"));
                 self.emit(Event::Port {
                     at_ms: self.at_ms(),
                     port: name.clone(),
@@ -428,6 +506,12 @@ impl Daemon {
                 if self.refused.get(name) != Some(refused) {
                     for (port, reason) in refused {
                         warn!(instance = %name, %port, reason = %reason, "port refused");
+                        self.metrics
+                            .refusals
+                            .get_or_create(&metrics::ReasonLabel {
+                                reason: reason.name().to_string(),
+                            })
+                            .inc();
                         self.emit(Event::Refused {
                             at_ms: self.at_ms(),
                             instance: name.clone(),
@@ -442,6 +526,65 @@ impl Daemon {
         self.refused = now_refused;
     }
 
+    /// Probes, per target port, every IPv4 address a plan places for the first
+    /// time; returns the moves that may go ahead and how many conflicted.
+    async fn probe_new(&mut self, moves: &[Move]) -> (Vec<Move>, usize) {
+        let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
+        for m in moves.iter().filter(|m| m.from.is_none()) {
+            if let Some(inst) = self.config.instances.get(&m.instance)
+                && let std::net::IpAddr::V4(a) = inst.address.addr()
+            {
+                by_port
+                    .entry(m.to.clone())
+                    .or_default()
+                    .push((m.instance.clone(), a, inst.mac));
+            }
+        }
+        let mut conflicted = BTreeSet::new();
+        for (port, wanted) in by_port {
+            let (Some(ifindex), Ok(mac)) = (
+                self.ports.get(&port).and_then(|p| p.ifindex),
+                netdev::mac_of(&port),
+            ) else {
+                continue;
+            };
+            let mut own: Vec<[u8; 6]> = vec![mac];
+            own.extend(wanted.iter().filter_map(|w| w.2));
+            let addrs: Vec<std::net::Ipv4Addr> = wanted.iter().map(|w| w.1).collect();
+            let wait = self.config.timers.probe_time;
+            let found = tokio::task::spawn_blocking(move || {
+                announce::probe_v4_many(ifindex, &own, &addrs, wait)
+            })
+            .await;
+            let found = match found {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    warn!(%port, error = %format!("{e:#}"), "probe failed; not taking new addresses there now");
+                    wanted.iter().map(|w| (w.1, [0; 6])).collect()
+                }
+                Err(e) => {
+                    warn!(%port, error = %e, "probe task failed");
+                    continue;
+                }
+            };
+            for (addr, by) in found {
+                for (name, _, _) in wanted.iter().filter(|w| w.1 == addr) {
+                    warn!(instance = %name, %port, by = %baton_config::model::mac_string(&by), "address in use on the wire");
+                    self.in_use
+                        .insert((name.clone(), port.clone()), Instant::now() + CONFLICT_HOLD);
+                    conflicted.insert((name.clone(), port.clone()));
+                }
+            }
+        }
+        let n = conflicted.len();
+        let ok = moves
+            .iter()
+            .filter(|m| !conflicted.contains(&(m.instance.clone(), m.to.clone())))
+            .cloned()
+            .collect();
+        (ok, n)
+    }
+
     /// Carries out one move; false when it could not (and why is logged).
     async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
         let kind_name = match kind {
@@ -454,6 +597,7 @@ impl Daemon {
 
     async fn execute_named(&mut self, m: &Move, kind: &str) -> bool {
         let began = Instant::now();
+        debug!(instance = %m.instance, reaction_us = (began - self.last_link_event).as_micros() as u64, "move starts");
         match self.try_move(m).await {
             Ok(true) => {
                 let took_us = began.elapsed().as_micros() as u64;
@@ -475,11 +619,30 @@ impl Daemon {
                 });
                 self.placement.insert(m.instance.clone(), m.to.clone());
                 self.last_move.insert(m.instance.clone(), record);
+                self.metrics
+                    .moves
+                    .get_or_create(&metrics::MoveLabels {
+                        kind: kind.to_string(),
+                        result: "done".into(),
+                    })
+                    .inc();
+                self.metrics.move_seconds.observe(took_us as f64 / 1e6);
+                if let Some(inst) = self.config.instances.get(&m.instance) {
+                    self.metrics
+                        .set_owner(&m.instance, &inst.ports, Some(&m.to));
+                }
                 true
             }
             Ok(false) => false,
             Err(e) => {
                 error!(instance = %m.instance, to = %m.to, error = %format!("{e:#}"), "move failed");
+                self.metrics
+                    .moves
+                    .get_or_create(&metrics::MoveLabels {
+                        kind: kind.to_string(),
+                        result: "failed".into(),
+                    })
+                    .inc();
                 self.emit(Event::MoveFailed {
                     at_ms: self.at_ms(),
                     instance: m.instance.clone(),
@@ -499,7 +662,6 @@ impl Daemon {
         }
     }
 
-    /// Ok(false): the RFC 5227 probe found the address in use on the target.
     async fn try_move(&mut self, m: &Move) -> Result<bool> {
         let inst = self
             .config
@@ -513,24 +675,6 @@ impl Daemon {
             .and_then(|p| p.ifindex)
             .with_context(|| format!("port {} is missing", m.to))?;
         let to_mac = netdev::mac_of(&m.to)?;
-        // Taking an address that is not ours yet: probe first (RFC 5227).
-        if m.from.is_none()
-            && let std::net::IpAddr::V4(addr) = inst.address.addr()
-        {
-            let own: Vec<[u8; 6]> = [Some(to_mac), inst.mac].into_iter().flatten().collect();
-            let wait = self.config.timers.probe_time;
-            let found =
-                tokio::task::spawn_blocking(move || announce::probe_v4(to, &own, addr, wait))
-                    .await??;
-            if let Some(mac) = found {
-                warn!(instance = %m.instance, port = %m.to, by = %baton_config::model::mac_string(&mac), "address in use on the wire");
-                self.in_use.insert(
-                    (m.instance.clone(), m.to.clone()),
-                    Instant::now() + CONFLICT_HOLD,
-                );
-                return Ok(false);
-            }
-        }
         let from = m.from.as_ref().and_then(|f| self.ports.get(f));
         let spec = MoveSpec {
             name: &m.instance,
@@ -539,7 +683,6 @@ impl Daemon {
             to_macvlan: self.macvlan(&m.instance, &m.to),
             from_ifindex: from.and_then(|p| p.ifindex),
             from_macvlan: m.from.as_ref().and_then(|f| self.macvlan(&m.instance, f)),
-            from_failed: from.is_some_and(|p| p.state.link == Link::Down),
             entry: Actuator::entry(self.id_of(&m.instance), &inst, to, to_mac),
         };
         self.actuator.move_instance(&spec).await?;
@@ -689,18 +832,19 @@ impl Daemon {
         let Some(inst) = self.config.instances.get(name).cloned() else {
             return Ok(());
         };
-        if let Some(port) = self.placement.remove(name) {
-            match self.macvlan(name, &port) {
+        let owner = self.placement.remove(name);
+        for port in &inst.ports {
+            match self.macvlan(name, port) {
+                // The owner's macvlan and every standby go.
                 Some(mv) => {
                     self.actuator.del_link(&mv).await?;
                 }
-                None => {
-                    if let Some(ifindex) = self.ports.get(&port).and_then(|p| p.ifindex) {
-                        self.actuator
-                            .del_address(ifindex, inst.address.addr())
-                            .await?;
+                None if owner.as_ref() == Some(port) => {
+                    if let Some(ifindex) = self.ports.get(port).and_then(|p| p.ifindex) {
+                        self.actuator.del_address(ifindex, inst.address).await?;
                     }
                 }
+                None => {}
             }
         }
         self.actuator

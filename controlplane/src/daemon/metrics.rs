@@ -1,0 +1,227 @@
+//! Prometheus metrics (OpenMetrics text) on a small HTTP endpoint: port
+//! state, instance owner, moves by kind and result, move durations, refusals
+//! by reason, and the dataplane's per-instance, per-port counters (read from
+//! the BPF maps at scrape time).
+use crate::dataplane::{self, PinDir};
+use anyhow::{Context as _, Result};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabel {
+    pub port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OwnerLabels {
+    pub instance: String,
+    pub port: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+type Counters = Family<OwnerLabels, Counter<u64, AtomicU64>>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub port_up: Family<PortLabel, Gauge>,
+    pub owner: Family<OwnerLabels, Gauge>,
+    pub moves: Family<MoveLabels, Counter>,
+    pub move_seconds: Histogram,
+    pub refusals: Family<ReasonLabel, Counter>,
+    rx_packets: Counters,
+    rx_bytes: Counters,
+    solicits: Counters,
+    solicits_dropped: Counters,
+    egress_redirected: Counters,
+    /// Names for the dataplane's ids: instance id -> name, ifindex -> port.
+    pub names: Mutex<(BTreeMap<u32, String>, BTreeMap<u32, String>)>,
+    pins: PinDir,
+}
+
+impl Metrics {
+    pub fn new(pins: PinDir) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("baton");
+        let m = Metrics {
+            port_up: Family::default(),
+            owner: Family::default(),
+            moves: Family::default(),
+            // 100 µs .. ~3 s.
+            move_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            refusals: Family::default(),
+            rx_packets: Family::default(),
+            rx_bytes: Family::default(),
+            solicits: Family::default(),
+            solicits_dropped: Family::default(),
+            egress_redirected: Family::default(),
+            names: Mutex::default(),
+            pins,
+            registry: Registry::default(),
+        };
+        registry.register(
+            "port_up",
+            "1 when the port is usable (up past hold_up), else 0",
+            m.port_up.clone(),
+        );
+        registry.register(
+            "instance_owner",
+            "1 for the port an instance's address lives on",
+            m.owner.clone(),
+        );
+        registry.register(
+            "moves",
+            "Moves carried out, by kind and result",
+            m.moves.clone(),
+        );
+        registry.register(
+            "move_duration_seconds",
+            "Time from a move's start to its old port cleaned",
+            m.move_seconds.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Ports refused for an instance, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "dataplane_rx_packets",
+            "Frames to an instance seen at ingress, per port",
+            m.rx_packets.clone(),
+        );
+        registry.register(
+            "dataplane_rx_bytes",
+            "Bytes to an instance seen at ingress, per port",
+            m.rx_bytes.clone(),
+        );
+        registry.register(
+            "dataplane_solicits",
+            "ARP requests / neighbour solicitations for an instance, per port",
+            m.solicits.clone(),
+        );
+        registry.register(
+            "dataplane_solicits_dropped",
+            "Of those, dropped on a port that is not the owner",
+            m.solicits_dropped.clone(),
+        );
+        registry.register(
+            "dataplane_egress_redirected",
+            "Frames from an instance redirected to its owner by TC egress",
+            m.egress_redirected.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Marks `port` as the owner of `instance` (and no other port).
+    pub fn set_owner(&self, instance: &str, ports: &[String], owner: Option<&str>) {
+        for p in ports {
+            let v = i64::from(Some(p.as_str()) == owner);
+            self.owner
+                .get_or_create(&OwnerLabels {
+                    instance: instance.to_string(),
+                    port: p.clone(),
+                })
+                .set(v);
+        }
+    }
+
+    /// The OpenMetrics text, dataplane counters read now.
+    pub fn render(&self) -> Result<String> {
+        if let Ok(counters) = dataplane::instance_counters(&self.pins)
+            && let Ok(names) = self.names.lock()
+        {
+            for (k, c) in counters {
+                let (Some(instance), Some(port)) = (names.0.get(&k.id), names.1.get(&k.ifindex))
+                else {
+                    continue;
+                };
+                let labels = OwnerLabels {
+                    instance: instance.clone(),
+                    port: port.clone(),
+                };
+                for (family, v) in [
+                    (&self.rx_packets, c.rx_packets),
+                    (&self.rx_bytes, c.rx_bytes),
+                    (&self.solicits, c.solicits),
+                    (&self.solicits_dropped, c.solicits_dropped),
+                    (&self.egress_redirected, c.egress_redirected),
+                ] {
+                    family
+                        .get_or_create(&labels)
+                        .inner()
+                        .store(v, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .context("encoding metrics")?;
+        Ok(out)
+    }
+}
+
+/// Serves GET /metrics on `addr`. A minimal HTTP/1.1 responder: one request
+/// per connection, nothing else is served.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics: binding {addr}"))?;
+    info!(%addr, "metrics endpoint");
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            // Read the request head (it may come in several segments), at most 4 KiB.
+            let mut buf = Vec::with_capacity(512);
+            let mut chunk = [0u8; 512];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 4096 {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    stream.read(&mut chunk),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
+            let response = if request.starts_with("GET /metrics ") {
+                match metrics.render() {
+                    Ok(body) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    Err(e) => format!(
+                        "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n{e:#}\n"
+                    ),
+                }
+            } else {
+                "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 21\r\n\r\nonly GET /metrics is\n".to_string()
+            };
+            if let Err(e) = stream.write_all(response.as_bytes()).await {
+                warn!(error = %e, "metrics client");
+            }
+        });
+    }
+}

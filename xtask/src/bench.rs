@@ -1,0 +1,320 @@
+//! `cargo xtask bench failover`: what a client feels when baton moves an
+//! address, against what administrators script today, measured in one run on
+//! the same lab. Writes target/bench/failover.json.
+use anyhow::{Context as _, Result};
+use baton_lab::daemon::{Daemon, lab_config};
+use baton_lab::{Lab, LabSpec, probe};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+const REPS: usize = 20;
+const ADDR: &str = "192.0.2.100";
+
+/// The scripted baseline: `ip monitor link` triggering `ip addr del/add` on
+/// the other port and `arping -U -c 3`, as administrators do today.
+const BASELINE: &str = r#"
+ip monitor link | while read -r line; do
+  case "$line" in
+    *" ge0"*NO-CARRIER*) ip addr del 192.0.2.100/24 dev ge0 2>/dev/null; ip addr add 192.0.2.100/24 dev ge1; arping -q -U -c 3 -I ge1 192.0.2.100 & ;;
+    *" ge1"*NO-CARRIER*) ip addr del 192.0.2.100/24 dev ge1 2>/dev/null; ip addr add 192.0.2.100/24 dev ge0; arping -q -U -c 3 -I ge0 192.0.2.100 & ;;
+  esac
+done
+"#;
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
+    s[rank.min(s.len() - 1)]
+}
+
+/// One pull of the owner's cable under the probe; returns the longest gap (ms).
+fn pull_once(lab: &Lab, owner: usize) -> Result<f64> {
+    let addr: IpAddr = ADDR.parse()?;
+    let run = probe::run(&lab.client, addr, 10_000, Duration::from_millis(1500))?;
+    std::thread::sleep(Duration::from_millis(500));
+    lab.pull_cable(0, owner)?;
+    let report = run
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe panicked"))??;
+    lab.plug_cable(0, owner)?;
+    Ok(report.longest_gap_ms)
+}
+
+/// `REPS` pulls, alternating ports; the owner must have moved after each.
+fn unplanned(lab: &Lab, moved: impl Fn(usize) -> Result<()>) -> Result<Vec<f64>> {
+    let mut gaps = Vec::new();
+    let mut owner = 0;
+    for _ in 0..REPS {
+        gaps.push(pull_once(lab, owner)?);
+        owner = 1 - owner;
+        moved(owner)?;
+        std::thread::sleep(Duration::from_millis(400)); // hold_up of the plugged port
+    }
+    Ok(gaps)
+}
+
+pub fn failover() -> Result<serde_json::Value> {
+    let _ = baton_lab::sweep_stale();
+    println!("[bench] unplanned: {REPS} pulls with baton (hold_down 0, instance MAC on)");
+    let lab = Lab::build(&LabSpec::default())?;
+    let timers =
+        "hold_down = \"0\"\nhold_up = \"200ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
+    let daemon = Daemon::start(&lab, 0, &lab_config(timers, "mac = \"02:ba:70:00:00:01\""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let echo = probe::Echo::start(&lab.gw(0).ns, ADDR.parse()?)?;
+    let gaps = unplanned(&lab, |owner| {
+        daemon
+            .wait_owner("iscsi-a", ["ge0", "ge1"][owner], Duration::from_secs(3))
+            .map(|_| ())
+    })?;
+
+    let timings = move_timings(&daemon.log_text());
+    println!("[bench] planned: {REPS} x baton move under the probe and iperf3");
+    let planned = planned(&lab, &daemon)?;
+    drop(echo);
+    drop(daemon);
+    drop(lab);
+
+    println!("[bench] baseline: {REPS} pulls with the ip monitor + ip addr + arping script");
+    let lab = Lab::build(&LabSpec::default())?;
+    lab.gw(0)
+        .ns
+        .ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "ge0"])?;
+    let script = lab.spawn(&lab.gw(0).ns, &["sh", "-c", BASELINE])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let echo = probe::Echo::start(&lab.gw(0).ns, ADDR.parse()?)?;
+    let has = |port: &str| {
+        lab.gw(0)
+            .ns
+            .ip(&["-br", "addr", "show", "dev", port])
+            .map(|s| s.contains(ADDR))
+            .unwrap_or(false)
+    };
+    let baseline = unplanned(&lab, |owner| {
+        let port = ["ge0", "ge1"][owner];
+        let started = Instant::now();
+        while !has(port) {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3),
+                "the script did not move the address to {port}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    })?;
+    drop(echo);
+    let _ = lab.kill(script);
+    drop(lab);
+
+    println!("[bench] scale: 1,000 instances on one port, its cable pulled");
+    let scale = scale(1000)?;
+
+    let result = serde_json::json!({
+        "reps": REPS,
+        "probe_hz": 10_000,
+        "gap_ms_p50": percentile(&gaps, 50.0),
+        "gap_ms_p99": percentile(&gaps, 99.0),
+        "baseline_gap_ms_p50": percentile(&baseline, 50.0),
+        "baseline_gap_ms_p99": percentile(&baseline, 99.0),
+        "gap_ratio_p99": percentile(&gaps, 99.0) / percentile(&baseline, 99.0),
+        "gaps_ms": gaps,
+        "baton_reaction_us_p50": percentile(&timings.0, 50.0),
+        "baton_mac_up_us_p50": percentile(&timings.1, 50.0),
+        "baton_announced_us_p50": percentile(&timings.2, 50.0),
+        "baseline_gaps_ms": baseline,
+        "planned_moves": REPS,
+        "planned_lost": planned.0,
+        "planned_resets": planned.1,
+        "scale_instances": scale.0,
+        "scale_ms": scale.1,
+        "rss_mb": scale.2,
+        "status_json_ms": scale.3,
+    });
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(["measure", "baton", "baseline (script)", "goal"]);
+    let f = |k: &str| format!("{:.2}", result[k].as_f64().unwrap_or(f64::NAN));
+    t.add_row([
+        "unplanned: longest probe gap p50 (ms)".into(),
+        f("gap_ms_p50"),
+        f("baseline_gap_ms_p50"),
+        String::new(),
+    ]);
+    t.add_row([
+        "unplanned: longest probe gap p99 (ms)".into(),
+        f("gap_ms_p99"),
+        f("baseline_gap_ms_p99"),
+        "<= 10, <= 0.2x baseline".to_string(),
+    ]);
+    t.add_row([
+        "p99 ratio baton / baseline".into(),
+        f("gap_ratio_p99"),
+        String::new(),
+        "<= 0.2".into(),
+    ]);
+    t.add_row([
+        "planned: probes lost / TCP resets".into(),
+        format!("{} / {}", planned.0, planned.1),
+        String::new(),
+        "0 / 0".into(),
+    ]);
+    t.add_row([
+        "scale: 1,000 instances moved + announced (ms)".into(),
+        f("scale_ms"),
+        String::new(),
+        "<= 500".into(),
+    ]);
+    t.add_row([
+        "scale: daemon RSS (MB)".into(),
+        f("rss_mb"),
+        String::new(),
+        "<= 30".into(),
+    ]);
+    t.add_row([
+        "scale: baton status --json (ms)".into(),
+        f("status_json_ms"),
+        String::new(),
+        String::new(),
+    ]);
+    println!("{t}");
+    Ok(result)
+}
+
+/// From the daemon's debug log, for failovers: (link event -> move start,
+/// move start -> macvlan up, move start -> first announcement), in µs.
+fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let field = |line: &str, key: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.trim_matches('"').parse().ok())
+    };
+    let mut out = (Vec::new(), Vec::new(), Vec::new());
+    for line in log.lines() {
+        if let Some(v) = field(line, "reaction_us=") {
+            out.0.push(v);
+        }
+        if let Some(v) = field(line, "mac_us=") {
+            out.1.push(v);
+        }
+        if let Some(v) = field(line, "announced_us=") {
+            out.2.push(v);
+        }
+    }
+    out
+}
+
+/// `baton move` back and forth under the probe and iperf3: (lost, resets).
+fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
+    let addr: IpAddr = ADDR.parse()?;
+    let before = crate::demo::tcp_counters(lab)?;
+    lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", ADDR])?;
+    lab.gw(0).ns.wait_listening(5201)?;
+    let secs = (REPS as u64 * 300 / 1000 + 2).to_string();
+    let iperf = lab
+        .client
+        .command("iperf3")
+        .args(["-c", ADDR, "-t", &secs, "-b", "200M", "-J"])
+        .output();
+    let iperf = std::thread::spawn(move || iperf);
+    let run = probe::run(
+        &lab.client,
+        addr,
+        10_000,
+        Duration::from_millis(REPS as u64 * 300 + 600),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut owner = daemon.owner("iscsi-a")?.context("not placed")?;
+    for _ in 0..REPS {
+        let to = if owner == "ge0" { "ge1" } else { "ge0" };
+        let out = daemon.cli(&["move", "iscsi-a", to])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "baton move: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        owner = to.to_string();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let report = run
+        .join()
+        .map_err(|_| anyhow::anyhow!("probe panicked"))??;
+    let _ = iperf.join();
+    let after = crate::demo::tcp_counters(lab)?;
+    Ok((report.lost, after.0 - before.0))
+}
+
+/// 1,000 instances on ge0 (198.18.0.0/15, the benchmarking range), ge0's
+/// cable pulled: (instances, ms to the last move, daemon RSS MB, status ms).
+fn scale(n: usize) -> Result<(usize, f64, f64, f64)> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let mut config = String::from(
+        "[timers]\nhold_down = \"0\"\nannounce_count = 1\n\n[limits]\naddresses_per_port = 2000\n\n[networks.bench]\nsubnets = [\"198.18.0.0/15\"]\n\n[ports.ge0]\nnetworks = [\"bench\"]\n\n[ports.ge1]\nnetworks = [\"bench\"]\n",
+    );
+    for i in 0..n {
+        config += &format!(
+            "\n[instances.i{i:04}]\naddress = \"198.18.{}.{}/15\"\nports = [\"ge0\", \"ge1\"]\n",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    let started = Instant::now();
+    while daemon.status()?["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["owner"] == "ge0")
+        .count()
+        < n
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "initial placement of {n} instances took over 2 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut follower = std::process::Command::new(baton_lab::baton_bin()?)
+        .args(["events", "--json", "--socket"])
+        .arg(&daemon.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().context("events")?;
+    std::thread::sleep(Duration::from_millis(200));
+    let pulled = Instant::now();
+    lab.pull_cable(0, 0)?;
+    let mut moves = 0;
+    let mut last = Duration::ZERO;
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.contains("\"event\":\"move\"") {
+            moves += 1;
+            last = pulled.elapsed();
+            if moves == n {
+                break;
+            }
+        }
+    }
+    let _ = follower.kill();
+    let rss_kb: f64 =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().context("pid")?))?
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .context("VmRSS")?;
+    let t = Instant::now();
+    let out = daemon.cli(&["status", "--json"])?;
+    let status_ms = t.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(out.status.success(), "status failed");
+    Ok((n, last.as_secs_f64() * 1000.0, rss_kb / 1024.0, status_ms))
+}
