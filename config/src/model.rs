@@ -15,6 +15,23 @@ pub struct Config {
     pub limits: Limits,
     pub cluster: Option<Cluster>,
     pub metrics: Metrics,
+    pub daemon: DaemonSettings,
+}
+
+/// How the daemon runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    /// SCHED_FIFO priority (1..=99) so a busy host cannot delay a failover;
+    /// 0 runs it as an ordinary process.
+    pub realtime_priority: u32,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            realtime_priority: 10,
+        }
+    }
 }
 
 /// The Prometheus endpoint.

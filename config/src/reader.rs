@@ -42,8 +42,10 @@ const TOP: &[&str] = &[
     "limits",
     "cluster",
     "metrics",
+    "daemon",
 ];
 const METRICS: &[&str] = &["listen", "enabled"];
+const DAEMON: &[&str] = &["realtime_priority"];
 const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
 const NETWORK: &[&str] = &["subnets", "vlans"];
 const INSTANCE: &[&str] = &[
@@ -115,6 +117,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         limits: Limits::default(),
         cluster: None,
         metrics: Metrics::default(),
+        daemon: DaemonSettings::default(),
     };
     for (name, t) in r.named_tables(doc, "ports") {
         let port = r.port(t, &format!("ports.{name}"));
@@ -143,6 +146,12 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
                 .u32(t, "limits", "macs_per_port", 1, MAX_CAP)
                 .unwrap_or(d.macs_per_port),
         };
+    }
+    if let Some(t) = r.table_at(doc, "", "daemon") {
+        r.keys(t, "daemon", DAEMON);
+        if let Some(p) = r.u32(t, "daemon", "realtime_priority", 0, 99) {
+            config.daemon.realtime_priority = p;
+        }
     }
     if let Some(t) = r.table_at(doc, "", "metrics") {
         r.keys(t, "metrics", METRICS);

@@ -115,6 +115,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     },
                     cluster: None,
                     metrics: Metrics::default(),
+                    daemon: DaemonSettings::default(),
                 };
                 let events = events
                     .into_iter()
@@ -258,7 +259,7 @@ proptest! {
                 })]),
                 timers: Timers { hold_down: ms(hd), hold_up: ms(hu), failback_delay: ms(fd), ..Timers::default() },
                 limits: Limits::default(),
-                cluster: None, metrics: Metrics::default(),
+                cluster: None, metrics: Metrics::default(), daemon: DaemonSettings::default(),
             },
             claims: vec![],
             events: vec![],

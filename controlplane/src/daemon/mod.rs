@@ -43,6 +43,20 @@ const CONFLICT_HOLD: Duration = Duration::from_secs(10);
 /// How long a failed move waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// SCHED_FIFO for the daemon (threads it starts inherit it).
+fn set_realtime(priority: u32) {
+    if priority == 0 {
+        return;
+    }
+    let param = libc::sched_param {
+        sched_priority: priority as i32,
+    };
+    // SAFETY: plain sched_setscheduler on the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        warn!(priority, error = %std::io::Error::last_os_error(), "could not run with real-time priority");
+    }
+}
+
 pub fn run(opts: Options) -> Result<()> {
     // One thread is plenty: moves are sequential by design (the plan is one
     // transaction), and it keeps the daemon small.
@@ -92,6 +106,7 @@ impl Daemon {
     async fn start(opts: Options) -> Result<Daemon> {
         let config = baton_config::load(&opts.config)
             .map_err(|d| anyhow::anyhow!("{d}invalid configuration; nothing was applied"))?;
+        set_realtime(config.daemon.realtime_priority);
         let start = Instant::now();
         let pins = PinDir::new(&opts.pin_dir);
         // Subscribe before anything else so no link change is missed.
