@@ -22,7 +22,9 @@ pub fn call(socket: &Path, request: Request) -> Result<Response> {
         v: VERSION,
         body: request,
     })? + "\n";
-    stream.write_all(line.as_bytes())?;
+    stream
+        .write_all(line.as_bytes())
+        .context("sending the request")?;
     let mut reply = String::new();
     BufReader::new(stream)
         .read_line(&mut reply)

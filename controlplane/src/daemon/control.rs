@@ -60,14 +60,15 @@ async fn client(
             body: r,
         })? + "\n")
     };
-    if uid != 0 {
-        let msg = format!("refused: the control socket is for root only (peer uid {uid})");
-        write
-            .write_all(reply(Response::Error { message: msg })?.as_bytes())
-            .await?;
-        return Ok(());
-    }
     while let Some(line) = lines.next_line().await? {
+        if uid != 0 {
+            // Read the request first, so the refusal reaches the client.
+            let msg = format!("refused: the control socket is for root only (peer uid {uid})");
+            write
+                .write_all(reply(Response::Error { message: msg })?.as_bytes())
+                .await?;
+            return Ok(());
+        }
         let request: Envelope<Request> = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => {
