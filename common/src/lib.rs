@@ -207,6 +207,8 @@ pub mod names {
     pub const INSTANCE_STATS_MAP: &str = "BATON_INSTANCE_STATS";
     /// The TC egress program of the data ports.
     pub const TC_EGRESS_PROGRAM: &str = "baton_tc_egress";
+    /// The ingress logic at TCX ingress (the alternative to XDP).
+    pub const TC_INGRESS_PROGRAM: &str = "baton_tc_ingress";
 }
 
 /// Capacity of the port statistics map (ports per host).

@@ -24,12 +24,24 @@ pub struct DaemonSettings {
     /// SCHED_FIFO priority (1..=99) so a busy host cannot delay a failover;
     /// 0 runs it as an ordinary process.
     pub realtime_priority: u32,
+    /// Where the ingress logic runs: XDP (the default) or TCX ingress, for
+    /// drivers where XDP costs more than it gives (veth: XDP turns the
+    /// peer's TSO off; `cargo xtask bench dataplane` measures both).
+    pub ingress: IngressHook,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IngressHook {
+    #[default]
+    Xdp,
+    Tcx,
 }
 
 impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
             realtime_priority: 10,
+            ingress: IngressHook::Xdp,
         }
     }
 }

@@ -45,7 +45,7 @@ const TOP: &[&str] = &[
     "daemon",
 ];
 const METRICS: &[&str] = &["listen", "enabled"];
-const DAEMON: &[&str] = &["realtime_priority"];
+const DAEMON: &[&str] = &["realtime_priority", "ingress"];
 const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
 const NETWORK: &[&str] = &["subnets", "vlans"];
 const INSTANCE: &[&str] = &[
@@ -151,6 +151,15 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         r.keys(t, "daemon", DAEMON);
         if let Some(p) = r.u32(t, "daemon", "realtime_priority", 0, 99) {
             config.daemon.realtime_priority = p;
+        }
+        match r.string(t, "daemon", "ingress").as_deref() {
+            None | Some("xdp") => {}
+            Some("tcx") => config.daemon.ingress = IngressHook::Tcx,
+            Some(other) => r.error(
+                "daemon.ingress",
+                None,
+                format!("{other:?} is not an ingress hook; use \"xdp\" or \"tcx\""),
+            ),
         }
     }
     if let Some(t) = r.table_at(doc, "", "metrics") {

@@ -88,6 +88,9 @@ enum DataplaneCmd {
         ports: Vec<String>,
         #[arg(long, value_enum, default_value_t)]
         mode: AttachMode,
+        /// Which programs (the others are benchmark baselines).
+        #[arg(long, value_enum, default_value_t)]
+        programs: dataplane::ProgramSet,
         #[command(flatten)]
         pins: PinArgs,
         #[arg(long)]
@@ -139,6 +142,13 @@ enum DataplaneCmd {
         pins: PinArgs,
         #[arg(long)]
         json: bool,
+    },
+    /// Per-packet cost of each program (BPF_PROG_TEST_RUN); attaches nothing.
+    Bench {
+        #[arg(long, default_value_t = 1_000_000)]
+        repeat: u32,
+        #[command(flatten)]
+        pins: PinArgs,
     },
     /// Load and verify every program without attaching; print instruction counts.
     Verify {
@@ -243,13 +253,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
     match cmd {
+        DataplaneCmd::Bench { repeat, pins } => {
+            let costs = dataplane::bench::run(&PinDir::new(pins.pin_dir), repeat)?;
+            println!("{}", serde_json::to_string_pretty(&costs)?);
+        }
         DataplaneCmd::Attach {
             ports,
             mode,
+            programs,
             pins,
             json,
         } => {
-            let attached = dataplane::attach(&PinDir::new(pins.pin_dir), &ports, mode)?;
+            let attached =
+                dataplane::attach_set(&PinDir::new(pins.pin_dir), &ports, mode, programs)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&attached)?);
             } else {
@@ -333,6 +349,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             for prog in [
                 names::XDP_PROGRAM,
                 names::TC_EGRESS_PROGRAM,
+                names::TC_INGRESS_PROGRAM,
                 names::XDP_PASS_PROGRAM,
             ] {
                 let (_ebpf, insns) = dataplane::load_xdp(&pins, prog)?;

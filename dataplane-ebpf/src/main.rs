@@ -13,8 +13,8 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, xdp_action},
-    helpers::{bpf_ktime_get_ns, bpf_redirect},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::{classifier, map, xdp},
     maps::{HashMap, PerCpuHashMap},
     programs::{TcContext, XdpContext},
@@ -41,13 +41,37 @@ static INSTANCE_STATS: PerCpuHashMap<InstancePortKey, InstanceCounters> =
 
 #[xdp]
 pub fn baton_xdp(ctx: XdpContext) -> u32 {
-    let frame = parse::Frame::new(ctx.data(), ctx.data_end());
+    if ingress(ctx.data(), ctx.data_end(), ctx.ingress_ifindex() as u32) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// The same ingress logic at TCX ingress, for drivers where XDP costs more
+/// than it gives (on veth a native XDP program turns the peer's TSO off).
+#[classifier]
+pub fn baton_tc_ingress(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if ingress(ctx.data(), ctx.data_end(), ifindex) {
+        TC_ACT_OK
+    } else {
+        TC_ACT_SHOT
+    }
+}
+
+/// Parses, counts per port and per instance; false: drop (an ARP request or
+/// neighbour solicitation for an instance arriving on a port that is not
+/// its owner: only the owner answers, no ARP flux).
+#[inline(always)]
+fn ingress(start: usize, end: usize, ifindex: u32) -> bool {
+    let frame = parse::Frame::new(start, end);
     let parsed = parse::classify(&frame);
-    let ifindex = ctx.ingress_ifindex() as u32;
     let len = frame.len() as u64;
     count(ifindex, &parsed, len);
     let Some(entry) = parsed.dst.and_then(|k| instance(&k)) else {
-        return xdp_action::XDP_PASS;
+        return true;
     };
     let mine = entry.owner_ifindex == ifindex;
     with_instance_counters(entry.id, ifindex, |c| {
@@ -60,14 +84,10 @@ pub fn baton_xdp(ctx: XdpContext) -> u32 {
             c.rx_packets += 1;
             c.rx_bytes += len;
             // SAFETY: helper without arguments.
-            c.last_seen_ns = unsafe { bpf_ktime_get_ns() };
+            c.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
         }
     });
-    if parsed.solicit && !mine {
-        // Only the owner answers for an instance address.
-        return xdp_action::XDP_DROP;
-    }
-    xdp_action::XDP_PASS
+    !(parsed.solicit && !mine)
 }
 
 #[xdp]

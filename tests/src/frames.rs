@@ -104,6 +104,22 @@ pub fn garp_reply(mac: [u8; 6], addr: [u8; 4]) -> Vec<u8> {
     out
 }
 
+/// A UDP frame between the given MACs and addresses (port 9, discard).
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(src, dst, 64)
+        .udp(40000, 9)
+        .write(out, payload)?;
+    Ok(())
+}
+
 /// Inserts 802.1Q tags after the MAC addresses, outermost first. An
 /// outermost tag above 0x0fff is written as 802.1ad (S-tag) with the low
 /// 12 bits as its id.

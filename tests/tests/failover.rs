@@ -463,3 +463,28 @@ ports = ["ge0", "ge1"]
     assert!(text.contains("ge1: different-network"), "{text}");
     Ok(())
 }
+
+#[test]
+fn the_tcx_ingress_hook_fails_over_too() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let config = lab_config("hold_down = \"0\"", "") + "\n[daemon]\ningress = \"tcx\"\n";
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let links = lab.gw(0).pin_dir.join("links");
+    assert!(links.join("tc-ingress-ge0").exists() && links.join("tc-egress-ge0").exists());
+    assert!(
+        !links.join("xdp-ge0").exists(),
+        "XDP attached although ingress = tcx"
+    );
+    assert!(
+        !lab.gw(0)
+            .ns
+            .ip(&["-d", "link", "show", "ge0"])?
+            .contains("prog/xdp")
+    );
+    assert_eq!(baton_lab::traffic::ping(&lab, INSTANCE.parse()?, 5)?, 5);
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    assert_eq!(baton_lab::traffic::ping(&lab, INSTANCE.parse()?, 5)?, 5);
+    Ok(())
+}

@@ -318,3 +318,232 @@ fn scale(n: usize) -> Result<(usize, f64, f64, f64)> {
     anyhow::ensure!(out.status.success(), "status failed");
     Ok((n, last.as_secs_f64() * 1000.0, rss_kb / 1024.0, status_ms))
 }
+
+/// `cargo xtask bench dataplane`: per-packet cost (BPF_PROG_TEST_RUN), TCP
+/// throughput and packet rate through the lab, each against baselines
+/// measured in the same run. Writes target/bench/dataplane.json.
+pub fn dataplane() -> Result<serde_json::Value> {
+    let _ = baton_lab::sweep_stale();
+    let lab = Lab::build(&LabSpec::default())?;
+    let gw = lab.gw(0);
+    println!("[bench] BPF_PROG_TEST_RUN, 1,000,000 runs per program and frame");
+    let out = baton_lab::dataplane::baton(gw, &["dataplane", "bench", "--repeat", "1000000"])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "baton dataplane bench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let costs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let _ = std::fs::remove_dir_all(&gw.pin_dir);
+
+    // An instance on ge0: the iperf3 and trafgen traffic is addressed to it.
+    gw.ns
+        .ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "ge0"])?;
+    let attach = |programs: Option<&str>| -> Result<()> {
+        let _ = baton_lab::dataplane::baton(
+            gw,
+            &["dataplane", "detach", "--port", "ge0", "--port", "ge1"],
+        );
+        if let Some(p) = programs {
+            let out = baton_lab::dataplane::baton(
+                gw,
+                &[
+                    "dataplane",
+                    "attach",
+                    "--port",
+                    "ge0",
+                    "--port",
+                    "ge1",
+                    "--programs",
+                    p,
+                ],
+            )?;
+            anyhow::ensure!(
+                out.status.success(),
+                "attach {p}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if p != "empty" {
+                let out = baton_lab::dataplane::baton(
+                    gw,
+                    &["dataplane", "own", ADDR, "--port", "ge0", "--id", "1"],
+                )?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "own: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    };
+    let iperf_median = |label: &str| -> Result<f64> {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(baton_lab::traffic::iperf(&lab, 0, ADDR.parse()?, 3)? / 1e9);
+        }
+        let m = percentile(&runs, 50.0);
+        println!("[bench] iperf3 {label:<28} {m:.2} Gbit/s (runs {runs:.2?})");
+        Ok(m)
+    };
+    println!("[bench] iperf3 client -> instance on ge0, 3 runs of 3 s each, median");
+    attach(None)?;
+    let none = iperf_median("no program")?;
+    attach(Some("empty"))?;
+    let empty = iperf_median("empty XDP_PASS (native)")?;
+    attach(Some("baton"))?;
+    let baton = iperf_median("baton (XDP + TC egress)")?;
+    gw.ns.run(&["ethtool", "-K", "ge0", "gro", "on"])?;
+    let baton_gro = iperf_median("baton, GRO on ge0")?;
+    gw.ns.run(&["ethtool", "-K", "ge0", "gro", "off"])?;
+    attach(Some("tc-ingress"))?;
+    let tc = iperf_median("baton at TCX ingress + egress")?;
+
+    println!("[bench] trafgen: 64-byte UDP frames to the instance at full rate, 3 s");
+    let pps_empty = {
+        attach(Some("empty"))?;
+        trafgen_pps(&lab)?
+    };
+    let pps_baton = {
+        attach(Some("baton"))?;
+        trafgen_pps(&lab)?
+    };
+    attach(None)?;
+
+    let c = |k: &str| costs[k].as_f64().unwrap_or(f64::NAN);
+    let result = serde_json::json!({
+        "repeat": costs["repeat"],
+        "xdp_ns_iscsi": c("xdp_ns_iscsi"),
+        "xdp_ns_other_tcp": c("xdp_ns_other_tcp"),
+        "xdp_ns_arp": c("xdp_ns_arp"),
+        "xdp_ns_empty": c("xdp_ns_empty"),
+        "xdp_ns_over_empty_iscsi": c("xdp_ns_iscsi") - c("xdp_ns_empty"),
+        "tc_ns": c("tc_ns"),
+        "tc_ingress_ns_iscsi": c("tc_ingress_ns_iscsi"),
+        "iperf_gbps_none": none,
+        "iperf_gbps_empty": empty,
+        "iperf_gbps_baton": baton,
+        "iperf_gbps_baton_gro": baton_gro,
+        "iperf_gbps_tc": tc,
+        "iperf_ratio": baton / empty,
+        "iperf_ratio_vs_none": baton / none,
+        "iperf_ratio_gro_vs_none": baton_gro / none,
+        "iperf_ratio_tc_vs_none": tc / none,
+        "pps_empty": pps_empty,
+        "pps_baton": pps_baton,
+        "pps_ratio": pps_baton / pps_empty,
+    });
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(["measure", "value", "goal"]);
+    let f = |k: &str, d: usize| format!("{:.*}", d, result[k].as_f64().unwrap_or(f64::NAN));
+    t.add_row([
+        "ns/packet baton_xdp: iSCSI segment / other TCP / ARP".into(),
+        format!(
+            "{} / {} / {}",
+            f("xdp_ns_iscsi", 0),
+            f("xdp_ns_other_tcp", 0),
+            f("xdp_ns_arp", 0)
+        ),
+        String::new(),
+    ]);
+    t.add_row([
+        "ns/packet empty XDP_PASS; baton over it (iSCSI)".into(),
+        format!(
+            "{}; +{}",
+            f("xdp_ns_empty", 0),
+            f("xdp_ns_over_empty_iscsi", 0)
+        ),
+        "<= +40".into(),
+    ]);
+    t.add_row([
+        "ns/packet TC egress / TCX ingress (iSCSI)".into(),
+        format!("{} / {}", f("tc_ns", 0), f("tc_ingress_ns_iscsi", 0)),
+        String::new(),
+    ]);
+    t.add_row([
+        "iperf3 Gbit/s: none / empty / baton / baton+GRO / TCX".into(),
+        format!(
+            "{} / {} / {} / {} / {}",
+            f("iperf_gbps_none", 2),
+            f("iperf_gbps_empty", 2),
+            f("iperf_gbps_baton", 2),
+            f("iperf_gbps_baton_gro", 2),
+            f("iperf_gbps_tc", 2)
+        ),
+        String::new(),
+    ]);
+    t.add_row([
+        "iperf_ratio (baton / empty)".into(),
+        f("iperf_ratio", 3),
+        ">= 0.95".into(),
+    ]);
+    t.add_row([
+        "iperf_ratio_vs_none / with GRO / TCX vs none".into(),
+        format!(
+            "{} / {} / {}",
+            f("iperf_ratio_vs_none", 3),
+            f("iperf_ratio_gro_vs_none", 3),
+            f("iperf_ratio_tc_vs_none", 3)
+        ),
+        String::new(),
+    ]);
+    t.add_row([
+        "pps: empty / baton; pps_ratio".into(),
+        format!(
+            "{} / {}; {}",
+            f("pps_empty", 0),
+            f("pps_baton", 0),
+            f("pps_ratio", 3)
+        ),
+        ">= 0.95".into(),
+    ]);
+    println!("{t}");
+    Ok(result)
+}
+
+/// Packets per second ge0 receives while trafgen sends 64-byte UDP frames
+/// to the instance at full rate for 3 s.
+fn trafgen_pps(lab: &Lab) -> Result<f64> {
+    let gw = lab.gw(0);
+    let dst = gw.ns.mac("ge0")?;
+    let src = lab.client.mac("eth0")?;
+    let mac = |m: &str| -> Result<[u8; 6]> {
+        let v: Vec<u8> = m
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16))
+            .collect::<Result<_, _>>()?;
+        v.try_into().map_err(|_| anyhow::anyhow!("bad MAC {m}"))
+    };
+    let mut frame = Vec::new();
+    let addr: std::net::Ipv4Addr = ADDR.parse()?;
+    baton_lab::frames::udp_frame(
+        mac(&src)?,
+        mac(&dst)?,
+        [192, 0, 2, 1],
+        addr.octets(),
+        &[0u8; 18],
+        &mut frame,
+    )?;
+    let conf = std::env::temp_dir().join(format!("{}-trafgen.cfg", lab.prefix));
+    let bytes: Vec<String> = frame.iter().map(|b| format!("{b:#04x}")).collect();
+    std::fs::write(&conf, format!("{{ {} }}\n", bytes.join(", ")))?;
+    let rx = || -> Result<u64> {
+        let v: serde_json::Value =
+            serde_json::from_str(&gw.ns.ip(&["-s", "-j", "link", "show", "ge0"])?)?;
+        v[0]["stats64"]["rx"]["packets"]
+            .as_u64()
+            .context("rx packets")
+    };
+    let before = rx()?;
+    let started = Instant::now();
+    let conf_path = conf.to_string_lossy().into_owned();
+    let _ = lab.client.run(&[
+        "timeout", "-s", "INT", "3", "trafgen", "--in", &conf_path, "--out", "eth0", "--cpus", "1",
+    ]);
+    let secs = started.elapsed().as_secs_f64();
+    let pps = (rx()? - before) as f64 / secs;
+    let _ = std::fs::remove_file(&conf);
+    println!("[bench] trafgen {pps:.0} packets/s received on ge0");
+    Ok(pps)
+}

@@ -55,6 +55,7 @@ enum Cmd {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchKind {
     Failover,
+    Dataplane,
 }
 
 fn main() {
@@ -87,6 +88,7 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             let (name, result) = match which {
                 BenchKind::Failover => ("failover", bench::failover()?),
+                BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
             };
             let path = dir.join(format!("{name}.json"));
             std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;

@@ -17,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-arping",
     "iputils-ping",
     "tcpdump",
+    "ethtool",
     "iproute2",
     "util-linux",
     "procps",

@@ -141,7 +141,11 @@ impl Daemon {
                 config.ports.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         }
-        for a in dataplane::attach(&pins, &present, AttachMode::Auto)? {
+        let programs = match config.daemon.ingress {
+            baton_config::model::IngressHook::Xdp => dataplane::ProgramSet::Baton,
+            baton_config::model::IngressHook::Tcx => dataplane::ProgramSet::TcIngress,
+        };
+        for a in dataplane::attach_set(&pins, &present, AttachMode::Auto, programs)? {
             info!(port = %a.port, mode = %a.mode, "dataplane attached");
         }
         let actuator = Actuator::new(InstanceTable::open(&pins)?)?;

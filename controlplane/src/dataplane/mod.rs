@@ -5,6 +5,7 @@
 //! pinned links, `links/xdp-PORT` (ingress) and `links/tc-egress-PORT`
 //! (TCX egress). Pinned links keep the programs attached while no baton
 //! process runs; detaching is removing the pins.
+pub mod bench;
 mod instances;
 mod pins;
 mod stats;
@@ -48,6 +49,20 @@ pub(crate) fn pinned_map(pins: &PinDir, name: &str) -> Result<aya::maps::MapData
         );
     }
     aya::maps::MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+/// Which programs to attach. `Baton` is the product; the others exist so
+/// benchmarks can compare in the same run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProgramSet {
+    /// baton_xdp at ingress, baton_tc_egress at egress.
+    #[default]
+    Baton,
+    /// An empty XDP_PASS program, attached the same way (the baseline).
+    Empty,
+    /// baton_tc_ingress at TCX ingress instead of XDP, baton_tc_egress at egress.
+    TcIngress,
 }
 
 /// Loads the object with its maps pinned (created or reused) in `pins`.
@@ -102,6 +117,16 @@ impl Attached {
 /// Attaches baton's programs to every port, all or nothing: every port is
 /// resolved first, and a failure part way detaches what this call attached.
 pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<Attached>> {
+    attach_set(pins, ports, mode, ProgramSet::Baton)
+}
+
+/// [`attach`] with a choice of programs.
+pub fn attach_set(
+    pins: &PinDir,
+    ports: &[String],
+    mode: AttachMode,
+    set: ProgramSet,
+) -> Result<Vec<Attached>> {
     if ports.is_empty() {
         bail!("no port given: name at least one with --port");
     }
@@ -110,12 +135,18 @@ pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<A
         .map(|p| netdev::data_port(p))
         .collect::<Result<Vec<_>>>()?;
     let mut ebpf = load(pins)?;
-    let insns = load_program(&mut ebpf, names::XDP_PROGRAM)?;
-    load_program(&mut ebpf, names::TC_EGRESS_PROGRAM)?;
+    let insns = match set {
+        ProgramSet::Baton => load_program(&mut ebpf, names::XDP_PROGRAM)?,
+        ProgramSet::Empty => load_program(&mut ebpf, names::XDP_PASS_PROGRAM)?,
+        ProgramSet::TcIngress => load_program(&mut ebpf, names::TC_INGRESS_PROGRAM)?,
+    };
+    if set != ProgramSet::Empty {
+        load_program(&mut ebpf, names::TC_EGRESS_PROGRAM)?;
+    }
 
     let mut done: Vec<Attached> = Vec::new();
     for dev in &devs {
-        match attach_one(pins, &mut ebpf, dev, mode) {
+        match attach_one(pins, &mut ebpf, dev, mode, set) {
             Ok(kind) => done.push(Attached {
                 port: dev.name.clone(),
                 mode: kind,
@@ -134,11 +165,21 @@ pub fn attach(pins: &PinDir, ports: &[String], mode: AttachMode) -> Result<Vec<A
     Ok(done)
 }
 
-fn attach_one(pins: &PinDir, ebpf: &mut Ebpf, dev: &Netdev, mode: AttachMode) -> Result<String> {
-    let (xdp_pin, tc_pin) = (pins.xdp_link(&dev.name), pins.tc_link(&dev.name));
-    if xdp_pin.exists() && tc_pin.exists() {
+fn attach_one(
+    pins: &PinDir,
+    ebpf: &mut Ebpf,
+    dev: &Netdev,
+    mode: AttachMode,
+    set: ProgramSet,
+) -> Result<String> {
+    let wanted: Vec<PathBuf> = match set {
+        ProgramSet::Baton => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
+        ProgramSet::Empty => vec![pins.xdp_link(&dev.name)],
+        ProgramSet::TcIngress => vec![pins.tc_ingress_link(&dev.name), pins.tc_link(&dev.name)],
+    };
+    if wanted.iter().all(|p| p.exists()) {
         // Ours already: keep it (idempotent), but only if the pins are live links.
-        for pin in [&xdp_pin, &tc_pin] {
+        for pin in &wanted {
             PinnedLink::from_pin(pin).with_context(|| {
                 format!(
                     "{} exists but is not a pinned link; remove it by hand",
@@ -149,23 +190,57 @@ fn attach_one(pins: &PinDir, ebpf: &mut Ebpf, dev: &Netdev, mode: AttachMode) ->
         info!(port = %dev.name, "already attached by baton; nothing to do");
         return Ok("already".to_string());
     }
-    let label = attach_xdp(ebpf, dev, mode, &xdp_pin)?;
-    if let Err(e) = attach_tc(ebpf, dev, &tc_pin) {
-        let _ = unpin(&xdp_pin);
+    let label = match set {
+        ProgramSet::Baton => attach_xdp(
+            ebpf,
+            names::XDP_PROGRAM,
+            dev,
+            mode,
+            &pins.xdp_link(&dev.name),
+        )?,
+        ProgramSet::Empty => attach_xdp(
+            ebpf,
+            names::XDP_PASS_PROGRAM,
+            dev,
+            mode,
+            &pins.xdp_link(&dev.name),
+        )?,
+        ProgramSet::TcIngress => {
+            attach_tc(
+                ebpf,
+                names::TC_INGRESS_PROGRAM,
+                TcAttachType::Ingress,
+                dev,
+                &pins.tc_ingress_link(&dev.name),
+            )?;
+            "tcx"
+        }
+    };
+    if set != ProgramSet::Empty
+        && let Err(e) = attach_tc(
+            ebpf,
+            names::TC_EGRESS_PROGRAM,
+            TcAttachType::Egress,
+            dev,
+            &pins.tc_link(&dev.name),
+        )
+    {
+        let _ = unpin_port(pins, &dev.name);
         return Err(e);
     }
-    info!(port = %dev.name, mode = label, "attached {} and {}", names::XDP_PROGRAM, names::TC_EGRESS_PROGRAM);
+    info!(port = %dev.name, mode = label, programs = ?set, "attached");
     Ok(label.to_string())
 }
 
 fn attach_xdp(
     ebpf: &mut Ebpf,
+    program: &str,
     dev: &Netdev,
     mode: AttachMode,
     pin: &PathBuf,
 ) -> Result<&'static str> {
     let prog: &mut Xdp = ebpf
-        .program_mut(names::XDP_PROGRAM)
+        .program_mut(program)
         .ok_or_else(|| anyhow!("program vanished"))?
         .try_into()?;
     let tries: &[(XdpMode, &'static str)] = match mode {
@@ -205,14 +280,20 @@ fn attach_xdp(
     Err(last_err.unwrap_or_else(|| anyhow!("no attach mode tried")))
 }
 
-fn attach_tc(ebpf: &mut Ebpf, dev: &Netdev, pin: &PathBuf) -> Result<()> {
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    program: &str,
+    at: TcAttachType,
+    dev: &Netdev,
+    pin: &PathBuf,
+) -> Result<()> {
     let prog: &mut SchedClassifier = ebpf
-        .program_mut(names::TC_EGRESS_PROGRAM)
+        .program_mut(program)
         .ok_or_else(|| anyhow!("program vanished"))?
         .try_into()?;
     let link_id = prog
-        .attach(&dev.name, TcAttachType::Egress)
-        .with_context(|| format!("attaching TC egress (TCX) to {}", dev.name))?;
+        .attach(&dev.name, at)
+        .with_context(|| format!("attaching {program} ({at:?}, TCX) to {}", dev.name))?;
     let link: FdLink = prog.take_link(link_id)?.try_into().map_err(|e| {
         anyhow!(
             "TC egress on {} is not a bpf_link ({e}); kernel < 6.6?",
@@ -244,7 +325,10 @@ pub fn detach(pins: &PinDir, ports: &[String]) -> Result<()> {
         bail!("no port given: name at least one with --port");
     }
     for port in ports {
-        if !pins.xdp_link(port).exists() {
+        if !pins.xdp_link(port).exists()
+            && !pins.tc_link(port).exists()
+            && !pins.tc_ingress_link(port).exists()
+        {
             bail!(
                 "baton is not attached to {port} (no pin at {}); nothing was detached",
                 pins.xdp_link(port).display()
@@ -277,7 +361,11 @@ pub fn attached_ports(pins: &PinDir) -> Vec<String> {
 }
 
 fn unpin_port(pins: &PinDir, port: &str) -> Result<()> {
-    for path in [pins.xdp_link(port), pins.tc_link(port)] {
+    for path in [
+        pins.xdp_link(port),
+        pins.tc_link(port),
+        pins.tc_ingress_link(port),
+    ] {
         if path.exists() {
             unpin(&path)?;
         }

@@ -24,6 +24,9 @@ impl PinDir {
     pub fn xdp_link(&self, port: &str) -> PathBuf {
         self.0.join("links").join(format!("xdp-{port}"))
     }
+    pub fn tc_ingress_link(&self, port: &str) -> PathBuf {
+        self.0.join("links").join(format!("tc-ingress-{port}"))
+    }
     pub fn tc_link(&self, port: &str) -> PathBuf {
         self.0.join("links").join(format!("tc-egress-{port}"))
     }
