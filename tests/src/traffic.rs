@@ -94,6 +94,55 @@ pub fn tcp_out_segs(lab: &Lab) -> Result<u64> {
         .context("no TcpOutSegs in nstat output")
 }
 
+/// The client's TCP counters: (resets and aborts, retransmitted segments).
+pub fn tcp_counters(lab: &Lab) -> Result<(u64, u64)> {
+    let out = lab.client.run(&[
+        "nstat",
+        "-asz",
+        "TcpEstabResets",
+        "TcpExtTCPAbortOnData",
+        "TcpExtTCPAbortOnTimeout",
+        "TcpOutRsts",
+        "TcpRetransSegs",
+    ])?;
+    let (mut resets, mut retrans) = (0, 0);
+    for l in out.lines() {
+        let mut f = l.split_whitespace();
+        let (Some(name), Some(v)) = (f.next(), f.next().and_then(|v| v.parse::<u64>().ok())) else {
+            continue;
+        };
+        if name == "TcpRetransSegs" {
+            retrans = v;
+        } else {
+            resets += v;
+        }
+    }
+    Ok((resets, retrans))
+}
+
+/// Checks an iperf3 -J result: no error, at least `seconds` intervals, and
+/// data in the last one (the stream resumed after whatever happened).
+pub fn stream_survived(result: &serde_json::Value, seconds: usize) -> Result<()> {
+    if let Some(e) = result["error"].as_str() {
+        bail!("iperf3 failed: {e}");
+    }
+    let intervals = result["intervals"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let last = intervals
+        .last()
+        .and_then(|i| i["sum"]["bytes"].as_u64())
+        .unwrap_or(0);
+    if intervals.len() < seconds || last == 0 {
+        bail!(
+            "the stream did not resume: {} intervals, {last} bytes in the last: {result}",
+            intervals.len()
+        );
+    }
+    Ok(())
+}
+
 /// iperf3 from the client to `target` for `seconds`; returns bits per second.
 pub fn iperf(lab: &Lab, gw: usize, target: Ipv4Addr, seconds: u32) -> Result<f64> {
     let server = lab.spawn(

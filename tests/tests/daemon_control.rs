@@ -35,6 +35,20 @@ fn map_owner(lab: &Lab) -> anyhow::Result<String> {
     Ok(entry["owner"].as_str().unwrap_or("none").to_string())
 }
 
+/// A TCP stream client -> instance for `secs` in the background; its iperf3 JSON.
+fn tcp_stream(
+    lab: &Lab,
+    secs: u32,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<serde_json::Value>>> {
+    lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", INSTANCE])?;
+    lab.gw(0).ns.wait_listening(5201)?;
+    let mut cmd = lab.client.command("iperf3");
+    cmd.args(["-c", INSTANCE, "-t", &secs.to_string(), "-J", "-b", "100M"]);
+    Ok(std::thread::spawn(move || {
+        Ok(serde_json::from_slice(&cmd.output()?.stdout)?)
+    }))
+}
+
 /// Pings in the background: `count` at `interval`; returns answered.
 fn pinger(
     lab: &Lab,
@@ -159,6 +173,8 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
     let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let resets_before = traffic::tcp_counters(&lab)?.0;
+    let stream = tcp_stream(&lab, 5)?;
     let ping = pinger(&lab, 2000, "0.002");
     std::thread::sleep(Duration::from_millis(800));
     let mut daemon = daemon;
@@ -178,6 +194,15 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("ping thread panicked"))??;
     assert_eq!(answered, 2000, "packets lost across the restart");
+    let result = stream
+        .join()
+        .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
+    traffic::stream_survived(&result, 5)?;
+    assert_eq!(
+        traffic::tcp_counters(&lab)?.0 - resets_before,
+        0,
+        "TCP resets across the restart"
+    );
     assert!(
         daemon.status()?["instances"][0]["last_move"].is_null(),
         "the restart moved something"
@@ -191,6 +216,8 @@ fn a_planned_move_loses_no_packet() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
     let daemon = Daemon::start(&lab, 0, &lab_config("", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let resets_before = traffic::tcp_counters(&lab)?.0;
+    let stream = tcp_stream(&lab, 4)?;
     let ping = pinger(&lab, 1500, "0.002");
     std::thread::sleep(Duration::from_millis(700));
     let out = daemon.cli(&["move", "iscsi-a", "ge1"])?;
@@ -211,6 +238,15 @@ fn a_planned_move_loses_no_packet() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("ping thread panicked"))??;
     assert_eq!(answered, 1500, "packets lost during planned moves");
+    let result = stream
+        .join()
+        .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
+    traffic::stream_survived(&result, 4)?;
+    assert_eq!(
+        traffic::tcp_counters(&lab)?.0 - resets_before,
+        0,
+        "TCP resets during planned moves"
+    );
     assert_eq!(holders(&lab)?, vec!["ge0"]);
     // Refusals: not one of its ports; a port that is down.
     let out = daemon.cli(&["move", "iscsi-a", "ge7"])?;

@@ -12,18 +12,7 @@ fn addresses(lab: &Lab, dev: &str) -> anyhow::Result<String> {
 
 /// Client TCP counters that mean a connection was reset or aborted.
 fn resets(lab: &Lab) -> anyhow::Result<u64> {
-    let out = lab.client.run(&[
-        "nstat",
-        "-asz",
-        "TcpEstabResets",
-        "TcpExtTCPAbortOnData",
-        "TcpExtTCPAbortOnTimeout",
-        "TcpOutRsts",
-    ])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum())
+    Ok(baton_lab::traffic::tcp_counters(lab)?.0)
 }
 
 /// A TCP stream client -> instance for `secs`, in the background. Returns
@@ -75,21 +64,7 @@ fn pulled_cable_moves_the_instance_and_tcp_survives() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
 
-    assert!(
-        result["error"].is_null(),
-        "iperf3 failed: {}",
-        result["error"]
-    );
-    let intervals = result["intervals"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(
-        intervals >= 5,
-        "stream stopped early: {intervals} intervals"
-    );
-    let last = &result["intervals"][intervals - 1]["sum"]["bytes"];
-    assert!(
-        last.as_u64().unwrap_or(0) > 0,
-        "no data in the last second: {result}"
-    );
+    baton_lab::traffic::stream_survived(&result, 5)?;
     assert_eq!(resets(&lab)? - resets_before, 0, "the client saw resets");
     assert!(addresses(&lab, "ge1")?.contains(INSTANCE));
     assert!(
@@ -158,20 +133,7 @@ fn hold_down_two_seconds_is_respected_and_tcp_survives() -> anyhow::Result<()> {
     let result = iperf
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
-    assert!(
-        result["error"].is_null(),
-        "iperf3 failed: {}",
-        result["error"]
-    );
-    let n = result["intervals"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(
-        n >= 6
-            && result["intervals"][n - 1]["sum"]["bytes"]
-                .as_u64()
-                .unwrap_or(0)
-                > 0,
-        "stream did not resume: {result}"
-    );
+    baton_lab::traffic::stream_survived(&result, 6)?;
     assert_eq!(resets(&lab)? - resets_before, 0);
     Ok(())
 }
@@ -216,20 +178,7 @@ fn ipv6_instance_moves_with_an_unsolicited_na_and_tcp_survives() -> anyhow::Resu
     let result = iperf
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
-    assert!(
-        result["error"].is_null(),
-        "iperf3 failed: {}",
-        result["error"]
-    );
-    let n = result["intervals"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(
-        n >= 4
-            && result["intervals"][n - 1]["sum"]["bytes"]
-                .as_u64()
-                .unwrap_or(0)
-                > 0,
-        "stream did not resume: {result}"
-    );
+    baton_lab::traffic::stream_survived(&result, 4)?;
     let ge1 = lab.gw(0).ns.mac("ge1")?;
     let ours: Vec<&String> = lines
         .iter()
@@ -296,11 +245,7 @@ fn an_instance_mac_leaves_the_old_port_and_answers_on_the_new_one() -> anyhow::R
     let result = iperf
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
-    assert!(
-        result["error"].is_null(),
-        "iperf3 failed: {}",
-        result["error"]
-    );
+    baton_lab::traffic::stream_survived(&result, 4)?;
     assert!(lab.client.ip(&["neigh", "show", INSTANCE])?.contains(MAC));
     Ok(())
 }

@@ -211,7 +211,7 @@ fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
 /// `baton move` back and forth under the probe and iperf3: (lost, resets).
 fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
     let addr: IpAddr = ADDR.parse()?;
-    let before = crate::demo::tcp_counters(lab)?;
+    let before = baton_lab::traffic::tcp_counters(lab)?;
     lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", ADDR])?;
     lab.gw(0).ns.wait_listening(5201)?;
     let secs = (REPS as u64 * 300 / 1000 + 2).to_string();
@@ -244,7 +244,7 @@ fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
         .join()
         .map_err(|_| anyhow::anyhow!("probe panicked"))??;
     let _ = iperf.join();
-    let after = crate::demo::tcp_counters(lab)?;
+    let after = baton_lab::traffic::tcp_counters(lab)?;
     Ok((report.lost, after.0 - before.0))
 }
 

@@ -52,7 +52,7 @@ pub fn run(bin: &Path) -> Result<()> {
     daemon.wait_owner(INSTANCE, "ge0", Duration::from_secs(5))?;
     let target = iscsi::Target::start(&lab.gw(0).ns, addr, 256)?;
     let _echo = probe::Echo::start(&lab.gw(0).ns, addr)?;
-    let tcp_before = tcp_counters(&lab)?;
+    let tcp_before = baton_lab::traffic::tcp_counters(&lab)?;
     println!(
         "[demo] traffic for {}s: iscsi-perf (16 x 8 KiB reads), iperf3, UDP probe at 10 kHz",
         DURATION.as_secs()
@@ -60,6 +60,7 @@ pub fn run(bin: &Path) -> Result<()> {
     // Every time in the report is ms after t0.
     let t0 = Instant::now();
     let (events, _follower) = follow_events(&daemon, t0)?;
+    let events_text = follow_events_text(&daemon)?;
     let ms = move || t0.elapsed().as_secs_f64() * 1000.0;
     let probe_run = probe::run(&lab.client, addr, 10_000, DURATION)?;
     let (iops, iscsi_out) = iscsi_perf(&lab, &target.url(), t0)?;
@@ -137,8 +138,9 @@ pub fn run(bin: &Path) -> Result<()> {
     iperf
         .wait_with_output()
         .map(|o| iperf_json = String::from_utf8_lossy(&o.stdout).into_owned())?;
-    let tcp_after = tcp_counters(&lab)?;
+    let tcp_after = baton_lab::traffic::tcp_counters(&lab)?;
     let owner_now = daemon.owner(INSTANCE)?;
+    let status_text = String::from_utf8_lossy(&daemon.cli(&["status"])?.stdout).into_owned();
     for (t, e) in events
         .lock()
         .map_err(|_| anyhow::anyhow!("events poisoned"))?
@@ -171,6 +173,12 @@ pub fn run(bin: &Path) -> Result<()> {
     )?;
     report::svg(&report, &out_dir.join("report.svg"))?;
     let _ = std::fs::copy(&daemon.log, out_dir.join("baton.log"));
+    println!("[demo] baton status (on the gateway, now):\n{status_text}");
+    println!("[demo] baton events during the run (ms since the daemon started):");
+    drop(events_text.1);
+    for line in events_text.0.lock().map(|v| v.clone()).unwrap_or_default() {
+        println!("  {line}");
+    }
     println!("{}", report.render());
     println!(
         "[demo] wrote {0}/report.json, {0}/report.svg and {0}/baton.log in {1:.0} s",
@@ -210,6 +218,29 @@ fn follow_events(
         }
     });
     Ok((events, baton_lab::Peer::from_child(child)))
+}
+
+/// `baton events` as a user sees it, collected line by line.
+fn follow_events_text(daemon: &Daemon) -> Result<(Arc<Mutex<Vec<String>>>, baton_lab::Peer)> {
+    let mut child = std::process::Command::new(baton_lab::baton_bin()?)
+        .args(["events", "--socket"])
+        .arg(&daemon.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("events stdout")?;
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
+    Ok((lines, baton_lab::Peer::from_child(child)))
 }
 
 /// iscsi-perf with a line per second; returns the IOPS series and its full output.
@@ -270,31 +301,4 @@ fn iscsi_perf(
         ))
     });
     Ok((iops, handle))
-}
-
-/// The client's TCP counters: (resets and aborts, retransmitted segments).
-pub fn tcp_counters(lab: &Lab) -> Result<(u64, u64)> {
-    let out = lab.client.run(&[
-        "nstat",
-        "-asz",
-        "TcpEstabResets",
-        "TcpExtTCPAbortOnData",
-        "TcpExtTCPAbortOnTimeout",
-        "TcpOutRsts",
-        "TcpRetransSegs",
-    ])?;
-    let mut resets = 0;
-    let mut retrans = 0;
-    for l in out.lines() {
-        let mut f = l.split_whitespace();
-        let (Some(name), Some(v)) = (f.next(), f.next().and_then(|v| v.parse::<u64>().ok())) else {
-            continue;
-        };
-        if name == "TcpRetransSegs" {
-            retrans = v;
-        } else {
-            resets += v;
-        }
-    }
-    Ok((resets, retrans))
 }

@@ -370,17 +370,23 @@ impl Daemon {
         }
     }
 
-    fn plan(&mut self) -> decide::Plan {
-        let now = Instant::now();
-        self.in_use.retain(|_, until| *until > now);
-        self.failed.retain(|_, until| *until > now);
-        let ports: BTreeMap<String, PortState> = self
+    /// What the engine needs of the ports and the probes: states of the ports
+    /// that exist, and the (instance, port) pairs a probe found in use.
+    fn engine_state(&self) -> (BTreeMap<String, PortState>, BTreeSet<(String, String)>) {
+        let ports = self
             .ports
             .iter()
             .filter(|(_, p)| p.ifindex.is_some())
             .map(|(n, p)| (n.clone(), p.state))
             .collect();
-        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        (ports, self.in_use.keys().cloned().collect())
+    }
+
+    fn plan(&mut self) -> decide::Plan {
+        let now = Instant::now();
+        self.in_use.retain(|_, until| *until > now);
+        self.failed.retain(|_, until| *until > now);
+        let (ports, in_use) = self.engine_state();
         decide::decide(&Inputs {
             config: &self.config,
             ports: &ports,
@@ -761,13 +767,7 @@ impl Daemon {
         if from.as_deref() == Some(port) {
             return Ok(format!("{instance} is already on {port}"));
         }
-        let ports: BTreeMap<String, PortState> = self
-            .ports
-            .iter()
-            .filter(|(_, p)| p.ifindex.is_some())
-            .map(|(n, p)| (n.clone(), p.state))
-            .collect();
-        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        let (ports, in_use) = self.engine_state();
         let inputs = Inputs {
             config: &self.config,
             ports: &ports,
