@@ -94,6 +94,24 @@ pub fn tcp_out_segs(lab: &Lab) -> Result<u64> {
         .context("no TcpOutSegs in nstat output")
 }
 
+/// A TCP stream client -> `target` (an iperf3 server bound to it in gateway
+/// `gw`) for `secs` at `rate` (iperf3 -b), in the background; its JSON at the end.
+pub fn stream_in_background(
+    lab: &Lab,
+    gw: usize,
+    target: &str,
+    secs: u32,
+    rate: &str,
+) -> Result<std::thread::JoinHandle<Result<serde_json::Value>>> {
+    lab.spawn(&lab.gw(gw).ns, &["iperf3", "-s", "-1", "-B", target])?;
+    lab.gw(gw).ns.wait_listening(5201)?;
+    let mut cmd = lab.client.command("iperf3");
+    cmd.args(["-c", target, "-t", &secs.to_string(), "-J", "-b", rate]);
+    Ok(std::thread::spawn(move || {
+        Ok(serde_json::from_slice(&cmd.output()?.stdout)?)
+    }))
+}
+
 /// The client's TCP counters: (resets and aborts, retransmitted segments).
 pub fn tcp_counters(lab: &Lab) -> Result<(u64, u64)> {
     let out = lab.client.run(&[

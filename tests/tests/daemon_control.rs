@@ -35,20 +35,6 @@ fn map_owner(lab: &Lab) -> anyhow::Result<String> {
     Ok(entry["owner"].as_str().unwrap_or("none").to_string())
 }
 
-/// A TCP stream client -> instance for `secs` in the background; its iperf3 JSON.
-fn tcp_stream(
-    lab: &Lab,
-    secs: u32,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<serde_json::Value>>> {
-    lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", INSTANCE])?;
-    lab.gw(0).ns.wait_listening(5201)?;
-    let mut cmd = lab.client.command("iperf3");
-    cmd.args(["-c", INSTANCE, "-t", &secs.to_string(), "-J", "-b", "100M"]);
-    Ok(std::thread::spawn(move || {
-        Ok(serde_json::from_slice(&cmd.output()?.stdout)?)
-    }))
-}
-
 /// Pings in the background: `count` at `interval`; returns answered.
 fn pinger(
     lab: &Lab,
@@ -174,7 +160,7 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
     let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let resets_before = traffic::tcp_counters(&lab)?.0;
-    let stream = tcp_stream(&lab, 5)?;
+    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, 5, "100M")?;
     let ping = pinger(&lab, 2000, "0.002");
     std::thread::sleep(Duration::from_millis(800));
     let mut daemon = daemon;
@@ -217,7 +203,7 @@ fn a_planned_move_loses_no_packet() -> anyhow::Result<()> {
     let daemon = Daemon::start(&lab, 0, &lab_config("", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let resets_before = traffic::tcp_counters(&lab)?.0;
-    let stream = tcp_stream(&lab, 4)?;
+    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, 4, "100M")?;
     let ping = pinger(&lab, 1500, "0.002");
     std::thread::sleep(Duration::from_millis(700));
     let out = daemon.cli(&["move", "iscsi-a", "ge1"])?;

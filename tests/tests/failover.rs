@@ -15,20 +15,12 @@ fn resets(lab: &Lab) -> anyhow::Result<u64> {
     Ok(baton_lab::traffic::tcp_counters(lab)?.0)
 }
 
-/// A TCP stream client -> instance for `secs`, in the background. Returns
-/// iperf3's JSON when it ends.
+/// A TCP stream client -> instance for `secs`, in the background.
 fn stream(
     lab: &Lab,
     secs: u32,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<serde_json::Value>>> {
-    lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", INSTANCE])?;
-    lab.gw(0).ns.wait_listening(5201)?;
-    let mut cmd = lab.client.command("iperf3");
-    cmd.args(["-c", INSTANCE, "-t", &secs.to_string(), "-J", "-b", "200M"]);
-    Ok(std::thread::spawn(move || {
-        let out = cmd.output()?;
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }))
+    baton_lab::traffic::stream_in_background(lab, 0, INSTANCE, secs, "200M")
 }
 
 /// tcpdump's "HH:MM:SS.micros" as seconds.

@@ -370,24 +370,18 @@ impl Daemon {
         }
     }
 
-    /// What the engine needs of the ports and the probes: states of the ports
-    /// that exist, and the (instance, port) pairs a probe found in use.
-    fn engine_state(&self) -> (BTreeMap<String, PortState>, BTreeSet<(String, String)>) {
-        let ports = self
+    /// Runs `f` on the engine's inputs as they are now: the states of the
+    /// ports that exist, the (instance, port) pairs a probe found in use,
+    /// the placement and the clock.
+    fn with_inputs<R>(&self, f: impl FnOnce(&Inputs) -> R) -> R {
+        let ports: BTreeMap<String, PortState> = self
             .ports
             .iter()
             .filter(|(_, p)| p.ifindex.is_some())
             .map(|(n, p)| (n.clone(), p.state))
             .collect();
-        (ports, self.in_use.keys().cloned().collect())
-    }
-
-    fn plan(&mut self) -> decide::Plan {
-        let now = Instant::now();
-        self.in_use.retain(|_, until| *until > now);
-        self.failed.retain(|_, until| *until > now);
-        let (ports, in_use) = self.engine_state();
-        decide::decide(&Inputs {
+        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        f(&Inputs {
             config: &self.config,
             ports: &ports,
             cluster: &ClusterView::default(),
@@ -395,6 +389,13 @@ impl Daemon {
             placement: &self.placement,
             now: self.now(),
         })
+    }
+
+    fn plan(&mut self) -> decide::Plan {
+        let now = Instant::now();
+        self.in_use.retain(|_, until| *until > now);
+        self.failed.retain(|_, until| *until > now);
+        self.with_inputs(decide::decide)
     }
 
     async fn main_loop(&mut self) -> Result<()> {
@@ -767,16 +768,7 @@ impl Daemon {
         if from.as_deref() == Some(port) {
             return Ok(format!("{instance} is already on {port}"));
         }
-        let (ports, in_use) = self.engine_state();
-        let inputs = Inputs {
-            config: &self.config,
-            ports: &ports,
-            cluster: &ClusterView::default(),
-            in_use: &in_use,
-            placement: &self.placement,
-            now: self.now(),
-        };
-        if let Some(reason) = decide::check_move(&inputs, instance, port) {
+        if let Some(reason) = self.with_inputs(|i| decide::check_move(i, instance, port)) {
             bail!("{port} cannot take {instance}: {reason}");
         }
         let m = Move {
