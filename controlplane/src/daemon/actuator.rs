@@ -362,18 +362,18 @@ pub async fn after_plan(
         debug!(ifindex, flushed = n, "neighbours of a failed port flushed");
     }
     if families.0 {
-        flush_route_cache(IpAddr::from([0u8; 4]));
+        flush_route_cache(false);
     }
     if families.1 {
-        flush_route_cache(IpAddr::from([0u8; 16]));
+        flush_route_cache(true);
     }
     Ok(())
 }
 
 /// Seed block 348: IPv4 has no route cache since 3.6, but next-hop exceptions
 /// (PMTU, redirects) remain; IPv6 has cached clones. Flushing is a /proc write.
-pub fn flush_route_cache(addr: IpAddr) {
-    let path = if addr.is_ipv4() {
+pub fn flush_route_cache(ipv6: bool) {
+    let path = if !ipv6 {
         "/proc/sys/net/ipv4/route/flush"
     } else {
         "/proc/sys/net/ipv6/route/flush"

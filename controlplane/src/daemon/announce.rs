@@ -156,34 +156,6 @@ impl PortSocket {
     }
 }
 
-/// RFC 5227: probes `addr` on the port and listens for `wait`. Returns the
-/// MAC of another device using the address, if one answers (or announces it,
-/// or probes for it itself).
-pub fn probe_v4(
-    ifindex: u32,
-    own_macs: &[[u8; 6]],
-    addr: Ipv4Addr,
-    wait: Duration,
-) -> Result<Option<[u8; 6]>> {
-    let sock = PortSocket::open(ifindex, ETH_P_ARP)?;
-    let mac = *own_macs.first().context("no MAC to probe from")?;
-    sock.send(&arp_probe(mac, addr))?;
-    let deadline = Instant::now() + wait;
-    let mut buf = [0u8; 1600];
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Some(n) = sock.recv(&mut buf, left)? else {
-            break;
-        };
-        let Some(sender) = conflict(&buf[..n], addr) else {
-            continue;
-        };
-        if !own_macs.contains(&sender) {
-            return Ok(Some(sender));
-        }
-    }
-    Ok(None)
-}
-
 /// The sender MAC of an ARP frame showing `addr` in use: it claims `addr` as
 /// its sender address, or it is another probe for `addr` (RFC 5227 2.1.1).
 fn conflict(frame: &[u8], addr: Ipv4Addr) -> Option<[u8; 6]> {

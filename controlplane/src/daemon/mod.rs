@@ -417,7 +417,7 @@ impl Daemon {
                 {
                     continue;
                 }
-                if self.execute(m, m.kind).await {
+                if self.execute(m).await {
                     progressed = true;
                     if let Some(p) = m
                         .from
@@ -612,8 +612,8 @@ impl Daemon {
     }
 
     /// Carries out one move; false when it could not (and why is logged).
-    async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
-        let kind_name = match kind {
+    async fn execute(&mut self, m: &Move) -> bool {
+        let kind_name = match m.kind {
             MoveKind::Initial => "initial",
             MoveKind::Failover => "failover",
             MoveKind::Failback => "failback",

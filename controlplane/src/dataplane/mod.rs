@@ -342,24 +342,6 @@ pub fn detach(pins: &PinDir, ports: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Ports baton has attached to (from the pins).
-pub fn attached_ports(pins: &PinDir) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(pins.path().join("links")) else {
-        return Vec::new();
-    };
-    let mut ports: Vec<String> = dir
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix("xdp-")
-                .map(str::to_string)
-        })
-        .collect();
-    ports.sort();
-    ports
-}
-
 fn unpin_port(pins: &PinDir, port: &str) -> Result<()> {
     for path in [
         pins.xdp_link(port),
