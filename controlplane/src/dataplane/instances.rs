@@ -2,7 +2,7 @@
 //! the per-instance counters it reads back.
 use super::PinDir;
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, Map, MapData};
 use baton_common::{InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, names};
 use std::net::IpAddr;
 
@@ -68,19 +68,5 @@ impl InstanceTable {
 
 /// Per-instance, per-port counters, summed over CPUs.
 pub fn instance_counters(pins: &PinDir) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-    let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
-    let map: PerCpuHashMap<_, InstancePortKey, InstanceCounters> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(data))
-            .context("BATON_INSTANCE_STATS is not baton's instance counters")?;
-    let mut out = Vec::new();
-    for entry in map.iter() {
-        let (key, per_cpu) = entry.context("reading instance counters")?;
-        let mut sum = InstanceCounters::default();
-        for c in per_cpu.iter() {
-            sum.add(c);
-        }
-        out.push((key, sum));
-    }
-    out.sort_by_key(|(k, _)| *k);
-    Ok(out)
+    super::stats::summed(pins, names::INSTANCE_STATS_MAP, InstanceCounters::add)
 }

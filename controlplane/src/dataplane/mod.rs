@@ -191,20 +191,14 @@ fn attach_one(
         return Ok("already".to_string());
     }
     let label = match set {
-        ProgramSet::Baton => attach_xdp(
-            ebpf,
-            names::XDP_PROGRAM,
-            dev,
-            mode,
-            &pins.xdp_link(&dev.name),
-        )?,
-        ProgramSet::Empty => attach_xdp(
-            ebpf,
-            names::XDP_PASS_PROGRAM,
-            dev,
-            mode,
-            &pins.xdp_link(&dev.name),
-        )?,
+        ProgramSet::Baton | ProgramSet::Empty => {
+            let program = if set == ProgramSet::Baton {
+                names::XDP_PROGRAM
+            } else {
+                names::XDP_PASS_PROGRAM
+            };
+            attach_xdp(ebpf, program, dev, mode, &pins.xdp_link(&dev.name))?
+        }
         ProgramSet::TcIngress => {
             attach_tc(
                 ebpf,

@@ -14,25 +14,43 @@ pub struct PortCounters {
     pub stats: PortStats,
 }
 
-/// Every port the dataplane has seen, sorted by ifindex.
-pub fn read_stats(pins: &PinDir) -> Result<Vec<PortCounters>> {
-    let data = super::pinned_map(pins, names::PORT_STATS_MAP)?;
-    let map: PerCpuHashMap<_, u32, PortStats> =
-        PerCpuHashMap::try_from(Map::PerCpuHashMap(data))
-            .context("BATON_PORT_STATS is not baton's port statistics map")?;
+/// Every entry of a pinned per-CPU hash map, each summed over the CPUs with
+/// `add`, sorted by key.
+pub(crate) fn summed<K, V>(
+    pins: &PinDir,
+    name: &str,
+    add: impl Fn(&mut V, &V),
+) -> Result<Vec<(K, V)>>
+where
+    K: aya::Pod + Ord + Copy,
+    V: aya::Pod + Default,
+{
+    let data = super::pinned_map(pins, name)?;
+    let map: PerCpuHashMap<_, K, V> = PerCpuHashMap::try_from(Map::PerCpuHashMap(data))
+        .with_context(|| format!("{name} is not one of baton's per-CPU maps"))?;
     let mut out = Vec::new();
     for entry in map.iter() {
-        let (ifindex, per_cpu) = entry.context("reading a port statistics entry")?;
-        let mut stats = PortStats::default();
+        let (key, per_cpu) = entry.with_context(|| format!("reading {name}"))?;
+        let mut sum = V::default();
         for cpu in per_cpu.iter() {
-            stats.add(cpu);
+            add(&mut sum, cpu);
         }
-        out.push(PortCounters {
-            ifindex,
-            port: netdev::name_of(ifindex),
-            stats,
-        });
+        out.push((key, sum));
     }
-    out.sort_by_key(|c| c.ifindex);
+    out.sort_by_key(|(k, _)| *k);
     Ok(out)
+}
+
+/// Every port the dataplane has seen, sorted by ifindex.
+pub fn read_stats(pins: &PinDir) -> Result<Vec<PortCounters>> {
+    Ok(
+        summed::<u32, PortStats>(pins, names::PORT_STATS_MAP, PortStats::add)?
+            .into_iter()
+            .map(|(ifindex, stats)| PortCounters {
+                ifindex,
+                port: netdev::name_of(ifindex),
+                stats,
+            })
+            .collect(),
+    )
 }
