@@ -147,11 +147,43 @@ pub struct InstanceEntry {
     /// the owner port's.
     pub mac: [u8; 6],
     pub flags: u16,
+    /// TCP ports whose payload is iSCSI (RFC 7143) PDUs; 0 = unused slot.
+    pub iscsi_ports: [u16; MAX_ISCSI_PORTS],
+    /// CPUs the instance's flows are steered to: the first `cpu_count`.
+    pub cpus: [u16; MAX_INSTANCE_CPUS],
+    pub cpu_count: u8,
+    pub _pad: u8,
+    /// The instance's VLAN (0: untagged). With [`flags::VLAN_TAGS`] the
+    /// dataplane pops its tag at ingress and pushes it at egress.
+    pub vlan: u16,
+    pub _pad2: u32,
 }
+
+impl InstanceEntry {
+    /// Whether `port` is one of the instance's iSCSI ports.
+    #[inline(always)]
+    pub fn is_iscsi_port(&self, port: u16) -> bool {
+        port != 0
+            && (self.iscsi_ports[0] == port
+                || self.iscsi_ports[1] == port
+                || self.iscsi_ports[2] == port
+                || self.iscsi_ports[3] == port)
+    }
+}
+
+pub const MAX_ISCSI_PORTS: usize = 4;
+pub const MAX_INSTANCE_CPUS: usize = 8;
 
 pub mod flags {
     /// The instance has a MAC of its own (a macvlan on the owner port).
     pub const OWN_MAC: u16 = 1;
+    /// iSCSI HeaderDigest=CRC32C was negotiated: 4 bytes after each BHS+AHS.
+    pub const HEADER_DIGEST: u16 = 2;
+    /// iSCSI DataDigest=CRC32C: 4 bytes after each non-empty data segment.
+    pub const DATA_DIGEST: u16 = 4;
+    /// The kernel sees the instance untagged (no 802.1Q netdev): pop its
+    /// VLAN tag at ingress, push it at egress.
+    pub const VLAN_TAGS: u16 = 8;
 }
 
 /// Key of the per-instance, per-port counters.
@@ -177,6 +209,9 @@ pub struct InstanceCounters {
     pub solicits_dropped: u64,
     /// Frames sourced from the instance that TC egress redirected to the owner.
     pub egress_redirected: u64,
+    /// VLAN tags taken off at ingress / put on at egress ([`flags::VLAN_TAGS`]).
+    pub tags_popped: u64,
+    pub tags_pushed: u64,
 }
 
 impl InstanceCounters {
@@ -187,7 +222,84 @@ impl InstanceCounters {
         self.solicits += o.solicits;
         self.solicits_dropped += o.solicits_dropped;
         self.egress_redirected += o.egress_redirected;
+        self.tags_popped += o.tags_popped;
+        self.tags_pushed += o.tags_pushed;
     }
+}
+
+/// Direction of an iSCSI PDU as the gateway sees it.
+pub const RX: usize = 0;
+pub const TX: usize = 1;
+
+/// iSCSI PDUs per opcode (BHS byte 0 & 0x3f) of one instance on one port,
+/// per CPU: `pdus[RX]` arrived at ingress, `pdus[TX]` left at egress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PduCounters {
+    pub pdus: [[u64; 64]; 2],
+    /// Times a flow lost its place in the PDU stream (a gap that did not
+    /// fill, a header that is not one); counting stops until it is found again.
+    pub resyncs: u64,
+    /// Segments with payload that could not be placed (flow not in sync).
+    pub unsynced_segments: u64,
+}
+
+impl PduCounters {
+    pub const ZERO: PduCounters = PduCounters {
+        pdus: [[0; 64]; 2],
+        resyncs: 0,
+        unsynced_segments: 0,
+    };
+}
+
+impl Default for PduCounters {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+impl PduCounters {
+    pub fn add(&mut self, o: &PduCounters) {
+        for (mine, theirs) in self.pdus.iter_mut().zip(o.pdus.iter()) {
+            for (a, b) in mine.iter_mut().zip(theirs.iter()) {
+                *a += b;
+            }
+        }
+        self.resyncs += o.resyncs;
+        self.unsynced_segments += o.unsynced_segments;
+    }
+}
+
+/// One direction of a TCP connection (LRU key of the iSCSI flow table).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub vlan: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// Where the next iSCSI PDU of a flow starts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// TCP sequence number of the next BHS.
+    pub next: u32,
+    pub _pad0: u32,
+    /// First bytes of that BHS when a segment ended inside them, little
+    /// endian: byte i of the header is bits 8i..8i+8.
+    pub hdr: u64,
+    /// How many of `hdr`'s bytes are filled (0..8).
+    pub have: u8,
+    /// 1 while `next` is known.
+    pub synced: u8,
+    /// Segments seen beyond `next` since it was last reached.
+    pub ahead: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Capacity of the instance table.
@@ -209,7 +321,20 @@ pub mod names {
     pub const TC_EGRESS_PROGRAM: &str = "baton_tc_egress";
     /// The ingress logic at TCX ingress (the alternative to XDP).
     pub const TC_INGRESS_PROGRAM: &str = "baton_tc_ingress";
+    /// Per-CPU hash: [`super::InstancePortKey`] -> [`super::PduCounters`].
+    pub const PDU_STATS_MAP: &str = "BATON_PDU_STATS";
+    /// LRU hash: [`super::FlowKey`] -> [`super::FlowState`].
+    pub const ISCSI_FLOWS_MAP: &str = "BATON_ISCSI_FLOWS";
+    /// CPU map the XDP program steers instance flows into.
+    pub const CPU_MAP: &str = "BATON_CPUS";
+    /// Per-CPU array: target CPU -> frames steered to it.
+    pub const STEERED_MAP: &str = "BATON_STEERED";
 }
+
+/// Size of the CPU map (CPU ids below this can be steered to).
+pub const MAX_CPUS: u32 = 256;
+/// Capacity of the iSCSI flow table (both directions count).
+pub const MAX_ISCSI_FLOWS: u32 = 16384;
 
 /// Capacity of the port statistics map (ports per host).
 pub const MAX_PORTS: u32 = 64;
@@ -223,4 +348,7 @@ mod pod {
     unsafe impl aya::Pod for super::InstanceEntry {}
     unsafe impl aya::Pod for super::InstancePortKey {}
     unsafe impl aya::Pod for super::InstanceCounters {}
+    unsafe impl aya::Pod for super::PduCounters {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
 }

@@ -110,8 +110,28 @@ pub struct Instance {
     pub routes: Vec<Route>,
     /// L4 ports it serves (iSCSI: 3260).
     pub services: Vec<u16>,
+    /// TCP ports whose payload the dataplane reads as iSCSI PDUs (default:
+    /// the services on port 3260), at most [`MAX_ISCSI_PORTS`].
+    pub iscsi_ports: Vec<u16>,
+    /// CRC32C digests the iSCSI logins on those ports negotiate.
+    pub iscsi_digests: Digests,
+    /// CPUs its flows are steered to (at most [`MAX_INSTANCE_CPUS`]).
     pub cpus: Vec<u32>,
     pub failback: Failback,
+}
+
+/// The IANA port of iSCSI.
+pub const ISCSI_PORT: u16 = 3260;
+/// How many iSCSI ports / steering CPUs one instance can have (the
+/// dataplane's instance entry holds them inline).
+pub const MAX_ISCSI_PORTS: usize = 4;
+pub const MAX_INSTANCE_CPUS: usize = 8;
+
+/// iSCSI HeaderDigest / DataDigest (CRC32C) in use after login.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub header: bool,
+    pub data: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -49,7 +49,16 @@ const DAEMON: &[&str] = &["realtime_priority", "ingress"];
 const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
 const NETWORK: &[&str] = &["subnets", "vlans"];
 const INSTANCE: &[&str] = &[
-    "address", "ports", "vlan", "mac", "routes", "services", "cpus", "failback",
+    "address",
+    "ports",
+    "vlan",
+    "mac",
+    "routes",
+    "services",
+    "iscsi_ports",
+    "iscsi_digests",
+    "cpus",
+    "failback",
 ];
 const ROUTE: &[&str] = &["to", "via"];
 const TIMERS: &[&str] = &[
@@ -516,6 +525,43 @@ impl<'t> Reader<'t> {
         let services = self.list(t, path, "services", |r, p, v| {
             r.int_in(v, p, 1, 65535).map(|n| n as u16)
         });
+        // Default: the services on the IANA iSCSI port.
+        let iscsi_ports = if t.get("iscsi_ports").is_some() {
+            self.list(t, path, "iscsi_ports", |r, p, v| {
+                r.int_in(v, p, 1, 65535).map(|n| n as u16)
+            })
+        } else {
+            services
+                .iter()
+                .copied()
+                .filter(|p| *p == ISCSI_PORT)
+                .collect()
+        };
+        let iscsi_digests = match self.string(t, path, "iscsi_digests").as_deref() {
+            None | Some("none") => Digests::default(),
+            Some("header") => Digests {
+                header: true,
+                data: false,
+            },
+            Some("data") => Digests {
+                header: false,
+                data: true,
+            },
+            Some("both") => Digests {
+                header: true,
+                data: true,
+            },
+            Some(other) => {
+                self.error(
+                    &format!("{path}.iscsi_digests"),
+                    None,
+                    format!(
+                        "{other:?} is not a digest setting; use \"none\", \"header\", \"data\" or \"both\" (what the iSCSI login negotiates)"
+                    ),
+                );
+                Digests::default()
+            }
+        };
         let cpus = self.list(t, path, "cpus", |r, p, v| {
             r.int_in(v, p, 0, u32::MAX as i64).map(|n| n as u32)
         });
@@ -538,6 +584,8 @@ impl<'t> Reader<'t> {
             mac,
             routes,
             services,
+            iscsi_ports,
+            iscsi_digests,
             cpus,
             failback,
         })

@@ -210,6 +210,40 @@ fn instances(c: &Config, host: &Host, e: &mut Errors) {
                 e.push((format!("{path}.routes[{i}].via"), format!("gateway {} is not on-link: it is outside {}; use a gateway inside the instance's subnet", r.via, inst.address.trunc())));
             }
         }
+        if inst.cpus.len() > MAX_INSTANCE_CPUS {
+            e.push((
+                format!("{path}.cpus"),
+                format!(
+                    "names {} CPUs; an instance can be steered to at most {MAX_INSTANCE_CPUS}",
+                    inst.cpus.len()
+                ),
+            ));
+        }
+        if inst.iscsi_ports.len() > MAX_ISCSI_PORTS {
+            e.push((
+                format!("{path}.iscsi_ports"),
+                format!(
+                    "names {} ports; the dataplane follows at most {MAX_ISCSI_PORTS} iSCSI ports per instance",
+                    inst.iscsi_ports.len()
+                ),
+            ));
+        }
+        for (field, list) in [
+            ("cpus", &inst.cpus),
+            (
+                "iscsi_ports",
+                &inst.iscsi_ports.iter().map(|p| *p as u32).collect(),
+            ),
+        ] {
+            for (i, v) in list.iter().enumerate() {
+                if list[..i].contains(v) {
+                    e.push((
+                        format!("{path}.{field}[{i}]"),
+                        format!("{v} is listed twice"),
+                    ));
+                }
+            }
+        }
         for (i, cpu) in inst.cpus.iter().enumerate() {
             if *cpu >= host.cpus {
                 e.push((

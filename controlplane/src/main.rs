@@ -1,5 +1,5 @@
 //! `baton`: the command-line interface (and, later, the daemon).
-use anyhow::Result;
+use anyhow::{Result, bail};
 use baton::client;
 use baton::dataplane::{self, AttachMode, DEFAULT_PIN_DIR, PinDir};
 use baton::protocol::Request;
@@ -125,6 +125,12 @@ enum DataplaneCmd {
         mac: Option<String>,
         #[arg(long, default_value_t = 0)]
         id: u32,
+        /// A TCP port whose payload is iSCSI (repeat for more, at most 4).
+        #[arg(long = "iscsi-port")]
+        iscsi_ports: Vec<u16>,
+        /// A CPU to steer the instance's flows to (repeat for more, at most 8).
+        #[arg(long = "cpu")]
+        cpus: Vec<u32>,
         #[command(flatten)]
         pins: PinArgs,
     },
@@ -307,25 +313,44 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             vlan,
             mac,
             id,
+            iscsi_ports,
+            cpus,
             pins,
         } => {
+            use baton_config::model::{MAX_INSTANCE_CPUS, MAX_ISCSI_PORTS};
+            if iscsi_ports.len() > MAX_ISCSI_PORTS || cpus.len() > MAX_INSTANCE_CPUS {
+                bail!(
+                    "an instance has at most {MAX_ISCSI_PORTS} iSCSI ports and {MAX_INSTANCE_CPUS} CPUs"
+                );
+            }
             let dev = baton::netdev::data_port(&port)?;
-            let (mac, flags) = match mac {
-                Some(m) => (
-                    baton_config::model::parse_mac(&m).ok_or_else(|| {
-                        anyhow::anyhow!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")
-                    })?,
-                    baton_common::flags::OWN_MAC,
-                ),
-                None => (baton::netdev::mac_of(&port)?, 0),
+            let mac = match mac {
+                Some(m) => Some(baton_config::model::parse_mac(&m).ok_or_else(|| {
+                    anyhow::anyhow!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+                })?),
+                None => None,
             };
-            let mut table = dataplane::InstanceTable::open(&PinDir::new(pins.pin_dir))?;
-            let entry = baton_common::InstanceEntry {
-                id,
-                owner_ifindex: dev.ifindex,
+            let pins = PinDir::new(pins.pin_dir);
+            dataplane::steering::enable_cpus(&pins, cpus.iter().copied())?;
+            let inst = baton_config::model::Instance {
+                address: ipnet::IpNet::from(address),
+                ports: vec![port.clone()],
+                vlan,
                 mac,
-                flags,
+                routes: vec![],
+                services: iscsi_ports.clone(),
+                iscsi_ports,
+                iscsi_digests: Default::default(),
+                cpus,
+                failback: baton_config::model::Failback::Never,
             };
+            let mut entry = dataplane::entry_for(&inst);
+            entry.id = id;
+            entry.owner_ifindex = dev.ifindex;
+            if mac.is_none() {
+                entry.mac = baton::netdev::mac_of(&port)?;
+            }
+            let mut table = dataplane::InstanceTable::open(&pins)?;
             table.set(&dataplane::key_for(vlan, address), &entry)?;
             println!("{address}: owned by {port}");
         }

@@ -3,25 +3,33 @@
 //! `baton_xdp` (ingress) parses every frame (bounds-checked against a hostile
 //! sender), counts it per port per class and per instance, and drops ARP
 //! requests / neighbour solicitations for an instance on every port but its
-//! owner (no ARP flux). `baton_tc_egress` sends frames sourced from an
-//! instance address out of its owner port with its MAC, even while kernel
-//! routes still point elsewhere. `baton_xdp_pass` is the benchmarks' empty
-//! baseline. No per-packet logging anywhere.
+//! owner (no ARP flux). For an instance it also counts iSCSI PDUs on its
+//! iSCSI ports (`iscsi`), steers its flows to its CPU set through a cpumap
+//! (per-flow hash: a TCP stream stays on one CPU, never reordered) and pops
+//! its VLAN tag when the kernel has no VLAN device for it. `baton_tc_egress`
+//! sends frames sourced from an instance address out of its owner port with
+//! its MAC, even while kernel routes still point elsewhere, counts the PDUs
+//! the instance sends and pushes its tag back. `baton_xdp_pass` is the
+//! benchmarks' empty baseline. No per-packet logging anywhere.
 #![no_std]
 #![no_main]
 
+mod iscsi;
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_redirect, bpf_skb_load_bytes, bpf_skb_vlan_pop,
+        bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+    },
     macros::{classifier, map, xdp},
-    maps::{HashMap, PerCpuHashMap},
+    maps::{CpuMap, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{TcContext, XdpContext},
 };
 use baton_common::{
-    Class, InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, MAX_INSTANCES, MAX_PORTS,
-    PortStats,
+    Class, FlowKey, InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, MAX_CPUS,
+    MAX_INSTANCES, MAX_PORTS, PortStats, RX, TX, flags,
 };
 
 /// ingress ifindex -> per-class counters. Pinned by name so the counters
@@ -39,40 +47,138 @@ static INSTANCES: HashMap<InstanceKey, InstanceEntry> = HashMap::pinned(MAX_INST
 static INSTANCE_STATS: PerCpuHashMap<InstancePortKey, InstanceCounters> =
     PerCpuHashMap::pinned(MAX_INSTANCES * 4, 0);
 
+/// CPU id -> cpumap queue; userspace fills the CPUs instances name.
+#[map(name = "BATON_CPUS")]
+static CPUS: CpuMap = CpuMap::pinned(MAX_CPUS, 0);
+
+/// Target CPU -> frames steered to it (per source CPU; sum them).
+#[map(name = "BATON_STEERED")]
+static STEERED: PerCpuArray<u64> = PerCpuArray::pinned(MAX_CPUS, 0);
+
+/// Reads packet bytes beyond the parsed headers (iSCSI headers sit at
+/// offsets the verifier cannot bound; the helpers check at run time).
+pub trait Bytes {
+    /// 8 bytes at `offset` as a little-endian u64 (byte i in bits 8i..).
+    fn load8(&self, offset: u32) -> Option<u64>;
+}
+
+struct XdpBytes(*mut xdp_md);
+
+impl Bytes for XdpBytes {
+    #[inline(always)]
+    fn load8(&self, offset: u32) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        // SAFETY: the helper bounds-checks against the frame.
+        let r = unsafe { bpf_xdp_load_bytes(self.0, offset, buf.as_mut_ptr().cast(), 8) };
+        (r == 0).then(|| u64::from_le_bytes(buf))
+    }
+}
+
+struct SkbBytes(*mut __sk_buff);
+
+impl Bytes for SkbBytes {
+    #[inline(always)]
+    fn load8(&self, offset: u32) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        // SAFETY: the helper bounds-checks against the skb (linear or paged).
+        let r = unsafe { bpf_skb_load_bytes(self.0.cast(), offset, buf.as_mut_ptr().cast(), 8) };
+        (r == 0).then(|| u64::from_le_bytes(buf))
+    }
+}
+
+/// What ingress decided for a frame.
+struct Verdict {
+    pass: bool,
+    /// Steer to this CPU (XDP only).
+    cpu: Option<u32>,
+    /// Take the instance's VLAN tag off (it is the frame's only tag).
+    pop: bool,
+    /// Instance id, for the tag counter.
+    id: u32,
+}
+
+const PASS: Verdict = Verdict {
+    pass: true,
+    cpu: None,
+    pop: false,
+    id: 0,
+};
+
 #[xdp]
 pub fn baton_xdp(ctx: XdpContext) -> u32 {
-    if ingress(ctx.data(), ctx.data_end(), ctx.ingress_ifindex() as u32) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let frame = parse::Frame::new(ctx.data(), ctx.data_end());
+    let v = ingress(&XdpBytes(ctx.ctx), &frame, ifindex, 0);
+    if !v.pass {
+        return xdp_action::XDP_DROP;
     }
+    if v.pop && pop_tag(&ctx) {
+        with_instance_counters(v.id, ifindex, |c| c.tags_popped += 1);
+    }
+    if let Some(cpu) = v.cpu {
+        if let Some(n) = STEERED.get_ptr_mut(cpu) {
+            // SAFETY: this CPU's slot.
+            unsafe { *n += 1 };
+        }
+        // A CPU without a queue in the map: pass here instead.
+        return match CPUS.redirect(cpu, xdp_action::XDP_PASS as u64) {
+            Ok(action) | Err(action) => action,
+        };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// The same ingress logic at TCX ingress, for drivers where XDP costs more
 /// than it gives (on veth a native XDP program turns the peer's TSO off).
+/// No CPU steering here: cpumaps take XDP frames only.
 #[classifier]
 pub fn baton_tc_ingress(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
     // SAFETY: the context's skb pointer is valid for the program's run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if ingress(ctx.data(), ctx.data_end(), ifindex) {
-        TC_ACT_OK
-    } else {
-        TC_ACT_SHOT
+    let (ifindex, len, hw_vlan) = unsafe { ((*skb).ifindex, (*skb).len, hw_vlan(skb)) };
+    let frame = parse::Frame::with_wire_len(ctx.data(), ctx.data_end(), len as usize);
+    let v = ingress(&SkbBytes(skb), &frame, ifindex, hw_vlan);
+    if !v.pass {
+        return TC_ACT_SHOT;
+    }
+    // SAFETY: plain helper call on our skb.
+    if v.pop && unsafe { bpf_skb_vlan_pop(skb) } == 0 {
+        with_instance_counters(v.id, ifindex, |c| c.tags_popped += 1);
+    }
+    TC_ACT_OK
+}
+
+/// The VLAN id the kernel already took out of a received frame, or 0.
+#[inline(always)]
+unsafe fn hw_vlan(skb: *mut __sk_buff) -> u16 {
+    // SAFETY: the caller passes the program's skb.
+    unsafe {
+        if (*skb).vlan_present != 0 {
+            ((*skb).vlan_tci & 0x0fff) as u16
+        } else {
+            0
+        }
     }
 }
 
-/// Parses, counts per port and per instance; false: drop (an ARP request or
-/// neighbour solicitation for an instance arriving on a port that is not
-/// its owner: only the owner answers, no ARP flux).
+/// Parses, counts per port and per instance, accounts iSCSI PDUs; the
+/// verdict drops an ARP request or neighbour solicitation for an instance
+/// arriving on a port that is not its owner (only the owner answers, no ARP flux).
 #[inline(always)]
-fn ingress(start: usize, end: usize, ifindex: u32) -> bool {
-    let frame = parse::Frame::new(start, end);
-    let parsed = parse::classify(&frame);
+fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) -> Verdict {
+    let parsed = parse::classify(frame, hw_vlan);
     let len = frame.len() as u64;
     count(ifindex, &parsed, len);
-    let Some(entry) = parsed.dst.and_then(|k| instance(&k)) else {
-        return true;
+    let Some(dst) = parsed.dst else {
+        return PASS;
     };
+    let Some(entry) = instance(&dst) else {
+        return PASS;
+    };
+    // The untagged twin of a VLAN instance's entry serves egress only.
+    if entry.vlan != dst.vlan {
+        return PASS;
+    }
     let mine = entry.owner_ifindex == ifindex;
     with_instance_counters(entry.id, ifindex, |c| {
         if parsed.solicit {
@@ -87,7 +193,93 @@ fn ingress(start: usize, end: usize, ifindex: u32) -> bool {
             c.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
         }
     });
-    !(parsed.solicit && !mine)
+    if parsed.solicit && !mine {
+        return Verdict {
+            pass: false,
+            ..PASS
+        };
+    }
+    let mut cpu = None;
+    if let (Some(src), Some((sport, dport))) = (parsed.src, parsed.ports) {
+        if let Some(seg) = parsed.tcp
+            && entry.is_iscsi_port(dport)
+        {
+            let flow = flow_key(&src, &dst, sport, dport);
+            let stats = InstancePortKey {
+                id: entry.id,
+                ifindex,
+            };
+            iscsi::account(pkt, &flow, &seg, RX, entry.flags, stats);
+        }
+        cpu = steer(&entry, &src, &dst, sport, dport);
+    } else if let Some(src) = parsed.src
+        && (parsed.l3 == Class::Ipv4 || parsed.l3 == Class::Ipv6)
+    {
+        cpu = steer(&entry, &src, &dst, 0, 0);
+    }
+    Verdict {
+        pass: true,
+        cpu,
+        pop: entry.flags & flags::VLAN_TAGS != 0
+            && entry.vlan != 0
+            && parsed.tags + (hw_vlan != 0) as u8 == 1,
+        id: entry.id,
+    }
+}
+
+/// The CPU of the instance's set this flow belongs to: a hash of its
+/// addresses and ports, so every packet of a stream picks the same one.
+#[inline(always)]
+fn steer(
+    entry: &InstanceEntry,
+    src: &InstanceKey,
+    dst: &InstanceKey,
+    sport: u16,
+    dport: u16,
+) -> Option<u32> {
+    let n = entry.cpu_count as u32;
+    if n == 0 {
+        return None;
+    }
+    let mut h = (sport as u32) << 16 | dport as u32;
+    for chunk in src.addr.chunks_exact(4).chain(dst.addr.chunks_exact(4)) {
+        h ^= u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        h = h.wrapping_mul(0x9e37_79b1).rotate_left(13);
+    }
+    // murmur3's finaliser spreads the bits before the modulo.
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    entry.cpus.get((h % n) as usize).map(|c| *c as u32)
+}
+
+#[inline(always)]
+fn flow_key(src: &InstanceKey, dst: &InstanceKey, sport: u16, dport: u16) -> FlowKey {
+    FlowKey {
+        saddr: src.addr,
+        daddr: dst.addr,
+        sport,
+        dport,
+        vlan: dst.vlan,
+        family: dst.family,
+        _pad: 0,
+    }
+}
+
+/// Takes a frame's only 802.1Q tag off: the MAC addresses move 4 bytes
+/// up over it and the frame starts 4 bytes later.
+#[inline(always)]
+fn pop_tag(ctx: &XdpContext) -> bool {
+    let start = ctx.data();
+    if start + 16 > ctx.data_end() {
+        return false;
+    }
+    // SAFETY: 16 bytes are in the frame (checked above).
+    unsafe {
+        let macs = core::ptr::read_unaligned(start as *const [u8; 12]);
+        core::ptr::write_unaligned((start + 4) as *mut [u8; 12], macs);
+        bpf_xdp_adjust_head(ctx.ctx, 4) == 0
+    }
 }
 
 #[xdp]
@@ -97,14 +289,44 @@ pub fn baton_xdp_pass(_ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn baton_tc_egress(ctx: TcContext) -> i32 {
-    let frame = parse::Frame::new(ctx.data(), ctx.data_end());
-    let parsed = parse::classify(&frame);
-    let Some(entry) = parsed.src.and_then(|k| instance(&k)) else {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let (ifindex, len, tagged) = unsafe { ((*skb).ifindex, (*skb).len, (*skb).vlan_present != 0) };
+    let frame = parse::Frame::with_wire_len(ctx.data(), ctx.data_end(), len as usize);
+    let parsed = parse::classify(&frame, 0);
+    let Some(src) = parsed.src else {
         return TC_ACT_OK;
     };
-    // SAFETY: the context's skb pointer is valid for the program's run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if entry.owner_ifindex == ifindex || entry.owner_ifindex == 0 {
+    let Some(entry) = instance(&src) else {
+        return TC_ACT_OK;
+    };
+    // Tagged for another VLAN than the instance's: not its frame.
+    if src.vlan != 0 && src.vlan != entry.vlan {
+        return TC_ACT_OK;
+    }
+    let out = if entry.owner_ifindex == 0 {
+        ifindex
+    } else {
+        entry.owner_ifindex
+    };
+    if let (Some(seg), Some((sport, dport)), Some(dst)) = (parsed.tcp, parsed.ports, parsed.dst)
+        && entry.is_iscsi_port(sport)
+    {
+        let flow = flow_key(&src, &dst, sport, dport);
+        let stats = InstancePortKey {
+            id: entry.id,
+            ifindex: out,
+        };
+        iscsi::account(&SkbBytes(skb), &flow, &seg, TX, entry.flags, stats);
+    }
+    // The kernel sent it untagged (no VLAN device): put the instance's tag on.
+    if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && parsed.tags == 0 && !tagged {
+        // SAFETY: plain helper call on our skb.
+        if unsafe { bpf_skb_vlan_push(skb, 0x8100u16.to_be(), entry.vlan) } == 0 {
+            with_instance_counters(entry.id, out, |c| c.tags_pushed += 1);
+        }
+    }
+    if out == ifindex {
         return TC_ACT_OK;
     }
     // Leaving through the wrong port: source MAC of the owner, then redirect.
@@ -113,7 +335,7 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     }
     with_instance_counters(entry.id, ifindex, |c| c.egress_redirected += 1);
     // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
-    unsafe { bpf_redirect(entry.owner_ifindex, 0) as i32 }
+    unsafe { bpf_redirect(out, 0) as i32 }
 }
 
 #[inline(always)]
@@ -145,10 +367,20 @@ fn with_instance_counters(id: u32, ifindex: u32, f: impl FnOnce(&mut InstanceCou
 /// another CPU's insert is harmless (NOEXIST).
 #[inline(always)]
 fn per_cpu_entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Option<&'static mut V> {
+    per_cpu_entry_from(map, key, &V::default())
+}
+
+/// [`per_cpu_entry`] for values too large for the BPF stack: `zero` is a static.
+#[inline(always)]
+pub(crate) fn per_cpu_entry_from<K, V>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+    zero: &V,
+) -> Option<&'static mut V> {
     let ptr = match map.get_ptr_mut(key) {
         Some(p) => p,
         None => {
-            let _ = map.insert(key, &V::default(), 1 /* BPF_NOEXIST */);
+            let _ = map.insert(key, zero, 1 /* BPF_NOEXIST */);
             map.get_ptr_mut(key)?
         }
     };

@@ -27,32 +27,71 @@ const ND_NEIGHBOR_SOLICIT: u8 = 135;
 /// ICMPv6 header (4) + reserved (4) + target address (16).
 const NS_LEN: usize = 24;
 
+/// A frame's bytes in memory (`start..end`) and its length on the wire:
+/// at TC egress a large TCP send is one skb whose payload sits beyond
+/// `end`, in pages; lengths are checked against `wire_len`, reads against `end`.
 pub struct Frame {
     start: usize,
     end: usize,
+    wire_len: usize,
 }
 
 /// What the parser found: one L3 class, and an L4 class when a complete
 /// TCP/UDP header follows; the instance-table keys of the frame's source and
 /// destination (ARP: sender and target; neighbour solicitation: its target);
-/// whether the frame asks who owns `dst` (ARP request, NS).
+/// whether the frame asks who owns `dst` (ARP request, NS); the VLAN tags
+/// in front of L3; TCP/UDP ports and the TCP segment.
 pub struct Parsed {
     pub l3: Class,
     pub l4: Option<Class>,
     pub src: Option<InstanceKey>,
     pub dst: Option<InstanceKey>,
     pub solicit: bool,
+    pub tags: u8,
+    /// (source, destination) of a TCP or UDP header.
+    pub ports: Option<(u16, u16)>,
+    pub tcp: Option<Segment>,
+}
+
+/// A TCP segment: sequence number, flags and where its payload lies.
+#[derive(Clone, Copy)]
+pub struct Segment {
+    pub seq: u32,
+    pub syn: bool,
+    pub rst: bool,
+    /// Offset of the payload from the start of the frame.
+    pub payload_offset: u32,
+    pub payload_len: u32,
 }
 
 impl Frame {
     #[inline(always)]
     pub fn new(start: usize, end: usize) -> Self {
-        Frame { start, end }
+        Frame {
+            start,
+            end,
+            wire_len: end - start,
+        }
+    }
+
+    /// A frame of which only `start..end` is readable in place.
+    #[inline(always)]
+    pub fn with_wire_len(start: usize, end: usize, wire_len: usize) -> Self {
+        let in_memory = end - start;
+        Frame {
+            start,
+            end,
+            wire_len: if wire_len < in_memory {
+                in_memory
+            } else {
+                wire_len
+            },
+        }
     }
 
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.wire_len
     }
 
     /// A pointer to a `T` at `offset`, or `None` when the frame is too short.
@@ -72,6 +111,9 @@ const fn just(l3: Class) -> Parsed {
         src: None,
         dst: None,
         solicit: false,
+        tags: 0,
+        ports: None,
+        tcp: None,
     }
 }
 
@@ -79,15 +121,17 @@ const fn malformed() -> Parsed {
     just(Class::Malformed)
 }
 
+/// `hw_vlan`: a tag the kernel already took out of the frame (TC sees
+/// received tags in skb metadata), 0 if none.
 #[inline(always)]
-pub fn classify(frame: &Frame) -> Parsed {
+pub fn classify(frame: &Frame, hw_vlan: u16) -> Parsed {
     let Some(eth) = frame.at::<EthHdr>(0) else {
         return malformed();
     };
     // SAFETY: `at` checked the header lies inside the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut offset = EthHdr::LEN;
-    let mut vlan = 0;
+    let mut vlan = hw_vlan;
 
     // Up to two tags: 802.1ad (S-tag) or 802.1Q outside, 802.1Q inside.
     for depth in 0..2 {
@@ -99,20 +143,22 @@ pub fn classify(frame: &Frame) -> Parsed {
         };
         // SAFETY: bounds checked by `at`.
         let (tci, inner) = unsafe { ((*tag).tci, (*tag).ether_type) };
-        if depth == 0 {
+        if depth == 0 && hw_vlan == 0 {
             vlan = u16::from_be_bytes(tci) & 0x0fff;
         }
         ether_type = u16::from_be(inner);
         offset += VlanHdr::LEN;
     }
 
-    match ether_type {
+    let mut parsed = match ether_type {
         ETH_P_ARP => arp(frame, offset, vlan),
         ETH_P_IP => ipv4(frame, offset, vlan),
         ETH_P_IPV6 => ipv6(frame, offset, vlan),
         // A third tag, or any other ethertype.
         _ => just(Class::Other),
-    }
+    };
+    parsed.tags = ((offset - EthHdr::LEN) / VlanHdr::LEN) as u8;
+    parsed
 }
 
 #[inline(always)]
@@ -127,11 +173,10 @@ fn arp(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
         return just(Class::Arp);
     }
     Parsed {
-        l3: Class::Arp,
-        l4: None,
         src: Some(InstanceKey::v4(vlan, [a[14], a[15], a[16], a[17]])),
         dst: Some(InstanceKey::v4(vlan, [a[24], a[25], a[26], a[27]])),
         solicit: u16::from_be_bytes([a[6], a[7]]) == ARP_REQUEST,
+        ..just(Class::Arp)
     }
 }
 
@@ -215,12 +260,21 @@ fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, l3: Class) -> 
             return malformed();
         };
         // SAFETY: bounds checked by `at`.
-        let header_len = unsafe { (*tcp).doff() } as usize * 4;
+        let tcp = unsafe { &*tcp };
+        let header_len = tcp.doff() as usize * 4;
         if header_len < TcpHdr::LEN || header_len > ip_payload {
             return malformed();
         }
         return Parsed {
             l4: Some(Class::Tcp),
+            ports: Some((u16::from_be_bytes(tcp.source), u16::from_be_bytes(tcp.dest))),
+            tcp: Some(Segment {
+                seq: u32::from_be_bytes(tcp.seq),
+                syn: tcp.syn() != 0,
+                rst: tcp.rst() != 0,
+                payload_offset: (offset + header_len) as u32,
+                payload_len: (ip_payload - header_len) as u32,
+            }),
             ..just(l3)
         };
     }
@@ -229,12 +283,14 @@ fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, l3: Class) -> 
             return malformed();
         };
         // SAFETY: bounds checked by `at`.
-        let udp_len = unsafe { (*udp).len() } as usize;
+        let udp = unsafe { &*udp };
+        let udp_len = udp.len() as usize;
         if udp_len < UdpHdr::LEN || udp_len > ip_payload {
             return malformed();
         }
         return Parsed {
             l4: Some(Class::Udp),
+            ports: Some((udp.src_port(), udp.dst_port())),
             ..just(l3)
         };
     }

@@ -4,7 +4,7 @@
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use baton::dataplane::{PinDir, load, load_program};
-use baton_common::{InstanceEntry, InstanceKey, PortStats, names};
+use baton_common::{InstanceEntry, InstanceKey, PortStats, flags, names};
 use baton_lab::frames::{
     self, GATEWAY_V4, GATEWAY_V6, L4, arp_request, ipv4, ipv6, neighbor_solicit, with_ipv4_options,
 };
@@ -28,7 +28,15 @@ impl Rng {
 /// Valid frames of every kind the parser knows, to mutate.
 fn seeds() -> Vec<Vec<u8>> {
     let tcp = ipv4(&[], L4::Tcp, &[0u8; 64]);
+    // iSCSI: a SCSI Command BHS, then a Data-Out BHS with 16 bytes of data.
+    let mut pdus = vec![0u8; 48 + 48 + 16];
+    pdus[0] = 0x01;
+    pdus[48] = 0x05;
+    pdus[48 + 7] = 16;
     vec![
+        ipv4(&[], L4::Tcp, &pdus),
+        ipv4(&[100], L4::Tcp, &pdus),
+        ipv6(&[], L4::Tcp, &pdus),
         tcp.clone(),
         ipv4(&[100], L4::Udp, b"udp"),
         ipv4(&[0x1000 | 5, 6], L4::Icmp, b"ping"),
@@ -78,25 +86,35 @@ fn a_million_random_frames_through_every_program() {
             // Instances owned elsewhere: the drop and redirect paths get exercised.
             let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
                 HashMap::try_from(ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
-            for key in [
-                InstanceKey::v4(0, GATEWAY_V4),
-                InstanceKey::v4(100, GATEWAY_V4),
-                InstanceKey::v6(0, GATEWAY_V6),
-                InstanceKey::v4(0, frames::CLIENT_V4),
+            // Every branch: iSCSI accounting both ways, CPU steering, tag pop and push.
+            let base = InstanceEntry {
+                id: 3,
+                owner_ifindex: 4242,
+                mac: [2, 0, 0, 0, 0, 9],
+                iscsi_ports: [3260, 40000, 0, 0],
+                ..Default::default()
+            };
+            let steered = InstanceEntry {
+                cpu_count: 1,
+                ..base
+            };
+            let tagged = InstanceEntry {
+                owner_ifindex: 1,
+                vlan: 100,
+                flags: flags::VLAN_TAGS | flags::HEADER_DIGEST,
+                ..base
+            };
+            for (key, entry) in [
+                (InstanceKey::v4(0, GATEWAY_V4), steered),
+                (InstanceKey::v4(100, GATEWAY_V4), tagged),
+                (InstanceKey::v6(0, GATEWAY_V6), base),
+                (InstanceKey::v4(0, frames::CLIENT_V4), tagged),
             ] {
-                map.insert(
-                    key,
-                    InstanceEntry {
-                        id: 3,
-                        owner_ifindex: 4242,
-                        mac: [2, 0, 0, 0, 0, 9],
-                        flags: 0,
-                    },
-                    0,
-                )
-                .expect("insert");
+                map.insert(key, entry, 0).expect("insert");
             }
         }
+        baton::dataplane::steering::enable_cpus(&pins, [0]).expect("cpumap");
+        {}
         let seeds = seeds();
         let xdp: &Xdp = ebpf
             .program(names::XDP_PROGRAM)
@@ -128,8 +146,9 @@ fn a_million_random_frames_through_every_program() {
                     ..Default::default()
                 })
                 .unwrap_or_else(|e| panic!("frame {i}: XDP run failed: {e}"));
+            // XDP_DROP 1, XDP_PASS 2, XDP_REDIRECT 4 (into the cpumap).
             assert!(
-                a.return_value == 1 || a.return_value == 2,
+                [1, 2, 4].contains(&a.return_value),
                 "frame {i}: XDP returned {}",
                 a.return_value
             );
@@ -180,7 +199,7 @@ fn a_million_random_frames_through_every_program() {
         let runs = u64::from(FRAMES) + u64::from(FRAMES) / 2 - tc_ingress_refused;
         assert_eq!(total.frames().packets, runs, "frames counted: {total:?}");
         assert!(
-            xdp_actions[1] > 0 && tc_actions[2] > 0 && tc_actions[7] > 0,
+            xdp_actions[1] > 0 && xdp_actions[4] > 0 && tc_actions[2] > 0 && tc_actions[7] > 0,
             "paths not reached: XDP {xdp_actions:?} TC {tc_actions:?}"
         );
         assert!(

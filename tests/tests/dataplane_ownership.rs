@@ -1,109 +1,46 @@
 //! BPF_PROG_TEST_RUN fixtures for the instance table: ARP/ND ownership in
 //! `baton_xdp` and egress pinning in `baton_tc_egress`. Each case: a frame,
 //! where the instance's owner is, the action expected, the counters expected.
-use aya::maps::{HashMap, MapData, PerCpuHashMap};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use baton::dataplane::{PinDir, load, load_program};
-use baton_common::{InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, flags, names};
+use baton_common::{InstanceEntry, InstanceKey, flags};
 use baton_lab::frames::{
     self, GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, L4, arp_request, garp_reply, ipv4, neighbor_solicit,
 };
+#[path = "support/testrun.rs"]
+mod testrun;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
-/// The test runs on the loopback device of the test's namespace (ifindex 1).
-const HERE: u32 = 1;
-/// An owner that is not where the frame arrives.
-const ELSEWHERE: u32 = 4242;
+use testrun::{ELSEWHERE, HERE, TC_ACT_OK, TC_ACT_REDIRECT, TestDataplane, XDP_DROP, XDP_PASS};
+
 const INSTANCE_MAC: [u8; 6] = [0x02, 0xba, 0x70, 0, 0, 1];
 
-struct Dataplane {
-    ebpf: aya::Ebpf,
-    pins: PinDir,
-}
-
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.pins.path());
-    }
-}
+struct Dataplane(TestDataplane);
 
 impl Dataplane {
     fn new() -> Dataplane {
-        baton_lab::ensure_bpffs().expect("bpffs");
-        let pins = PinDir::new(format!("/sys/fs/bpf/{}-owner", baton_lab::unique_prefix()));
-        let mut ebpf = load(&pins).expect("object loads");
-        for prog in [names::XDP_PROGRAM, names::TC_EGRESS_PROGRAM] {
-            load_program(&mut ebpf, prog).expect("verifies");
-        }
-        Dataplane { ebpf, pins }
+        Dataplane(TestDataplane::new())
     }
 
     fn own(&mut self, key: InstanceKey, owner: u32) {
-        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
-            HashMap::try_from(self.ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
         let entry = InstanceEntry {
             id: 7,
             owner_ifindex: owner,
             mac: INSTANCE_MAC,
             flags: flags::OWN_MAC,
-        };
-        map.insert(key, entry, 0).expect("insert");
-    }
-
-    fn counters(&self, ifindex: u32) -> InstanceCounters {
-        let map: PerCpuHashMap<&MapData, InstancePortKey, InstanceCounters> =
-            PerCpuHashMap::try_from(self.ebpf.map(names::INSTANCE_STATS_MAP).expect("map"))
-                .expect("per-cpu");
-        let mut sum = InstanceCounters::default();
-        if let Ok(per_cpu) = map.get(&InstancePortKey { id: 7, ifindex }, 0) {
-            for c in per_cpu.iter() {
-                sum.add(c);
-            }
-        }
-        sum
-    }
-
-    /// Runs XDP as if the frame arrived on ifindex 1 (xdp_md.ingress_ifindex).
-    fn xdp(&self, frame: &[u8]) -> u32 {
-        let prog: &Xdp = self
-            .ebpf
-            .program(names::XDP_PROGRAM)
-            .expect("prog")
-            .try_into()
-            .expect("xdp");
-        let mut md = [0u8; 24];
-        md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes()); // data_end
-        md[12..16].copy_from_slice(&HERE.to_ne_bytes()); // ingress_ifindex
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            ctx_in: Some(&md),
+            vlan: key.vlan,
             ..Default::default()
-        })
-        .expect("test run")
-        .return_value
+        };
+        self.0.own(key, entry);
     }
 
-    /// Runs TC egress (skb->dev is the namespace's loopback, ifindex 1).
+    fn counters(&self, ifindex: u32) -> baton_common::InstanceCounters {
+        self.0.counters(7, ifindex)
+    }
+
+    fn xdp(&self, frame: &[u8]) -> u32 {
+        self.0.xdp(frame).0
+    }
+
     fn tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(names::TC_EGRESS_PROGRAM)
-            .expect("prog")
-            .try_into()
-            .expect("tc");
-        let mut out = vec![0u8; frame.len() + 64];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("test run");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        self.0.tc_egress(frame)
     }
 }
 

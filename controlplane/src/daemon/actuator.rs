@@ -4,7 +4,7 @@
 use super::announce;
 use crate::dataplane::{InstanceTable, key_for};
 use anyhow::{Context as _, Result};
-use baton_common::{InstanceEntry, flags};
+use baton_common::InstanceEntry;
 use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
@@ -241,20 +241,13 @@ impl Actuator {
 
     /// The instance-table entry for an instance owned by `ifindex`.
     pub fn entry(id: u32, inst: &Instance, ifindex: u32, port_mac: [u8; 6]) -> InstanceEntry {
-        match inst.mac {
-            Some(mac) => InstanceEntry {
-                id,
-                owner_ifindex: ifindex,
-                mac,
-                flags: flags::OWN_MAC,
-            },
-            None => InstanceEntry {
-                id,
-                owner_ifindex: ifindex,
-                mac: port_mac,
-                flags: 0,
-            },
+        let mut entry = crate::dataplane::entry_for(inst);
+        entry.id = id;
+        entry.owner_ifindex = ifindex;
+        if inst.mac.is_none() {
+            entry.mac = port_mac;
         }
+        entry
     }
 
     /// Carries out one move, make-before-break: prepare the target, flip the

@@ -233,6 +233,13 @@ impl Daemon {
     /// if that port has not failed, else the first healthy one in the
     /// instance's order; the other copies are removed. The map is made to agree.
     async fn reconcile(&mut self) -> Result<()> {
+        let cpus: BTreeSet<u32> = self
+            .config
+            .instances
+            .values()
+            .flat_map(|i| i.cpus.iter().copied())
+            .collect();
+        dataplane::steering::enable_cpus(&self.pins, cpus)?;
         let configured = self.actuator.addresses().await?;
         self.placement.clear();
         let names: Vec<String> = self.config.instances.keys().cloned().collect();
@@ -247,7 +254,11 @@ impl Daemon {
             .config
             .instances
             .values()
-            .map(|i| key_for(i.vlan, i.address.addr()))
+            .flat_map(|i| {
+                let key = key_for(i.vlan, i.address.addr());
+                [Some(key), dataplane::untagged(&key)]
+            })
+            .flatten()
             .collect();
         for (key, _) in self.actuator.table.entries() {
             if !wanted.contains(&key) {

@@ -59,7 +59,10 @@ pub struct Costs {
 }
 
 /// Measures every program on the loopback device of the caller's namespace
-/// (ifindex 1, which owns the instance here). Nothing is attached.
+/// (ifindex 1, which owns the instance here). Nothing is attached. The
+/// iSCSI frame runs through PDU accounting: the first run finds the flow
+/// (one whole PDU), the repeats are what most segments of a long transfer
+/// are, data inside a PDU whose end is known.
 pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
     let mut ebpf = load(pins)?;
     for p in [
@@ -79,7 +82,8 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
                 id: 1,
                 owner_ifindex: 1,
                 mac: GATEWAY_MAC,
-                flags: 0,
+                iscsi_ports: [3260, 0, 0, 0],
+                ..Default::default()
             },
             0,
         )?;

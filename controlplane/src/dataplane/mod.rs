@@ -9,8 +9,11 @@ pub mod bench;
 mod instances;
 mod pins;
 mod stats;
+pub mod steering;
 
-pub use instances::{InstanceTable, addr_of, instance_counters, key_for};
+pub use instances::{
+    InstanceTable, addr_of, entry_for, instance_counters, key_for, pdu_counters, untagged,
+};
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
 pub use stats::{PortCounters, read_stats};
 
