@@ -270,6 +270,32 @@ impl PduCounters {
     }
 }
 
+/// RFC 7143 name of an iSCSI opcode (as baton prints it).
+pub const fn iscsi_opcode_name(opcode: u8) -> Option<&'static str> {
+    Some(match opcode {
+        0x00 => "nop-out",
+        0x01 => "scsi-command",
+        0x02 => "task-management-request",
+        0x03 => "login-request",
+        0x04 => "text-request",
+        0x05 => "data-out",
+        0x06 => "logout-request",
+        0x10 => "snack",
+        0x20 => "nop-in",
+        0x21 => "scsi-response",
+        0x22 => "task-management-response",
+        0x23 => "login-response",
+        0x24 => "text-response",
+        0x25 => "data-in",
+        0x26 => "logout-response",
+        0x31 => "r2t",
+        0x32 => "async-message",
+        0x3f => "reject",
+        0x1c..=0x1e | 0x3c..=0x3e => "vendor",
+        _ => return None,
+    })
+}
+
 /// One direction of a TCP connection (LRU key of the iSCSI flow table).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

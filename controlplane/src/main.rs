@@ -149,6 +149,13 @@ enum DataplaneCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Frames the XDP program steered to each CPU.
+    Steered {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-packet cost of each program (BPF_PROG_TEST_RUN); attaches nothing.
     Bench {
         #[arg(long, default_value_t = 1_000_000)]
@@ -367,7 +374,22 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             let pins = PinDir::new(pins.pin_dir);
             let table = dataplane::InstanceTable::open(&pins)?;
             let counters = dataplane::instance_counters(&pins)?;
-            print_instances(&table, &counters, json)?;
+            let pdus = dataplane::pdu_counters(&pins)?;
+            print_instances(&table, &counters, &pdus, json)?;
+        }
+        DataplaneCmd::Steered { pins, json } => {
+            let steered = dataplane::steering::steered(&PinDir::new(pins.pin_dir))?;
+            if json {
+                let map: serde_json::Map<_, _> = steered
+                    .iter()
+                    .map(|(cpu, n)| (cpu.to_string(), serde_json::json!(n)))
+                    .collect();
+                println!("{}", serde_json::Value::Object(map));
+            } else {
+                for (cpu, n) in steered {
+                    println!("cpu {cpu}: {n} frames steered");
+                }
+            }
         }
         DataplaneCmd::Verify { pins } => {
             let pins = PinDir::new(pins.pin_dir);
@@ -391,6 +413,7 @@ fn print_instances(
         baton_common::InstancePortKey,
         baton_common::InstanceCounters,
     )],
+    pdus: &[(baton_common::InstancePortKey, baton_common::PduCounters)],
     json: bool,
 ) -> Result<()> {
     let mut rows = Vec::new();
@@ -402,11 +425,17 @@ fn print_instances(
             .iter()
             .filter(|(k, _)| k.id == entry.id)
             .map(|(k, c)| {
+                let iscsi = pdus
+                    .iter()
+                    .find(|(pk, _)| pk == k)
+                    .map(|(_, p)| pdu_json(p));
                 serde_json::json!({
                     "port": baton::netdev::name_of(k.ifindex),
                     "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "last_seen_ns": c.last_seen_ns,
                     "solicits": c.solicits, "solicits_dropped": c.solicits_dropped,
                     "egress_redirected": c.egress_redirected,
+                    "tags_popped": c.tags_popped, "tags_pushed": c.tags_pushed,
+                    "iscsi": iscsi,
                 })
             })
             .collect();
@@ -431,6 +460,8 @@ fn print_instances(
         "solicits",
         "dropped",
         "redirected",
+        "iscsi pdus rx/tx",
+        "resyncs",
     ]);
     for r in &rows {
         for p in r["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -444,11 +475,36 @@ fn print_instances(
                 p["solicits"].to_string(),
                 p["solicits_dropped"].to_string(),
                 p["egress_redirected"].to_string(),
+                format!("{}/{}", p["iscsi"]["rx_total"], p["iscsi"]["tx_total"]),
+                p["iscsi"]["resyncs"].to_string(),
             ]);
         }
     }
     println!("{t}");
     Ok(())
+}
+
+/// PDUs by opcode name and direction, with totals.
+fn pdu_json(p: &baton_common::PduCounters) -> serde_json::Value {
+    let side = |d: usize| -> (serde_json::Map<String, serde_json::Value>, u64) {
+        let mut m = serde_json::Map::new();
+        let mut total = 0;
+        for (op, n) in p.pdus[d].iter().enumerate() {
+            if *n > 0 {
+                let name = baton_common::iscsi_opcode_name(op as u8)
+                    .map_or_else(|| format!("opcode-{op:#04x}"), str::to_string);
+                m.insert(name, serde_json::json!(n));
+                total += n;
+            }
+        }
+        (m, total)
+    };
+    let (rx, rx_total) = side(baton_common::RX);
+    let (tx, tx_total) = side(baton_common::TX);
+    serde_json::json!({
+        "rx": rx, "tx": tx, "rx_total": rx_total, "tx_total": tx_total,
+        "resyncs": p.resyncs, "unsynced_segments": p.unsynced_segments,
+    })
 }
 
 fn print_stats(rows: &[dataplane::PortCounters], json: bool) -> Result<()> {

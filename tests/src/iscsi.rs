@@ -98,3 +98,123 @@ impl Drop for Target {
         let _ = std::fs::remove_file(&self.lun);
     }
 }
+
+/// iSCSI PDUs per opcode, initiator -> target and target -> initiator.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PduTally {
+    pub requests: std::collections::BTreeMap<u8, u64>,
+    pub responses: std::collections::BTreeMap<u8, u64>,
+}
+
+/// The PDUs in a pcap file (tcpdump -w) of TCP port 3260, decoded the long
+/// way, independently of baton: each connection's two byte streams
+/// reassembled by sequence number, then walked header by header, with
+/// digests when the login responses negotiated them.
+pub fn pdus_in_pcap(path: &std::path::Path) -> Result<PduTally> {
+    use std::collections::BTreeMap;
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(data.len() >= 24, "{} is not a pcap file", path.display());
+    let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+    anyhow::ensure!(
+        magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d,
+        "{}: not a little-endian pcap file",
+        path.display()
+    );
+    // (src, sport, dst, dport) -> (first payload byte's sequence number, pieces by sequence)
+    type Flow = (std::net::IpAddr, u16, std::net::IpAddr, u16);
+    type Pieces = (Option<u32>, Vec<(u32, Vec<u8>)>);
+    let mut flows: BTreeMap<Flow, Pieces> = BTreeMap::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl =
+            u32::from_le_bytes([data[at + 8], data[at + 9], data[at + 10], data[at + 11]]) as usize;
+        let frame = data
+            .get(at + 16..at + 16 + incl)
+            .context("pcap record runs past the end")?;
+        at += 16 + incl;
+        let Ok(p) = etherparse::SlicedPacket::from_ethernet(frame) else {
+            continue;
+        };
+        let (Some(net), Some(etherparse::TransportSlice::Tcp(tcp))) = (p.net, p.transport) else {
+            continue;
+        };
+        let (src, dst) = match net {
+            etherparse::NetSlice::Ipv4(ip) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+            ),
+            etherparse::NetSlice::Ipv6(ip) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+            ),
+            _ => continue,
+        };
+        let flow = flows
+            .entry((src, tcp.source_port(), dst, tcp.destination_port()))
+            .or_default();
+        if tcp.syn() {
+            flow.0 = Some(tcp.sequence_number().wrapping_add(1));
+        }
+        if !tcp.payload().is_empty() {
+            flow.1.push((tcp.sequence_number(), tcp.payload().to_vec()));
+        }
+    }
+    // Each direction's bytes in order, repeats dropped.
+    let mut streams: Vec<(bool, Vec<u8>)> = Vec::new();
+    for ((_, sport, _, dport), (isn, pieces)) in flows {
+        let Some(isn) = isn else {
+            anyhow::bail!("a flow {sport} -> {dport} without its SYN in the capture");
+        };
+        let mut sorted: Vec<(u32, Vec<u8>)> = pieces
+            .into_iter()
+            .map(|(seq, b)| (seq.wrapping_sub(isn), b))
+            .collect();
+        sorted.sort_by_key(|(off, _)| *off);
+        let mut stream = Vec::new();
+        for (off, bytes) in sorted {
+            let off = off as usize;
+            anyhow::ensure!(
+                off <= stream.len(),
+                "bytes missing from the capture at {off}"
+            );
+            if off + bytes.len() > stream.len() {
+                stream.extend_from_slice(&bytes[stream.len() - off..]);
+            }
+        }
+        streams.push((dport == 3260, stream));
+    }
+    let negotiated = |key: &str| {
+        streams
+            .iter()
+            .any(|(req, s)| !req && s.windows(key.len()).any(|w| w == key.as_bytes()))
+    };
+    let digests = (
+        negotiated("HeaderDigest=CRC32C"),
+        negotiated("DataDigest=CRC32C"),
+    );
+    let mut tally = PduTally::default();
+    for (request, s) in &streams {
+        let mut pos = 0;
+        while pos + 48 <= s.len() {
+            let opcode = s[pos] & 0x3f;
+            let ahs = s[pos + 4] as usize * 4;
+            let data = u32::from_be_bytes([0, s[pos + 5], s[pos + 6], s[pos + 7]]) as usize;
+            let login = opcode == 0x03 || opcode == 0x23;
+            let mut len = 48 + ahs + data.div_ceil(4) * 4;
+            if digests.0 && !login {
+                len += 4;
+            }
+            if digests.1 && !login && data > 0 {
+                len += 4;
+            }
+            let side = if *request {
+                &mut tally.requests
+            } else {
+                &mut tally.responses
+            };
+            *side.entry(opcode).or_default() += 1;
+            pos += len;
+        }
+    }
+    Ok(tally)
+}

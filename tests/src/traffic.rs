@@ -190,3 +190,48 @@ pub fn iperf(lab: &Lab, gw: usize, target: Ipv4Addr, seconds: u32) -> Result<f64
     }
     Ok(bps)
 }
+
+/// Sends one raw Ethernet frame out of `dev` in `ns` (an AF_PACKET socket
+/// in a thread that entered the namespace): frames no tool here builds,
+/// such as an 802.1Q-tagged ARP request (the kernel has no VLAN devices).
+pub fn send_raw(ns: &crate::Netns, dev: &str, frame: &[u8]) -> Result<()> {
+    let path = ns.path();
+    let dev = std::ffi::CString::new(dev)?;
+    let frame = frame.to_vec();
+    std::thread::spawn(move || -> Result<()> {
+        crate::probe::enter(&path)?;
+        // SAFETY: plain socket calls on a socket this thread owns; the
+        // address structure is zeroed and filled as packet(7) documents.
+        unsafe {
+            let ifindex = libc::if_nametoindex(dev.as_ptr());
+            if ifindex == 0 {
+                bail!("no device {dev:?} in the namespace");
+            }
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
+            }
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = ifindex as i32;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if sent != frame.len() as isize {
+                return Err(err).context("sending a raw frame");
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("raw sender panicked"))?
+}

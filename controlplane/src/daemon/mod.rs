@@ -102,6 +102,25 @@ struct Daemon {
     last_link_event: Instant,
 }
 
+/// What each ingress hook cannot do, said once at start.
+fn warn_hook_limits(config: &baton_config::Config) {
+    use baton_config::model::IngressHook;
+    for (name, inst) in &config.instances {
+        match config.daemon.ingress {
+            IngressHook::Xdp if inst.vlan.is_some() => warn!(
+                instance = %name,
+                "XDP pops only VLAN tags that arrive in the frame (NICs with rxvlan off); \
+                 on veth and VLAN-offloading NICs the tag is metadata: use [daemon] ingress = \"tcx\""
+            ),
+            IngressHook::Tcx if !inst.cpus.is_empty() => warn!(
+                instance = %name,
+                "CPU steering needs the XDP hook (cpumaps take XDP frames); cpus ignored with ingress = \"tcx\""
+            ),
+            _ => {}
+        }
+    }
+}
+
 impl Daemon {
     async fn start(opts: Options) -> Result<Daemon> {
         let config = baton_config::load(&opts.config)
@@ -145,6 +164,7 @@ impl Daemon {
             baton_config::model::IngressHook::Xdp => dataplane::ProgramSet::Baton,
             baton_config::model::IngressHook::Tcx => dataplane::ProgramSet::TcIngress,
         };
+        warn_hook_limits(&config);
         for a in dataplane::attach_set(&pins, &present, AttachMode::Auto, programs)? {
             info!(port = %a.port, mode = %a.mode, "dataplane attached");
         }
