@@ -60,3 +60,35 @@ pub fn delta(after: &Counters, before: &Counters, port: &str, class: &str) -> u6
     let get = |c: &Counters| c.get(port).and_then(|r| r.get(class)).copied().unwrap_or(0);
     get(after) - get(before)
 }
+
+/// Runs `baton ARGS` in the gateway; its stdout, or an error with its stderr.
+pub fn baton_ok(gw: &Gateway, args: &[&str]) -> Result<String> {
+    let out = baton(gw, args)?;
+    if !out.status.success() {
+        bail!(
+            "baton {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `baton dataplane instances --json`, parsed.
+pub fn instances(gw: &Gateway) -> Result<serde_json::Value> {
+    serde_json::from_str(&baton_ok(gw, &["dataplane", "instances", "--json"])?)
+        .context("parsing instances --json")
+}
+
+/// The scene most dataplane lab tests start from: `addr`/24 on `port`,
+/// baton attached to every port, the address owned by `port` as instance 1
+/// (`extra`: more `dataplane own` options).
+pub fn place(gw: &Gateway, addr: &str, port: &str, extra: &[&str]) -> Result<()> {
+    gw.ns
+        .ip(&["addr", "add", &format!("{addr}/24"), "dev", port])?;
+    attach(gw)?;
+    let mut args = vec!["dataplane", "own", addr, "--port", port, "--id", "1"];
+    args.extend_from_slice(extra);
+    baton_ok(gw, &args)?;
+    Ok(())
+}

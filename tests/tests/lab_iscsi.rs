@@ -2,7 +2,7 @@
 //! against tgtd through baton's XDP program. What baton counted per opcode
 //! must equal what a capture on the client decodes, both directions, with
 //! no resync.
-use baton_lab::dataplane::{attach, baton};
+use baton_lab::dataplane::{instances, place};
 use baton_lab::iscsi::{Target, pdus_in_pcap};
 use baton_lab::{Lab, LabSpec};
 use std::collections::BTreeMap;
@@ -32,28 +32,7 @@ fn counted(table: &serde_json::Value, port: &str, dir: &str) -> BTreeMap<u8, u64
 fn pdu_counts_equal_what_iscsi_inq_sent() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
-    gw.ns
-        .ip(&["addr", "add", &format!("{INSTANCE}/24"), "dev", "ge0"])?;
-    attach(gw)?;
-    let own = baton(
-        gw,
-        &[
-            "dataplane",
-            "own",
-            INSTANCE,
-            "--port",
-            "ge0",
-            "--id",
-            "1",
-            "--iscsi-port",
-            "3260",
-        ],
-    )?;
-    anyhow::ensure!(
-        own.status.success(),
-        "own: {}",
-        String::from_utf8_lossy(&own.stderr)
-    );
+    place(gw, INSTANCE, "ge0", &["--iscsi-port", "3260"])?;
     let target = Target::start(&gw.ns, INSTANCE.parse()?, 8)?;
 
     let pcap = std::env::temp_dir().join(format!("{}-iscsi.pcap", baton_lab::unique_prefix()));
@@ -88,8 +67,7 @@ fn pdu_counts_equal_what_iscsi_inq_sent() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&pcap);
     let truth = truth?;
 
-    let out = baton(gw, &["dataplane", "instances", "--json"])?;
-    let table: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let table = instances(gw)?;
     let rx = counted(&table, "ge0", "rx");
     let tx = counted(&table, "ge0", "tx");
     let iscsi = &table[0]["ports"];

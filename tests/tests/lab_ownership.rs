@@ -1,17 +1,8 @@
 //! The instance table on real traffic: ARP flux gone, TC egress pinning.
-use baton_lab::dataplane::{attach, baton};
+use baton_lab::dataplane::{attach, baton_ok};
 use baton_lab::{CLIENT_ADDR, Lab, LabSpec};
 
 const INSTANCE: &str = "192.0.2.100";
-
-fn ok(out: std::process::Output) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        out.status.success(),
-        "baton failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Source MACs of the ARP replies the client receives for one request.
 fn arp_replies(lab: &Lab) -> anyhow::Result<Vec<String>> {
@@ -46,10 +37,10 @@ fn arp_flux_is_gone_only_the_owner_answers() -> anyhow::Result<()> {
     );
 
     attach(gw)?;
-    ok(baton(
+    baton_ok(
         gw,
         &["dataplane", "own", INSTANCE, "--port", "ge0", "--id", "1"],
-    )?)?;
+    )?;
     let after = arp_replies(&lab)?;
     assert_eq!(
         after,
@@ -62,13 +53,13 @@ fn arp_flux_is_gone_only_the_owner_answers() -> anyhow::Result<()> {
         .ip(&["addr", "del", &format!("{INSTANCE}/24"), "dev", "ge0"])?;
     gw.ns
         .ip(&["addr", "add", &format!("{INSTANCE}/24"), "dev", "ge1"])?;
-    ok(baton(
+    baton_ok(
         gw,
         &["dataplane", "own", INSTANCE, "--port", "ge1", "--id", "1"],
-    )?)?;
+    )?;
     assert_eq!(arp_replies(&lab)?, vec![gw.ns.mac("ge1")?]);
 
-    let table = ok(baton(gw, &["dataplane", "instances", "--json"])?)?;
+    let table = baton_ok(gw, &["dataplane", "instances", "--json"])?;
     let v: serde_json::Value = serde_json::from_str(&table)?;
     let dropped: u64 = v[0]["ports"]
         .as_array()
@@ -87,10 +78,10 @@ fn tc_egress_sends_instance_replies_out_of_the_owner() -> anyhow::Result<()> {
     gw.ns
         .ip(&["addr", "add", &format!("{INSTANCE}/24"), "dev", "ge0"])?;
     attach(gw)?;
-    ok(baton(
+    baton_ok(
         gw,
         &["dataplane", "own", INSTANCE, "--port", "ge0", "--id", "1"],
-    )?)?;
+    )?;
     // Kernel routes point the wrong way: replies to the client leave via ge1.
     gw.ns.ip(&[
         "route",
@@ -124,7 +115,7 @@ fn tc_egress_sends_instance_replies_out_of_the_owner() -> anyhow::Result<()> {
         "source MAC is not ge0's: {owner_lines:?}"
     );
 
-    let table = ok(baton(gw, &["dataplane", "instances", "--json"])?)?;
+    let table = baton_ok(gw, &["dataplane", "instances", "--json"])?;
     let v: serde_json::Value = serde_json::from_str(&table)?;
     let ge1 = v[0]["ports"]
         .as_array()

@@ -2,7 +2,7 @@
 //! TCP stream redirected into the cpumap queue of CPU 1, where the kernel
 //! stack runs it (softnet "processed" on CPU 1 grows by at least as much),
 //! and the stream arrives intact (no checksum errors, data delivered).
-use baton_lab::dataplane::{attach, baton};
+use baton_lab::dataplane::{baton_ok, place};
 use baton_lab::{Lab, LabSpec};
 
 const INSTANCE: &str = "192.0.2.100";
@@ -44,35 +44,14 @@ fn an_instances_stream_runs_on_its_cpu() -> anyhow::Result<()> {
     let gw = lab.gw(0);
     // A cpumap redirect drops CHECKSUM_PARTIAL: the sender computes checksums.
     lab.client.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
-    gw.ns
-        .ip(&["addr", "add", &format!("{INSTANCE}/24"), "dev", "ge0"])?;
-    attach(gw)?;
-    let own = baton(
-        gw,
-        &[
-            "dataplane",
-            "own",
-            INSTANCE,
-            "--port",
-            "ge0",
-            "--id",
-            "1",
-            "--cpu",
-            "1",
-        ],
-    )?;
-    anyhow::ensure!(
-        own.status.success(),
-        "{}",
-        String::from_utf8_lossy(&own.stderr)
-    );
+    place(gw, INSTANCE, "ge0", &["--cpu", "1"])?;
 
     let before = softnet_processed(1)?;
     let bps = baton_lab::traffic::iperf(&lab, 0, INSTANCE.parse()?, 2)?;
     let processed = softnet_processed(1)? - before;
 
-    let out = baton(gw, &["dataplane", "steered", "--json"])?;
-    let steered: std::collections::BTreeMap<String, u64> = serde_json::from_slice(&out.stdout)?;
+    let steered: std::collections::BTreeMap<String, u64> =
+        serde_json::from_str(&baton_ok(gw, &["dataplane", "steered", "--json"])?)?;
     println!(
         "iperf3 {:.2} Gbit/s, steered {steered:?}, CPU 1 processed {processed}",
         bps / 1e9

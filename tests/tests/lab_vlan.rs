@@ -8,20 +8,11 @@
 //! pops in-band tags only: NICs with `rxvlan off`; BPF_PROG_TEST_RUN
 //! fixtures cover that path). So VLAN instances take `ingress = "tcx"`
 //! here, and the XDP case below checks the limit is what we say it is.
-use baton_lab::dataplane::baton;
+use baton_lab::dataplane::baton_ok;
 use baton_lab::frames::arp_request;
 use baton_lab::{Lab, LabSpec};
 
 const INSTANCE: [u8; 4] = [192, 0, 2, 100];
-
-fn ok(out: std::process::Output) -> anyhow::Result<String> {
-    anyhow::ensure!(
-        out.status.success(),
-        "baton failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 #[test]
 fn a_tagged_arp_request_gets_a_tagged_reply_at_tcx() -> anyhow::Result<()> {
@@ -47,7 +38,7 @@ fn tagged_arp(programs: &str) -> anyhow::Result<usize> {
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
     gw.ns.ip(&["addr", "add", "192.0.2.100/24", "dev", "ge0"])?;
-    ok(baton(
+    baton_ok(
         gw,
         &[
             "dataplane",
@@ -59,8 +50,8 @@ fn tagged_arp(programs: &str) -> anyhow::Result<usize> {
             "--programs",
             programs,
         ],
-    )?)?;
-    ok(baton(
+    )?;
+    baton_ok(
         gw,
         &[
             "dataplane",
@@ -73,7 +64,7 @@ fn tagged_arp(programs: &str) -> anyhow::Result<usize> {
             "--id",
             "1",
         ],
-    )?)?;
+    )?;
     let ge0_mac = gw.ns.mac("ge0")?;
     let capture = lab.capture(&lab.client, "eth0", "vlan 100 and arp")?;
     baton_lab::traffic::send_raw(&lab.client, "eth0", &arp_request(&[100], INSTANCE))?;
@@ -92,7 +83,7 @@ fn tagged_arp(programs: &str) -> anyhow::Result<usize> {
     assert!(replies[0].contains("vlan 100"), "{}", replies[0]);
 
     let table: serde_json::Value =
-        serde_json::from_str(&ok(baton(gw, &["dataplane", "instances", "--json"])?)?)?;
+        serde_json::from_str(&baton_ok(gw, &["dataplane", "instances", "--json"])?)?;
     let sum = |field: &str| -> u64 {
         table
             .as_array()
