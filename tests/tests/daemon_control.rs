@@ -363,6 +363,27 @@ fn metrics_show_the_failover() -> anyhow::Result<()> {
         Some(1.0)
     );
 
+    // One iSCSI session: its PDUs by opcode (services = [3260] makes 3260 an iSCSI port).
+    let target = baton_lab::iscsi::Target::start(&lab.gw(0).ns, INSTANCE.parse()?, 8)?;
+    let inq = lab
+        .client
+        .command("iscsi-inq")
+        .args(["-i", "iqn.2026-11.lab.baton:client", &target.url()])
+        .output()?;
+    anyhow::ensure!(inq.status.success(), "iscsi-inq failed");
+    let iscsi = scrape()?;
+    for (dir, opcode) in [
+        ("rx", "login-request"),
+        ("rx", "logout-request"),
+        ("tx", "login-response"),
+    ] {
+        let series = format!(
+            "baton_iscsi_pdus_total{{instance=\"iscsi-a\",port=\"ge0\",direction=\"{dir}\",opcode=\"{opcode}\"}}"
+        );
+        assert_eq!(value(&iscsi, &series), Some(1.0), "{series} in {iscsi}");
+    }
+    drop(target);
+
     traffic::ping(&lab, INSTANCE.parse()?, 5)?;
     lab.pull_cable(0, 0)?;
     daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;

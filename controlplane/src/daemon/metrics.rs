@@ -39,6 +39,15 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PduLabels {
+    pub instance: String,
+    pub port: String,
+    /// "rx" (to the instance, at ingress) or "tx" (from it, at egress).
+    pub direction: String,
+    pub opcode: String,
+}
+
 type Counters = Family<OwnerLabels, Counter<u64, AtomicU64>>;
 
 pub struct Metrics {
@@ -53,6 +62,10 @@ pub struct Metrics {
     solicits: Counters,
     solicits_dropped: Counters,
     egress_redirected: Counters,
+    tags_popped: Counters,
+    tags_pushed: Counters,
+    iscsi_pdus: Family<PduLabels, Counter<u64, AtomicU64>>,
+    iscsi_resyncs: Counters,
     /// Names for the dataplane's ids: instance id -> name, ifindex -> port.
     pub names: Mutex<(BTreeMap<u32, String>, BTreeMap<u32, String>)>,
     pins: PinDir,
@@ -73,6 +86,10 @@ impl Metrics {
             solicits: Family::default(),
             solicits_dropped: Family::default(),
             egress_redirected: Family::default(),
+            tags_popped: Family::default(),
+            tags_pushed: Family::default(),
+            iscsi_pdus: Family::default(),
+            iscsi_resyncs: Family::default(),
             names: Mutex::default(),
             pins,
             registry: Registry::default(),
@@ -127,6 +144,26 @@ impl Metrics {
             "Frames from an instance redirected to its owner by TC egress",
             m.egress_redirected.clone(),
         );
+        registry.register(
+            "dataplane_vlan_tags_popped",
+            "VLAN tags taken off at ingress for an instance without a VLAN device",
+            m.tags_popped.clone(),
+        );
+        registry.register(
+            "dataplane_vlan_tags_pushed",
+            "VLAN tags put on at egress for such an instance",
+            m.tags_pushed.clone(),
+        );
+        registry.register(
+            "iscsi_pdus",
+            "iSCSI PDUs on an instance's iSCSI ports, by port, direction and opcode",
+            m.iscsi_pdus.clone(),
+        );
+        registry.register(
+            "iscsi_resyncs",
+            "Times an iSCSI flow lost its place in the PDU stream (counting paused until found again)",
+            m.iscsi_resyncs.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -163,12 +200,52 @@ impl Metrics {
                     (&self.solicits, c.solicits),
                     (&self.solicits_dropped, c.solicits_dropped),
                     (&self.egress_redirected, c.egress_redirected),
+                    (&self.tags_popped, c.tags_popped),
+                    (&self.tags_pushed, c.tags_pushed),
                 ] {
                     family
                         .get_or_create(&labels)
                         .inner()
                         .store(v, Ordering::Relaxed);
                 }
+            }
+        }
+        if let Ok(pdus) = dataplane::pdu_counters(&self.pins)
+            && let Ok(names) = self.names.lock()
+        {
+            for (k, c) in pdus {
+                let (Some(instance), Some(port)) = (names.0.get(&k.id), names.1.get(&k.ifindex))
+                else {
+                    continue;
+                };
+                for (dir, direction) in [(baton_common::RX, "rx"), (baton_common::TX, "tx")] {
+                    for (op, n) in c.pdus[dir].iter().enumerate() {
+                        let Some(opcode) = baton_common::iscsi_opcode_name(op as u8) else {
+                            continue;
+                        };
+                        if *n == 0 {
+                            continue;
+                        }
+                        let labels = PduLabels {
+                            instance: instance.clone(),
+                            port: port.clone(),
+                            direction: direction.into(),
+                            opcode: opcode.into(),
+                        };
+                        self.iscsi_pdus
+                            .get_or_create(&labels)
+                            .inner()
+                            .store(*n, Ordering::Relaxed);
+                    }
+                }
+                let labels = OwnerLabels {
+                    instance: instance.clone(),
+                    port: port.clone(),
+                };
+                self.iscsi_resyncs
+                    .get_or_create(&labels)
+                    .inner()
+                    .store(c.resyncs, Ordering::Relaxed);
             }
         }
         let mut out = String::new();
