@@ -70,6 +70,13 @@ pub struct PortStats {
 }
 
 impl PortStats {
+    pub const ZERO: PortStats = PortStats {
+        classes: [Counter {
+            packets: 0,
+            bytes: 0,
+        }; NUM_CLASSES],
+    };
+
     pub fn get(&self, class: Class) -> Counter {
         self.classes[class as usize]
     }
@@ -106,21 +113,18 @@ pub struct InstanceKey {
     /// 4 or 6.
     pub family: u8,
     pub _pad: u8,
-    pub addr: [u8; 16],
+    /// Network byte order; u32 words so the key is 4-byte aligned and the
+    /// BPF programs copy it in words, not bytes.
+    pub addr: [u32; 4],
 }
 
 impl InstanceKey {
     pub const fn v4(vlan: u16, addr: [u8; 4]) -> Self {
-        let mut a = [0u8; 16];
-        a[0] = addr[0];
-        a[1] = addr[1];
-        a[2] = addr[2];
-        a[3] = addr[3];
         InstanceKey {
             vlan,
             family: 4,
             _pad: 0,
-            addr: a,
+            addr: [u32::from_ne_bytes(addr), 0, 0, 0],
         }
     }
     pub const fn v6(vlan: u16, addr: [u8; 16]) -> Self {
@@ -128,9 +132,34 @@ impl InstanceKey {
             vlan,
             family: 6,
             _pad: 0,
-            addr,
+            addr: words(addr),
         }
     }
+
+    /// The address bytes (IPv4 in the first four).
+    pub const fn bytes(&self) -> [u8; 16] {
+        let [a, b, c, d] = self.addr;
+        let (a, b, c, d) = (
+            a.to_ne_bytes(),
+            b.to_ne_bytes(),
+            c.to_ne_bytes(),
+            d.to_ne_bytes(),
+        );
+        [
+            a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
+            d[2], d[3],
+        ]
+    }
+}
+
+/// 16 address bytes as four words in memory order.
+pub const fn words(b: [u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
 }
 
 /// Value of the instance table. Moving an instance is one update of this
@@ -215,6 +244,17 @@ pub struct InstanceCounters {
 }
 
 impl InstanceCounters {
+    pub const ZERO: InstanceCounters = InstanceCounters {
+        rx_packets: 0,
+        rx_bytes: 0,
+        last_seen_ns: 0,
+        solicits: 0,
+        solicits_dropped: 0,
+        egress_redirected: 0,
+        tags_popped: 0,
+        tags_pushed: 0,
+    };
+
     pub fn add(&mut self, o: &InstanceCounters) {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
@@ -300,8 +340,8 @@ pub const fn iscsi_opcode_name(opcode: u8) -> Option<&'static str> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKey {
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
     pub sport: u16,
     pub dport: u16,
     pub vlan: u16,

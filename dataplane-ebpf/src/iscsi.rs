@@ -10,7 +10,7 @@
 //! out of sync (or one that began before baton) is found again only on a
 //! segment that starts with a valid BHS and whose PDUs end exactly where the
 //! segment ends; nothing is counted from a guess.
-use crate::{Bytes, parse::Segment, per_cpu_entry_from};
+use crate::{Bytes, parse::Segment, per_cpu_entry};
 use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuHashMap},
@@ -50,21 +50,32 @@ const TARGET_OPCODES: u64 = 0x7f << 0x20 | 0b11 << 0x31 | 0b1111 << 0x3c;
 const TOP_BIT_SET: u64 =
     1 | 1 << 0x02 | 1 << 0x06 | 1 << 0x10 | 0b111 << 0x20 | 1 << 0x26 | 0b11 << 0x31 | 1 << 0x3f;
 
-/// Accounts one TCP segment of an iSCSI flow; `dir` is RX (to the
-/// instance's iSCSI port) or TX (from it); `instance_flags` carries the
-/// negotiated digests.
+/// One segment to account: its flow direction, where its counts go,
+/// RX (to the instance's iSCSI port) or TX (from it), the instance's flags
+/// (the negotiated digests).
+pub struct Job {
+    pub flow: FlowKey,
+    pub stats: InstancePortKey,
+    pub dir: usize,
+    pub flags: u16,
+}
+
+/// Accounts one TCP segment of an iSCSI flow. Not inlined: a BPF-to-BPF
+/// call has its own stack frame (the callers' are large) and the verifier
+/// walks it once per call, not once per path through the parser before it.
+/// Callers pass the result to [`crate::keep`].
+#[inline(never)]
+pub fn account<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
+    segment(pkt, seg, job)
+}
+
 #[inline(always)]
-pub fn account<P: Bytes>(
-    pkt: &P,
-    flow: &FlowKey,
-    seg: &Segment,
-    dir: usize,
-    instance_flags: u16,
-    stats: InstancePortKey,
-) {
+/// Returns whether the flow is in sync after the segment.
+fn segment<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
+    let flow = &job.flow;
     if seg.rst {
         let _ = FLOWS.remove(flow);
-        return;
+        return 0;
     }
     if seg.syn {
         // The byte stream starts after the SYN.
@@ -74,21 +85,18 @@ pub fn account<P: Bytes>(
             ..FlowState::default()
         };
         let _ = FLOWS.insert(flow, &state, 0);
-        return;
+        return 0;
     }
     // Offsets below stay small: a segment is at most 64 KiB.
     if seg.payload_len == 0 || seg.payload_len > 0xffff {
-        return;
+        return 0;
     }
-    let Some(counters) = per_cpu_entry_from(&PDU_STATS, &stats, &ZERO) else {
-        return;
-    };
     let state = match FLOWS.get_ptr_mut(flow) {
         Some(p) => p,
         None => {
             let _ = FLOWS.insert(flow, &FlowState::default(), 0);
             let Some(p) = FLOWS.get_ptr_mut(flow) else {
-                return;
+                return 0;
             };
             p
         }
@@ -99,15 +107,17 @@ pub fn account<P: Bytes>(
     let walk = Walk {
         pkt,
         seg,
-        dir,
-        header_digest: instance_flags & flags::HEADER_DIGEST != 0,
-        data_digest: instance_flags & flags::DATA_DIGEST != 0,
+        dir: job.dir,
+        header_digest: job.flags & flags::HEADER_DIGEST != 0,
+        data_digest: job.flags & flags::DATA_DIGEST != 0,
+        stats: &job.stats,
     };
     if state.synced == 0 {
-        walk.acquire(state, counters);
+        walk.acquire(state);
     } else {
-        walk.follow(state, counters);
+        walk.follow(state);
     }
+    state.synced as u32
 }
 
 struct Walk<'a, P> {
@@ -116,24 +126,29 @@ struct Walk<'a, P> {
     dir: usize,
     header_digest: bool,
     data_digest: bool,
+    stats: &'a InstancePortKey,
 }
 
 impl<P: Bytes> Walk<'_, P> {
     /// In sync: count every BHS that starts inside this segment at or after `state.next`.
     #[inline(always)]
-    fn follow(&self, state: &mut FlowState, counters: &mut PduCounters) {
+    fn follow(&self, state: &mut FlowState) {
         let len = self.seg.payload_len;
         let wanted = state.next.wrapping_add(state.have as u32);
+        if self.seg.seq.wrapping_add(len).wrapping_sub(wanted) as i32 <= 0 {
+            // Ends before the next header: a retransmission or the middle
+            // of a PDU (most segments of a transfer end here).
+            return;
+        }
+        let Some(counters) = self.counters() else {
+            return;
+        };
         if self.seg.seq.wrapping_sub(wanted) as i32 > 0 {
             // The byte we need is missing: reordering or loss.
             state.ahead = state.ahead.saturating_add(1);
             if state.ahead > AHEAD_LIMIT {
                 lose(state, counters);
             }
-            return;
-        }
-        if self.seg.seq.wrapping_add(len).wrapping_sub(wanted) as i32 <= 0 {
-            // Ends before the next header: a retransmission or the middle of a PDU.
             return;
         }
         state.ahead = 0;
@@ -205,7 +220,10 @@ impl<P: Bytes> Walk<'_, P> {
 
     /// Out of sync: take the segment only if it is whole PDUs, first byte to last.
     #[inline(always)]
-    fn acquire(&self, state: &mut FlowState, counters: &mut PduCounters) {
+    fn acquire(&self, state: &mut FlowState) {
+        let Some(counters) = self.counters() else {
+            return;
+        };
         let len = self.seg.payload_len;
         let mut opcodes = [0u8; MAX_PDUS_PER_SEGMENT as usize];
         let mut found = 0usize;
@@ -238,6 +256,13 @@ impl<P: Bytes> Walk<'_, P> {
         state.have = 0;
         state.ahead = 0;
         state.synced = 1;
+    }
+
+    /// This port's counters for the instance, looked up only when a segment
+    /// holds something to count.
+    #[inline(always)]
+    fn counters(&self) -> Option<&'static mut PduCounters> {
+        per_cpu_entry(&PDU_STATS, self.stats, &ZERO)
     }
 
     /// (opcode, whole PDU length) of a BHS's first 8 bytes (little endian

@@ -86,6 +86,16 @@ impl Bytes for SkbBytes {
     }
 }
 
+/// Uses a BPF subprogram's result. Left unused, the compiler drops the
+/// return value, R0 keeps whatever the subprogram last put there (a stack
+/// pointer), and the verifier refuses the program.
+#[inline(always)]
+pub(crate) fn keep(v: u32) {
+    let mut sink = 0u32;
+    // SAFETY: a volatile write to a local.
+    unsafe { core::ptr::write_volatile(&mut sink, v) };
+}
+
 /// What ingress decided for a frame.
 struct Verdict {
     pass: bool,
@@ -166,22 +176,24 @@ unsafe fn hw_vlan(skb: *mut __sk_buff) -> u16 {
 /// arriving on a port that is not its owner (only the owner answers, no ARP flux).
 #[inline(always)]
 fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) -> Verdict {
-    let parsed = parse::classify(frame, hw_vlan);
+    let mut parsed = parse::Parsed::new();
+    parse::classify(frame, hw_vlan, &mut parsed);
+    let p = &parsed;
     let len = frame.len() as u64;
-    count(ifindex, &parsed, len);
-    let Some(dst) = parsed.dst else {
+    count(ifindex, p, len);
+    if !p.addrs {
         return PASS;
-    };
-    let Some(entry) = instance(&dst) else {
+    }
+    let Some(entry) = instance(&p.dst) else {
         return PASS;
     };
     // The untagged twin of a VLAN instance's entry serves egress only.
-    if entry.vlan != dst.vlan {
+    if entry.vlan != p.dst.vlan {
         return PASS;
     }
     let mine = entry.owner_ifindex == ifindex;
     with_instance_counters(entry.id, ifindex, |c| {
-        if parsed.solicit {
+        if p.solicit {
             c.solicits += 1;
             if !mine {
                 c.solicits_dropped += 1;
@@ -193,36 +205,31 @@ fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) 
             c.last_seen_ns = unsafe { bpf_ktime_get_coarse_ns() };
         }
     });
-    if parsed.solicit && !mine {
+    if p.solicit && !mine {
         return Verdict {
             pass: false,
             ..PASS
         };
     }
-    let mut cpu = None;
-    if let (Some(src), Some((sport, dport))) = (parsed.src, parsed.ports) {
-        if let Some(seg) = parsed.tcp
-            && entry.is_iscsi_port(dport)
-        {
-            let flow = flow_key(&src, &dst, sport, dport);
-            let stats = InstancePortKey {
+    if p.tcp && entry.is_iscsi_port(p.dport) {
+        let job = iscsi::Job {
+            flow: flow_key(p),
+            stats: InstancePortKey {
                 id: entry.id,
                 ifindex,
-            };
-            iscsi::account(pkt, &flow, &seg, RX, entry.flags, stats);
-        }
-        cpu = steer(&entry, &src, &dst, sport, dport);
-    } else if let Some(src) = parsed.src
-        && (parsed.l3 == Class::Ipv4 || parsed.l3 == Class::Ipv6)
-    {
-        cpu = steer(&entry, &src, &dst, 0, 0);
+            },
+            dir: RX,
+            flags: entry.flags,
+        };
+        keep(iscsi::account(pkt, &p.seg, &job));
     }
+    let ip = p.l3 == Class::Ipv4 as u32 || p.l3 == Class::Ipv6 as u32;
     Verdict {
         pass: true,
-        cpu,
+        cpu: if ip { steer(entry, p) } else { None },
         pop: entry.flags & flags::VLAN_TAGS != 0
             && entry.vlan != 0
-            && parsed.tags + (hw_vlan != 0) as u8 == 1,
+            && p.tags + (hw_vlan != 0) as u8 == 1,
         id: entry.id,
     }
 }
@@ -230,20 +237,15 @@ fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) 
 /// The CPU of the instance's set this flow belongs to: a hash of its
 /// addresses and ports, so every packet of a stream picks the same one.
 #[inline(always)]
-fn steer(
-    entry: &InstanceEntry,
-    src: &InstanceKey,
-    dst: &InstanceKey,
-    sport: u16,
-    dport: u16,
-) -> Option<u32> {
+fn steer(entry: &InstanceEntry, p: &parse::Parsed) -> Option<u32> {
     let n = entry.cpu_count as u32;
     if n == 0 {
         return None;
     }
-    let mut h = (sport as u32) << 16 | dport as u32;
-    for chunk in src.addr.chunks_exact(4).chain(dst.addr.chunks_exact(4)) {
-        h ^= u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    let mut h = (p.sport as u32) << 16 | p.dport as u32;
+    let (s, d) = (p.src.addr, p.dst.addr);
+    for w in [s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3]] {
+        h ^= w;
         h = h.wrapping_mul(0x9e37_79b1).rotate_left(13);
     }
     // murmur3's finaliser spreads the bits before the modulo.
@@ -254,14 +256,14 @@ fn steer(
 }
 
 #[inline(always)]
-fn flow_key(src: &InstanceKey, dst: &InstanceKey, sport: u16, dport: u16) -> FlowKey {
+fn flow_key(p: &parse::Parsed) -> FlowKey {
     FlowKey {
-        saddr: src.addr,
-        daddr: dst.addr,
-        sport,
-        dport,
-        vlan: dst.vlan,
-        family: dst.family,
+        saddr: p.src.addr,
+        daddr: p.dst.addr,
+        sport: p.sport,
+        dport: p.dport,
+        vlan: p.dst.vlan,
+        family: p.dst.family,
         _pad: 0,
     }
 }
@@ -293,15 +295,17 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let (ifindex, len, tagged) = unsafe { ((*skb).ifindex, (*skb).len, (*skb).vlan_present != 0) };
     let frame = parse::Frame::with_wire_len(ctx.data(), ctx.data_end(), len as usize);
-    let parsed = parse::classify(&frame, 0);
-    let Some(src) = parsed.src else {
+    let mut parsed = parse::Parsed::new();
+    parse::classify(&frame, 0, &mut parsed);
+    let p = &parsed;
+    if !p.addrs {
         return TC_ACT_OK;
-    };
-    let Some(entry) = instance(&src) else {
+    }
+    let Some(entry) = instance(&p.src) else {
         return TC_ACT_OK;
     };
     // Tagged for another VLAN than the instance's: not its frame.
-    if src.vlan != 0 && src.vlan != entry.vlan {
+    if p.src.vlan != 0 && p.src.vlan != entry.vlan {
         return TC_ACT_OK;
     }
     let out = if entry.owner_ifindex == 0 {
@@ -309,18 +313,20 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     } else {
         entry.owner_ifindex
     };
-    if let (Some(seg), Some((sport, dport)), Some(dst)) = (parsed.tcp, parsed.ports, parsed.dst)
-        && entry.is_iscsi_port(sport)
-    {
-        let flow = flow_key(&src, &dst, sport, dport);
-        let stats = InstancePortKey {
-            id: entry.id,
-            ifindex: out,
+    if p.tcp && entry.is_iscsi_port(p.sport) {
+        let job = iscsi::Job {
+            flow: flow_key(p),
+            stats: InstancePortKey {
+                id: entry.id,
+                ifindex: out,
+            },
+            dir: TX,
+            flags: entry.flags,
         };
-        iscsi::account(&SkbBytes(skb), &flow, &seg, TX, entry.flags, stats);
+        keep(iscsi::account(&SkbBytes(skb), &p.seg, &job));
     }
     // The kernel sent it untagged (no VLAN device): put the instance's tag on.
-    if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && parsed.tags == 0 && !tagged {
+    if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && p.tags == 0 && !tagged {
         // SAFETY: plain helper call on our skb.
         if unsafe { bpf_skb_vlan_push(skb, 0x8100u16.to_be(), entry.vlan) } == 0 {
             with_instance_counters(entry.id, out, |c| c.tags_pushed += 1);
@@ -339,26 +345,28 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn instance(key: &InstanceKey) -> Option<InstanceEntry> {
-    // SAFETY: a copy of the value; the map is NO_PREALLOC (RCU-freed), so the
-    // element stays valid while we read it.
-    INSTANCES.get_ptr(key).map(|p| unsafe { *p })
+fn instance(key: &InstanceKey) -> Option<&'static InstanceEntry> {
+    // SAFETY: the map is NO_PREALLOC: an update replaces the element and the
+    // old one is freed after an RCU grace period, so it stays valid (and
+    // unchanged) while this program runs.
+    INSTANCES.get_ptr(key).map(|p| unsafe { &*p })
 }
 
 #[inline(always)]
 fn count(ifindex: u32, parsed: &parse::Parsed, bytes: u64) {
-    let Some(stats) = per_cpu_entry(&PORT_STATS, &ifindex) else {
+    let Some(stats) = per_cpu_entry(&PORT_STATS, &ifindex, &ZERO_PORT_STATS) else {
         return;
     };
     bump(stats, parsed.l3, bytes);
-    if let Some(l4) = parsed.l4 {
-        bump(stats, l4, bytes);
+    if parsed.l4 != parse::NO_L4 {
+        bump(stats, parsed.l4, bytes);
     }
 }
 
 #[inline(always)]
 fn with_instance_counters(id: u32, ifindex: u32, f: impl FnOnce(&mut InstanceCounters)) {
-    if let Some(c) = per_cpu_entry(&INSTANCE_STATS, &InstancePortKey { id, ifindex }) {
+    let key = InstancePortKey { id, ifindex };
+    if let Some(c) = per_cpu_entry(&INSTANCE_STATS, &key, &ZERO_INSTANCE_COUNTERS) {
         f(c);
     }
 }
@@ -366,30 +374,27 @@ fn with_instance_counters(id: u32, ifindex: u32, f: impl FnOnce(&mut InstanceCou
 /// This CPU's value for `key`, created zeroed on first use. A lost race with
 /// another CPU's insert is harmless (NOEXIST).
 #[inline(always)]
-fn per_cpu_entry<K, V: Default>(map: &PerCpuHashMap<K, V>, key: &K) -> Option<&'static mut V> {
-    per_cpu_entry_from(map, key, &V::default())
-}
-
-/// [`per_cpu_entry`] for values too large for the BPF stack: `zero` is a static.
-#[inline(always)]
-pub(crate) fn per_cpu_entry_from<K, V>(
+/// `zero` is a static: a zero value built on the stack costs a memset of
+/// the whole value on every packet (and stack the programs lack).
+pub(crate) fn per_cpu_entry<K, V>(
     map: &PerCpuHashMap<K, V>,
     key: &K,
-    zero: &V,
+    zero: &'static V,
 ) -> Option<&'static mut V> {
-    let ptr = match map.get_ptr_mut(key) {
-        Some(p) => p,
-        None => {
-            let _ = map.insert(key, zero, 1 /* BPF_NOEXIST */);
-            map.get_ptr_mut(key)?
-        }
-    };
-    // SAFETY: a per-CPU value: no other writer on this CPU while we run.
-    Some(unsafe { &mut *ptr })
+    if let Some(p) = map.get_ptr_mut(key) {
+        // SAFETY: a per-CPU value: no other writer on this CPU while we run.
+        return Some(unsafe { &mut *p });
+    }
+    let _ = map.insert(key, zero, 1 /* BPF_NOEXIST */);
+    // SAFETY: as above.
+    map.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
+static ZERO_PORT_STATS: PortStats = PortStats::ZERO;
+static ZERO_INSTANCE_COUNTERS: InstanceCounters = InstanceCounters::ZERO;
+
 #[inline(always)]
-fn bump(stats: &mut PortStats, class: Class, bytes: u64) {
+fn bump(stats: &mut PortStats, class: u32, bytes: u64) {
     if let Some(counter) = stats.classes.get_mut(class as usize) {
         counter.packets += 1;
         counter.bytes += bytes;

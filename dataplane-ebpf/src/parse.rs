@@ -3,7 +3,7 @@
 //! `data_end` first: what the verifier needs and what a frame that lies about
 //! its lengths deserves.
 
-use baton_common::{Class, InstanceKey};
+use baton_common::{Class, InstanceKey, words};
 use core::mem::size_of;
 use network_types::{
     eth::EthHdr,
@@ -36,32 +36,95 @@ pub struct Frame {
     wire_len: usize,
 }
 
-/// What the parser found: one L3 class, and an L4 class when a complete
-/// TCP/UDP header follows; the instance-table keys of the frame's source and
-/// destination (ARP: sender and target; neighbour solicitation: its target);
-/// whether the frame asks who owns `dst` (ARP request, NS); the VLAN tags
-/// in front of L3; TCP/UDP ports and the TCP segment.
+/// What the parser found, filled in place (one value on the stack, no
+/// copies): one L3 class, and an L4 class when a complete TCP/UDP header
+/// follows; the instance-table keys of the frame's source and destination
+/// when `addrs` (ARP: sender and target; neighbour solicitation: its
+/// target); whether the frame asks who owns `dst` (ARP request, NS); the
+/// VLAN tags in front of L3; TCP/UDP ports when `ports`; the TCP segment
+/// when `tcp`.
 pub struct Parsed {
-    pub l3: Class,
-    pub l4: Option<Class>,
-    pub src: Option<InstanceKey>,
-    pub dst: Option<InstanceKey>,
+    /// A [`Class`] as u32: the compiler then keeps the bounds check the
+    /// verifier needs when it indexes the counters with it.
+    pub l3: u32,
+    /// [`NO_L4`] or a [`Class`].
+    pub l4: u32,
+    pub addrs: bool,
     pub solicit: bool,
     pub tags: u8,
-    /// (source, destination) of a TCP or UDP header.
-    pub ports: Option<(u16, u16)>,
-    pub tcp: Option<Segment>,
+    pub ports: bool,
+    pub tcp: bool,
+    pub sport: u16,
+    pub dport: u16,
+    pub src: InstanceKey,
+    pub dst: InstanceKey,
+    pub seg: Segment,
 }
 
 /// A TCP segment: sequence number, flags and where its payload lies.
 #[derive(Clone, Copy)]
 pub struct Segment {
     pub seq: u32,
-    pub syn: bool,
-    pub rst: bool,
     /// Offset of the payload from the start of the frame.
     pub payload_offset: u32,
     pub payload_len: u32,
+    pub syn: bool,
+    pub rst: bool,
+}
+
+pub const NO_L4: u32 = u32::MAX;
+
+/// A zero the compiler cannot see: zero stores of a known constant get
+/// merged into a memset call, which the BPF backend emits as a byte loop.
+static OPAQUE_ZERO: u32 = 0;
+
+#[inline(always)]
+fn zero() -> u32 {
+    // SAFETY: a volatile read of a static (a read-only map value in BPF).
+    unsafe { core::ptr::read_volatile(&OPAQUE_ZERO) }
+}
+
+impl Parsed {
+    #[inline(always)]
+    pub fn new() -> Parsed {
+        let z = zero();
+        let key = InstanceKey {
+            vlan: z as u16,
+            family: z as u8,
+            _pad: z as u8,
+            addr: [z; 4],
+        };
+        Parsed {
+            l3: Class::Other as u32,
+            l4: NO_L4,
+            addrs: false,
+            solicit: false,
+            tags: z as u8,
+            ports: false,
+            tcp: false,
+            sport: z as u16,
+            dport: z as u16,
+            src: key,
+            dst: key,
+            seg: Segment {
+                seq: z,
+                payload_offset: z,
+                payload_len: z,
+                syn: false,
+                rst: false,
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn malformed(&mut self) {
+        self.l3 = Class::Malformed as u32;
+        self.l4 = NO_L4;
+        self.addrs = false;
+        self.solicit = false;
+        self.ports = false;
+        self.tcp = false;
+    }
 }
 
 impl Frame {
@@ -104,29 +167,13 @@ impl Frame {
     }
 }
 
-const fn just(l3: Class) -> Parsed {
-    Parsed {
-        l3,
-        l4: None,
-        src: None,
-        dst: None,
-        solicit: false,
-        tags: 0,
-        ports: None,
-        tcp: None,
-    }
-}
-
-const fn malformed() -> Parsed {
-    just(Class::Malformed)
-}
-
 /// `hw_vlan`: a tag the kernel already took out of the frame (TC sees
 /// received tags in skb metadata), 0 if none.
 #[inline(always)]
-pub fn classify(frame: &Frame, hw_vlan: u16) -> Parsed {
+pub fn classify(frame: &Frame, hw_vlan: u16, out: &mut Parsed) {
     let Some(eth) = frame.at::<EthHdr>(0) else {
-        return malformed();
+        out.malformed();
+        return;
     };
     // SAFETY: `at` checked the header lies inside the frame.
     let mut ether_type = u16::from_be(unsafe { (*eth).ether_type });
@@ -139,7 +186,8 @@ pub fn classify(frame: &Frame, hw_vlan: u16) -> Parsed {
             break;
         }
         let Some(tag) = frame.at::<VlanHdr>(offset) else {
-            return malformed();
+            out.malformed();
+            return;
         };
         // SAFETY: bounds checked by `at`.
         let (tci, inner) = unsafe { ((*tag).tci, (*tag).ether_type) };
@@ -148,42 +196,46 @@ pub fn classify(frame: &Frame, hw_vlan: u16) -> Parsed {
         }
         ether_type = u16::from_be(inner);
         offset += VlanHdr::LEN;
+        out.tags += 1;
     }
-
-    let mut parsed = match ether_type {
-        ETH_P_ARP => arp(frame, offset, vlan),
-        ETH_P_IP => ipv4(frame, offset, vlan),
-        ETH_P_IPV6 => ipv6(frame, offset, vlan),
+    out.src.vlan = vlan;
+    out.dst.vlan = vlan;
+    match ether_type {
+        ETH_P_ARP => arp(frame, offset, out),
+        ETH_P_IP => ipv4(frame, offset, out),
+        ETH_P_IPV6 => ipv6(frame, offset, out),
         // A third tag, or any other ethertype.
-        _ => just(Class::Other),
-    };
-    parsed.tags = ((offset - EthHdr::LEN) / VlanHdr::LEN) as u8;
-    parsed
+        _ => out.l3 = Class::Other as u32,
+    }
 }
 
 #[inline(always)]
-fn arp(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
+fn arp(frame: &Frame, offset: usize, out: &mut Parsed) {
     let Some(arp) = frame.at::<[u8; ARP_IPV4_LEN]>(offset) else {
-        return malformed();
+        out.malformed();
+        return;
     };
+    out.l3 = Class::Arp as u32;
     // SAFETY: bounds checked by `at`.
     let a = unsafe { &*arp };
     // Only Ethernet/IPv4 ARP names instance addresses: htype 1, ptype 0x0800, hlen 6, plen 4.
     if a[0..6] != [0, 1, 8, 0, 6, 4] {
-        return just(Class::Arp);
+        return;
     }
-    Parsed {
-        src: Some(InstanceKey::v4(vlan, [a[14], a[15], a[16], a[17]])),
-        dst: Some(InstanceKey::v4(vlan, [a[24], a[25], a[26], a[27]])),
-        solicit: u16::from_be_bytes([a[6], a[7]]) == ARP_REQUEST,
-        ..just(Class::Arp)
-    }
+    out.addrs = true;
+    out.src.family = 4;
+    out.dst.family = 4;
+    out.src.addr[0] = u32::from_ne_bytes([a[14], a[15], a[16], a[17]]);
+    out.dst.addr[0] = u32::from_ne_bytes([a[24], a[25], a[26], a[27]]);
+    // addr[1..] are still the zeros of Parsed::new.
+    out.solicit = u16::from_be_bytes([a[6], a[7]]) == ARP_REQUEST;
 }
 
 #[inline(always)]
-fn ipv4(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
+fn ipv4(frame: &Frame, offset: usize, out: &mut Parsed) {
     let Some(ip) = frame.at::<Ipv4Hdr>(offset) else {
-        return malformed();
+        out.malformed();
+        return;
     };
     // SAFETY: bounds checked by `at`.
     let ip = unsafe { &*ip };
@@ -196,45 +248,54 @@ fn ipv4(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
         || total_len > available
         || frame.at::<u8>(offset + header_len - 1).is_none()
     {
-        return malformed();
+        out.malformed();
+        return;
     }
+    out.l3 = Class::Ipv4 as u32;
     // Later fragments carry no L4 header.
-    let mut parsed = if ip.frag_offset() != 0 {
-        just(Class::Ipv4)
-    } else {
+    if ip.frag_offset() == 0 {
         l4(
             frame,
             offset + header_len,
             total_len - header_len,
             ip.proto,
-            Class::Ipv4,
-        )
-    };
-    if parsed.l3 == Class::Ipv4 {
-        parsed.src = Some(InstanceKey::v4(vlan, ip.src_addr));
-        parsed.dst = Some(InstanceKey::v4(vlan, ip.dst_addr));
+            out,
+        );
+        if out.l3 != Class::Ipv4 as u32 {
+            return;
+        }
     }
-    parsed
+    out.addrs = true;
+    out.src.family = 4;
+    out.dst.family = 4;
+    out.src.addr[0] = u32::from_ne_bytes(ip.src_addr);
+    out.dst.addr[0] = u32::from_ne_bytes(ip.dst_addr);
 }
 
 #[inline(always)]
-fn ipv6(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
+fn ipv6(frame: &Frame, offset: usize, out: &mut Parsed) {
     let Some(ip) = frame.at::<Ipv6Hdr>(offset) else {
-        return malformed();
+        out.malformed();
+        return;
     };
     // SAFETY: bounds checked by `at`.
     let ip = unsafe { &*ip };
     let payload_len = ip.payload_len() as usize;
     if ip.version() != 6 || Ipv6Hdr::LEN + payload_len > frame.len() - offset {
-        return malformed();
+        out.malformed();
+        return;
     }
+    out.l3 = Class::Ipv6 as u32;
     let l4_offset = offset + Ipv6Hdr::LEN;
-    let mut parsed = l4(frame, l4_offset, payload_len, ip.next_hdr, Class::Ipv6);
-    if parsed.l3 != Class::Ipv6 {
-        return parsed;
+    l4(frame, l4_offset, payload_len, ip.next_hdr, out);
+    if out.l3 != Class::Ipv6 as u32 {
+        return;
     }
-    parsed.src = Some(InstanceKey::v6(vlan, ip.src_addr));
-    parsed.dst = Some(InstanceKey::v6(vlan, ip.dst_addr));
+    out.addrs = true;
+    out.src.family = 6;
+    out.dst.family = 6;
+    out.src.addr = words(ip.src_addr);
+    out.dst.addr = words(ip.dst_addr);
     // A neighbour solicitation asks for its target, not its (multicast) destination.
     if ip.next_hdr == IPPROTO_ICMPV6
         && payload_len >= NS_LEN
@@ -243,56 +304,61 @@ fn ipv6(frame: &Frame, offset: usize, vlan: u16) -> Parsed {
         // SAFETY: bounds checked by `at`.
         let ns = unsafe { &*ns };
         if ns[0] == ND_NEIGHBOR_SOLICIT {
-            let mut target = [0u8; 16];
-            target.copy_from_slice(&ns[8..NS_LEN]);
-            parsed.dst = Some(InstanceKey::v6(vlan, target));
-            parsed.solicit = true;
+            out.dst.addr = [
+                u32::from_ne_bytes([ns[8], ns[9], ns[10], ns[11]]),
+                u32::from_ne_bytes([ns[12], ns[13], ns[14], ns[15]]),
+                u32::from_ne_bytes([ns[16], ns[17], ns[18], ns[19]]),
+                u32::from_ne_bytes([ns[20], ns[21], ns[22], ns[23]]),
+            ];
+            out.solicit = true;
         }
     }
-    parsed
 }
 
 /// TCP/UDP header at `offset`; `ip_payload` is what the IP header says follows.
 #[inline(always)]
-fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, l3: Class) -> Parsed {
+fn l4(frame: &Frame, offset: usize, ip_payload: usize, proto: u8, out: &mut Parsed) {
     if proto == IpProto::Tcp as u8 {
         let Some(tcp) = frame.at::<TcpHdr>(offset) else {
-            return malformed();
+            out.malformed();
+            return;
         };
         // SAFETY: bounds checked by `at`.
         let tcp = unsafe { &*tcp };
         let header_len = tcp.doff() as usize * 4;
         if header_len < TcpHdr::LEN || header_len > ip_payload {
-            return malformed();
+            out.malformed();
+            return;
         }
-        return Parsed {
-            l4: Some(Class::Tcp),
-            ports: Some((u16::from_be_bytes(tcp.source), u16::from_be_bytes(tcp.dest))),
-            tcp: Some(Segment {
-                seq: u32::from_be_bytes(tcp.seq),
-                syn: tcp.syn() != 0,
-                rst: tcp.rst() != 0,
-                payload_offset: (offset + header_len) as u32,
-                payload_len: (ip_payload - header_len) as u32,
-            }),
-            ..just(l3)
+        out.l4 = Class::Tcp as u32;
+        out.ports = true;
+        out.sport = u16::from_be_bytes(tcp.source);
+        out.dport = u16::from_be_bytes(tcp.dest);
+        out.tcp = true;
+        out.seg = Segment {
+            seq: u32::from_be_bytes(tcp.seq),
+            payload_offset: (offset + header_len) as u32,
+            payload_len: (ip_payload - header_len) as u32,
+            syn: tcp.syn() != 0,
+            rst: tcp.rst() != 0,
         };
+        return;
     }
     if proto == IpProto::Udp as u8 {
         let Some(udp) = frame.at::<UdpHdr>(offset) else {
-            return malformed();
+            out.malformed();
+            return;
         };
         // SAFETY: bounds checked by `at`.
         let udp = unsafe { &*udp };
         let udp_len = udp.len() as usize;
         if udp_len < UdpHdr::LEN || udp_len > ip_payload {
-            return malformed();
+            out.malformed();
+            return;
         }
-        return Parsed {
-            l4: Some(Class::Udp),
-            ports: Some((udp.src_port(), udp.dst_port())),
-            ..just(l3)
-        };
+        out.l4 = Class::Udp as u32;
+        out.ports = true;
+        out.sport = udp.src_port();
+        out.dport = udp.dst_port();
     }
-    just(l3)
 }

@@ -59,9 +59,10 @@ pub fn key_for(vlan: Option<u16>, addr: IpAddr) -> InstanceKey {
 /// The address a key names.
 pub fn addr_of(key: &InstanceKey) -> IpAddr {
     if key.family == 4 {
-        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+        let b = key.bytes();
+        IpAddr::from([b[0], b[1], b[2], b[3]])
     } else {
-        IpAddr::from(key.addr)
+        IpAddr::from(key.bytes())
     }
 }
 
