@@ -377,7 +377,7 @@ pub mod names {
     pub const XDP_PROGRAM: &str = "baton_xdp";
     /// An empty XDP_PASS program with the same flags: the benchmark baseline.
     pub const XDP_PASS_PROGRAM: &str = "baton_xdp_pass";
-    /// Per-CPU hash: ingress ifindex (u32) -> [`super::PortStats`].
+    /// Per-CPU array: ingress ifindex (u32) -> [`super::PortStats`].
     pub const PORT_STATS_MAP: &str = "BATON_PORT_STATS";
     /// Hash: [`super::InstanceKey`] -> [`super::InstanceEntry`].
     pub const INSTANCES_MAP: &str = "BATON_INSTANCES";
@@ -402,8 +402,10 @@ pub const MAX_CPUS: u32 = 256;
 /// Capacity of the iSCSI flow table (both directions count).
 pub const MAX_ISCSI_FLOWS: u32 = 16384;
 
-/// Capacity of the port statistics map (ports per host).
-pub const MAX_PORTS: u32 = 64;
+/// Size of the port statistics array: ports are counted at their ifindex
+/// below this, in slot 0 above it (data ports are created early and have
+/// small ifindexes).
+pub const MAX_PORT_IFINDEX: u32 = 1024;
 
 #[cfg(feature = "user")]
 mod pod {

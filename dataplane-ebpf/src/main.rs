@@ -29,13 +29,15 @@ use aya_ebpf::{
 };
 use baton_common::{
     Class, FlowKey, InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, MAX_CPUS,
-    MAX_INSTANCES, MAX_PORTS, PortStats, RX, TX, flags,
+    MAX_INSTANCES, MAX_PORT_IFINDEX, PortStats, RX, TX, flags,
 };
 
 /// ingress ifindex -> per-class counters. Pinned by name so the counters
-/// outlive the loader process and are shared by every port's program.
+/// outlive the loader process and are shared by every port's program. An
+/// array: the verifier inlines its lookup (no hash) on every frame; ports
+/// with an ifindex past its end share slot 0.
 #[map(name = "BATON_PORT_STATS")]
-static PORT_STATS: PerCpuHashMap<u32, PortStats> = PerCpuHashMap::pinned(MAX_PORTS, 0);
+static PORT_STATS: PerCpuArray<PortStats> = PerCpuArray::pinned(MAX_PORT_IFINDEX, 0);
 
 /// (VLAN, address) -> instance and owner. BPF_F_NO_PREALLOC: an update
 /// replaces the element under RCU, so a reader sees the old or the new entry
@@ -354,9 +356,16 @@ fn instance(key: &InstanceKey) -> Option<&'static InstanceEntry> {
 
 #[inline(always)]
 fn count(ifindex: u32, parsed: &parse::Parsed, bytes: u64) {
-    let Some(stats) = per_cpu_entry(&PORT_STATS, &ifindex, &ZERO_PORT_STATS) else {
+    let slot = if ifindex < MAX_PORT_IFINDEX {
+        ifindex
+    } else {
+        0
+    };
+    let Some(stats) = PORT_STATS.get_ptr_mut(slot) else {
         return;
     };
+    // SAFETY: this CPU's element; no other writer while we run.
+    let stats = unsafe { &mut *stats };
     bump(stats, parsed.l3, bytes);
     if parsed.l4 != parse::NO_L4 {
         bump(stats, parsed.l4, bytes);
@@ -390,7 +399,6 @@ pub(crate) fn per_cpu_entry<K, V>(
     map.get_ptr_mut(key).map(|p| unsafe { &mut *p })
 }
 
-static ZERO_PORT_STATS: PortStats = PortStats::ZERO;
 static ZERO_INSTANCE_COUNTERS: InstanceCounters = InstanceCounters::ZERO;
 
 #[inline(always)]

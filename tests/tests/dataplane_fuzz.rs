@@ -1,7 +1,7 @@
 //! A million random and mutated frames through every program: the verifier
 //! accepted them once, the kernel must run them on anything, every result is
 //! a valid action, and the port counters add up to exactly what was sent.
-use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use baton::dataplane::{PinDir, load, load_program};
 use baton_common::{InstanceEntry, InstanceKey, PortStats, flags, names};
@@ -187,14 +187,11 @@ fn a_million_random_frames_through_every_program() {
             tc_actions[r.return_value as usize] += 1;
         }
         // Every XDP and TCX ingress run counted each frame exactly once.
-        let stats: PerCpuHashMap<&MapData, u32, PortStats> =
-            PerCpuHashMap::try_from(ebpf.map(names::PORT_STATS_MAP).expect("map"))
-                .expect("per-cpu");
+        let stats: PerCpuArray<&MapData, PortStats> =
+            PerCpuArray::try_from(ebpf.map(names::PORT_STATS_MAP).expect("map")).expect("per-cpu");
         let mut total = PortStats::default();
-        for entry in stats.iter() {
-            for cpu in entry.expect("entry").1.iter() {
-                total.add(cpu);
-            }
+        for (_, s) in baton::dataplane::stats::port_totals(&stats).expect("read") {
+            total.add(&s);
         }
         let runs = u64::from(FRAMES) + u64::from(FRAMES) / 2 - tc_ingress_refused;
         assert_eq!(total.frames().packets, runs, "frames counted: {total:?}");

@@ -1,6 +1,6 @@
 //! Table-driven BPF_PROG_TEST_RUN tests of `baton_xdp`: each case is a
 //! crafted frame, the action expected, and the counter classes it must bump.
-use aya::maps::{MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use baton::dataplane::{PinDir, load_xdp};
 use baton_common::{Class, PortStats, names};
@@ -51,14 +51,11 @@ impl Harness {
     /// Counters summed over every port key and CPU.
     fn totals(&self) -> PortStats {
         let map = self.ebpf.map(names::PORT_STATS_MAP).expect("stats map");
-        let map: PerCpuHashMap<&MapData, u32, PortStats> =
-            PerCpuHashMap::try_from(map).expect("per-cpu hash");
+        let map: PerCpuArray<&MapData, PortStats> =
+            PerCpuArray::try_from(map).expect("per-cpu array");
         let mut total = PortStats::default();
-        for entry in map.iter() {
-            let (_, per_cpu) = entry.expect("entry");
-            for cpu in per_cpu.iter() {
-                total.add(cpu);
-            }
+        for (_, s) in baton::dataplane::stats::port_totals(&map).expect("read") {
+            total.add(&s);
         }
         total
     }

@@ -8,7 +8,7 @@
 pub mod bench;
 mod instances;
 mod pins;
-mod stats;
+pub mod stats;
 pub mod steering;
 
 pub use instances::{

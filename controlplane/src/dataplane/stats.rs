@@ -2,7 +2,7 @@
 use super::PinDir;
 use crate::netdev;
 use anyhow::{Context as _, Result};
-use aya::maps::{Map, PerCpuHashMap};
+use aya::maps::{Map, PerCpuArray, PerCpuHashMap};
 use baton_common::{PortStats, names};
 
 #[derive(Clone, Debug)]
@@ -41,16 +41,39 @@ where
     Ok(out)
 }
 
-/// Every port the dataplane has seen, sorted by ifindex.
+/// Every port the dataplane has seen, sorted by ifindex (0: ports whose
+/// ifindex is past the array, counted together).
 pub fn read_stats(pins: &PinDir) -> Result<Vec<PortCounters>> {
-    Ok(
-        summed::<u32, PortStats>(pins, names::PORT_STATS_MAP, PortStats::add)?
-            .into_iter()
-            .map(|(ifindex, stats)| PortCounters {
-                ifindex,
-                port: netdev::name_of(ifindex),
-                stats,
-            })
-            .collect(),
-    )
+    let data = super::pinned_map(pins, names::PORT_STATS_MAP)?;
+    let map = PerCpuArray::try_from(Map::PerCpuArray(data))
+        .context("BATON_PORT_STATS is not baton's port counter array")?;
+    Ok(port_totals(&map)?
+        .into_iter()
+        .map(|(ifindex, stats)| PortCounters {
+            ifindex,
+            port: netdev::name_of(ifindex),
+            stats,
+        })
+        .collect())
+}
+
+/// The port counter array's non-empty slots, summed over CPUs.
+pub fn port_totals<T: std::borrow::Borrow<aya::maps::MapData>>(
+    map: &PerCpuArray<T, PortStats>,
+) -> Result<Vec<(u32, PortStats)>> {
+    let mut out = Vec::new();
+    for ifindex in 0..map.len() {
+        let mut sum = PortStats::default();
+        for cpu in map
+            .get(&ifindex, 0)
+            .with_context(|| format!("reading BATON_PORT_STATS[{ifindex}]"))?
+            .iter()
+        {
+            sum.add(cpu);
+        }
+        if sum.frames().packets > 0 {
+            out.push((ifindex, sum));
+        }
+    }
+    Ok(out)
 }
