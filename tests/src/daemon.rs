@@ -159,6 +159,25 @@ impl Daemon {
         Ok(cmd.output()?)
     }
 
+    /// `baton dataplane instances --json` against this daemon's pinned maps,
+    /// run in its namespace (port names resolve there).
+    pub fn dataplane_instances(&self) -> Result<serde_json::Value> {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .arg("--")
+            .arg(baton_bin()?)
+            .args(["dataplane", "instances", "--json", "--pin-dir"])
+            .arg(&self.pin_dir)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "baton dataplane instances: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     pub fn status(&self) -> Result<serde_json::Value> {
         let out = self.cli(&["status", "--json"])?;
         if !out.status.success() {

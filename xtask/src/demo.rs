@@ -164,6 +164,7 @@ pub fn run(bin: &Path) -> Result<()> {
         tcp_after,
         owner_now,
         demo_seconds: 0.0,
+        dataplane: daemon.dataplane_instances()?,
     })?;
     let mut report = report;
     report.demo_seconds = began.elapsed().as_secs_f64();

@@ -89,6 +89,8 @@ pub struct Inputs<'a> {
     pub tcp_after: (u64, u64),
     pub owner_now: Option<String>,
     pub demo_seconds: f64,
+    /// `baton dataplane instances --json` at the end.
+    pub dataplane: serde_json::Value,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,6 +116,9 @@ pub struct Report {
     pub iperf_error: Option<String>,
     pub owner_now: Option<String>,
     pub demo_seconds: f64,
+    /// iSCSI PDUs baton's dataplane counted per port: (port, to the target,
+    /// from it, resyncs).
+    pub iscsi_pdus: Vec<(String, u64, u64, u64)>,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
@@ -200,6 +205,7 @@ impl Report {
             iperf_error: iperf["error"].as_str().map(str::to_string),
             owner_now: i.owner_now,
             demo_seconds: i.demo_seconds,
+            iscsi_pdus: pdus_per_port(&i.dataplane),
         })
     }
 
@@ -277,12 +283,40 @@ impl Report {
                 "instance lives on",
                 self.owner_now.clone().unwrap_or_else(|| "nowhere".into()),
             ),
+            (
+                "iSCSI PDUs baton counted: port to/from target (resyncs)",
+                self.iscsi_pdus
+                    .iter()
+                    .map(|(p, rx, tx, r)| format!("{p} {rx}/{tx} ({r})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
         ];
         for (k, v) in rows {
             n.add_row([k.to_string(), v]);
         }
         format!("{t}\n{n}")
     }
+}
+
+fn pdus_per_port(instances: &serde_json::Value) -> Vec<(String, u64, u64, u64)> {
+    let mut out = Vec::new();
+    for inst in instances.as_array().into_iter().flatten() {
+        for p in inst["ports"].as_array().into_iter().flatten() {
+            let i = &p["iscsi"];
+            if i.is_null() {
+                continue;
+            }
+            let n = |k: &str| i[k].as_u64().unwrap_or(0);
+            out.push((
+                p["port"].as_str().unwrap_or("?").to_string(),
+                n("rx_total"),
+                n("tx_total"),
+                n("resyncs"),
+            ));
+        }
+    }
+    out
 }
 
 fn longest_stall(iperf: &serde_json::Value) -> f64 {

@@ -13,12 +13,53 @@ const CLIENT: [u8; 4] = [192, 0, 2, 1];
 const INSTANCE: [u8; 4] = [192, 0, 2, 100];
 
 fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Result<Vec<u8>> {
+    segment(src, dst, (sport, dport), SEQ, false, payload)
+}
+
+const SEQ: u32 = 1000;
+
+fn segment(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    seq: u32,
+    syn: bool,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     let mut f = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
+    let tcp = PacketBuilder::ethernet2(CLIENT_MAC, GATEWAY_MAC)
         .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1, 65000)
-        .write(&mut f, payload)?;
+        .tcp(ports.0, ports.1, seq, 65000);
+    if syn {
+        tcp.syn().write(&mut f, payload)?;
+    } else {
+        tcp.write(&mut f, payload)?;
+    }
     Ok(f)
+}
+
+/// A flow to prime the iSCSI accounting with: its SYN, then the start of a
+/// 64 KiB PDU (`opcode`, BHS and 1000 bytes of data).
+fn iscsi_flow_start(
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    opcode: u8,
+) -> Result<[Vec<u8>; 2]> {
+    let mut bhs = vec![0u8; 48 + 1000];
+    bhs[0] = opcode;
+    bhs[1] = 0x80;
+    bhs[5..8].copy_from_slice(&[1, 0, 0]); // DataSegmentLength 65536
+    Ok([
+        segment(src, dst, ports, SEQ - 1, true, &[])?,
+        segment(src, dst, ports, SEQ, false, &bhs)?,
+    ])
+}
+
+/// A data segment in the middle of that PDU: what most segments of a
+/// storage transfer are.
+fn iscsi_mid_pdu(src: [u8; 4], dst: [u8; 4], ports: (u16, u16)) -> Result<Vec<u8>> {
+    segment(src, dst, ports, SEQ + 48 + 1000, false, &[0u8; 1448])
 }
 
 /// An iSCSI SCSI Data-Out PDU (opcode 0x05): 48-byte BHS and 512 bytes of data.
@@ -54,15 +95,19 @@ pub struct Costs {
     pub xdp_ns_other_tcp: f64,
     pub xdp_ns_arp: f64,
     pub xdp_ns_empty: f64,
+    /// TC egress on an iSCSI Data-In segment from the instance.
     pub tc_ns: f64,
+    /// TC egress on a frame from an address that is not an instance.
+    pub tc_ns_not_instance: f64,
     pub tc_ingress_ns_iscsi: f64,
 }
 
 /// Measures every program on the loopback device of the caller's namespace
 /// (ifindex 1, which owns the instance here). Nothing is attached. The
-/// iSCSI frame runs through PDU accounting: the first run finds the flow
-/// (one whole PDU), the repeats are what most segments of a long transfer
-/// are, data inside a PDU whose end is known.
+/// iSCSI frames run through PDU accounting: their flows are primed with a
+/// SYN and the start of a 64 KiB PDU, then the measured segment is data in
+/// the middle of it (Data-Out to the instance at XDP and TCX ingress,
+/// Data-In from it at TC egress), as most segments of a transfer are.
 pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
     let mut ebpf = load(pins)?;
     for p in [
@@ -88,8 +133,13 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
             0,
         )?;
     }
-    let iscsi = iscsi_segment(INSTANCE)?;
-    let xdp = |prog: &str, frame: &[u8]| -> Result<f64> {
+    let to_target = (40000, 3260);
+    let from_target = (3260, 40000);
+    let iscsi = iscsi_mid_pdu(CLIENT, INSTANCE, to_target)?;
+    let data_in = iscsi_mid_pdu(INSTANCE, CLIENT, from_target)?;
+    // From an address that is not an instance: egress looks it up and lets it go.
+    let reply = tcp([192, 0, 2, 99], CLIENT, 3260, 40000, &[0u8; 512])?;
+    let xdp = |prog: &str, frame: &[u8], repeat: u32| -> Result<f64> {
         let p: &Xdp = ebpf.program(prog).context("program")?.try_into()?;
         let mut md = [0u8; 24];
         md[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
@@ -102,7 +152,7 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
         })?;
         Ok(r.duration.as_nanos() as f64)
     };
-    let tc = |prog: &str, frame: &[u8]| -> Result<f64> {
+    let tc = |prog: &str, frame: &[u8], repeat: u32| -> Result<f64> {
         let p: &SchedClassifier = ebpf.program(prog).context("program")?.try_into()?;
         let r = p.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -111,15 +161,21 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
         })?;
         Ok(r.duration.as_nanos() as f64)
     };
-    // Reply from the instance, leaving through its owner (the common case).
-    let reply = tcp(INSTANCE, CLIENT, 3260, 40000, &[0u8; 512])?;
+    // Prime the flows (the XDP and TCX ingress programs share the flow table).
+    for f in iscsi_flow_start(CLIENT, INSTANCE, to_target, 0x05)? {
+        xdp(names::XDP_PROGRAM, &f, 1)?;
+    }
+    for f in iscsi_flow_start(INSTANCE, CLIENT, from_target, 0x25)? {
+        tc(names::TC_EGRESS_PROGRAM, &f, 1)?;
+    }
     Ok(Costs {
         repeat,
-        xdp_ns_iscsi: xdp(names::XDP_PROGRAM, &iscsi)?,
-        xdp_ns_other_tcp: xdp(names::XDP_PROGRAM, &iscsi_segment([192, 0, 2, 99])?)?,
-        xdp_ns_arp: xdp(names::XDP_PROGRAM, &arp_request(INSTANCE)?)?,
-        xdp_ns_empty: xdp(names::XDP_PASS_PROGRAM, &iscsi)?,
-        tc_ns: tc(names::TC_EGRESS_PROGRAM, &reply)?,
-        tc_ingress_ns_iscsi: tc(names::TC_INGRESS_PROGRAM, &iscsi)?,
+        xdp_ns_iscsi: xdp(names::XDP_PROGRAM, &iscsi, repeat)?,
+        xdp_ns_other_tcp: xdp(names::XDP_PROGRAM, &iscsi_segment([192, 0, 2, 99])?, repeat)?,
+        xdp_ns_arp: xdp(names::XDP_PROGRAM, &arp_request(INSTANCE)?, repeat)?,
+        xdp_ns_empty: xdp(names::XDP_PASS_PROGRAM, &iscsi, repeat)?,
+        tc_ns: tc(names::TC_EGRESS_PROGRAM, &data_in, repeat)?,
+        tc_ns_not_instance: tc(names::TC_EGRESS_PROGRAM, &reply, repeat)?,
+        tc_ingress_ns_iscsi: tc(names::TC_INGRESS_PROGRAM, &iscsi, repeat)?,
     })
 }
