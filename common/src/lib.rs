@@ -185,7 +185,12 @@ pub struct InstanceEntry {
     /// The instance's VLAN (0: untagged). With [`flags::VLAN_TAGS`] the
     /// dataplane pops its tag at ingress and pushes it at egress.
     pub vlan: u16,
-    pub _pad2: u32,
+    /// Its element of the per-instance counter array (userspace assigns it).
+    pub slot: u16,
+    pub _pad2: u16,
+    /// Ifindexes of the ports it is counted on (its configured ports, owner
+    /// among them); position i is element i of its [`SlotCounters`].
+    pub ports: [u32; MAX_COUNTED_PORTS],
 }
 
 impl InstanceEntry {
@@ -201,6 +206,18 @@ impl InstanceEntry {
 }
 
 pub const MAX_ISCSI_PORTS: usize = 4;
+/// Ports an instance is counted on (its first four configured ports).
+pub const MAX_COUNTED_PORTS: usize = 4;
+/// Instances with counters: the size of the per-CPU counter array.
+pub const MAX_INSTANCE_SLOTS: u32 = 1024;
+
+/// One element of the per-instance counter array: counters for each of the
+/// instance's [`InstanceEntry::ports`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotCounters {
+    pub ports: [InstanceCounters; MAX_COUNTED_PORTS],
+}
 pub const MAX_INSTANCE_CPUS: usize = 8;
 
 pub mod flags {
@@ -381,7 +398,7 @@ pub mod names {
     pub const PORT_STATS_MAP: &str = "BATON_PORT_STATS";
     /// Hash: [`super::InstanceKey`] -> [`super::InstanceEntry`].
     pub const INSTANCES_MAP: &str = "BATON_INSTANCES";
-    /// Per-CPU hash: [`super::InstancePortKey`] -> [`super::InstanceCounters`].
+    /// Per-CPU array: [`super::InstanceEntry::slot`] -> [`super::SlotCounters`].
     pub const INSTANCE_STATS_MAP: &str = "BATON_INSTANCE_STATS";
     /// The TC egress program of the data ports.
     pub const TC_EGRESS_PROGRAM: &str = "baton_tc_egress";
@@ -417,6 +434,7 @@ mod pod {
     unsafe impl aya::Pod for super::InstancePortKey {}
     unsafe impl aya::Pod for super::InstanceCounters {}
     unsafe impl aya::Pod for super::PduCounters {}
+    unsafe impl aya::Pod for super::SlotCounters {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
 }

@@ -354,6 +354,19 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             let mut entry = dataplane::entry_for(&inst);
             entry.id = id;
             entry.owner_ifindex = dev.ifindex;
+            // Counted on its owner and the other attached ports.
+            let others = pins
+                .attached_ports()
+                .into_iter()
+                .filter(|p| *p != port)
+                .filter_map(|p| baton::netdev::index_of(&p));
+            for (slot, ifindex) in entry
+                .ports
+                .iter_mut()
+                .zip(std::iter::once(dev.ifindex).chain(others))
+            {
+                *slot = ifindex;
+            }
             if mac.is_none() {
                 entry.mac = baton::netdev::mac_of(&port)?;
             }

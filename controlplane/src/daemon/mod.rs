@@ -18,6 +18,7 @@ use crate::protocol::{
 };
 use actuator::{Actuator, MoveSpec};
 use anyhow::{Context as _, Result, bail};
+use baton_common::MAX_COUNTED_PORTS;
 use baton_config::Config;
 use baton_config::decide::{
     self, ClusterView, Inputs, Link, Move, MoveKind, Placement, PortState, Reason,
@@ -244,6 +245,16 @@ impl Daemon {
         }
     }
 
+    /// Ifindexes of the ports the dataplane counts an instance on: its
+    /// first configured ports (0 for one that does not exist now).
+    fn counted_ports(&self, inst: &baton_config::model::Instance) -> [u32; MAX_COUNTED_PORTS] {
+        let mut out = [0; MAX_COUNTED_PORTS];
+        for (slot, port) in out.iter_mut().zip(&inst.ports) {
+            *slot = self.ports.get(port).and_then(|p| p.ifindex).unwrap_or(0);
+        }
+        out
+    }
+
     fn id_of(&self, instance: &str) -> u32 {
         instance_id(instance)
     }
@@ -352,7 +363,13 @@ impl Daemon {
             return Ok(None);
         };
         let ifindex = self.ports[&owner].ifindex.context("owner vanished")?;
-        let entry = Actuator::entry(self.id_of(name), &inst, ifindex, netdev::mac_of(&owner)?);
+        let entry = Actuator::entry(
+            self.id_of(name),
+            &inst,
+            ifindex,
+            netdev::mac_of(&owner)?,
+            self.counted_ports(&inst),
+        );
         if self.actuator.table.get(&key) != Some(entry) {
             info!(instance = %name, port = %owner, "instance table repaired");
             self.actuator.table.set(&key, &entry)?;
@@ -740,7 +757,13 @@ impl Daemon {
             to_macvlan: self.macvlan(&m.instance, &m.to),
             from_ifindex: from.and_then(|p| p.ifindex),
             from_macvlan: m.from.as_ref().and_then(|f| self.macvlan(&m.instance, f)),
-            entry: Actuator::entry(self.id_of(&m.instance), &inst, to, to_mac),
+            entry: Actuator::entry(
+                self.id_of(&m.instance),
+                &inst,
+                to,
+                to_mac,
+                self.counted_ports(&inst),
+            ),
         };
         self.actuator.move_instance(&spec).await?;
         self.spawn_announcements(to, spec.entry.mac, inst.address.addr());

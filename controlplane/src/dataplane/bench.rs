@@ -128,6 +128,7 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
                 owner_ifindex: 1,
                 mac: GATEWAY_MAC,
                 iscsi_ports: [3260, 0, 0, 0],
+                ports: [1, 0, 0, 0],
                 ..Default::default()
             },
             0,

@@ -3,11 +3,13 @@
 use super::PinDir;
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{PerCpuArray, PerCpuValues};
 use baton_common::{
     InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, MAX_INSTANCE_CPUS,
-    MAX_ISCSI_PORTS, PduCounters, flags, names,
+    MAX_INSTANCE_SLOTS, MAX_ISCSI_PORTS, PduCounters, SlotCounters, flags, names,
 };
 use baton_config::model::Instance;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// The dataplane's view of a configured instance: its MAC (when it has one),
@@ -67,22 +69,48 @@ pub fn addr_of(key: &InstanceKey) -> IpAddr {
 }
 
 /// The pinned instance map. [`InstanceTable::set`] is the atomic flip of a
-/// move: one map update, seen whole by every BPF reader.
+/// move: one map update, seen whole by every BPF reader. The table also
+/// hands out each instance's element of the counter array (its slot): kept
+/// across moves, restarts and reloads, zeroed when a new instance gets it.
 pub struct InstanceTable {
     map: HashMap<MapData, InstanceKey, InstanceEntry>,
+    stats: PerCpuArray<MapData, SlotCounters>,
+    /// Slots in use, by the key the caller placed the instance under.
+    slots: BTreeMap<InstanceKey, u16>,
 }
+
+/// The slot of an instance past [`MAX_INSTANCE_SLOTS`]: not counted.
+const NO_SLOT: u16 = u16::MAX;
 
 impl InstanceTable {
     pub fn open(pins: &PinDir) -> Result<Self> {
         let data = super::pinned_map(pins, names::INSTANCES_MAP)?;
-        let map = HashMap::try_from(Map::HashMap(data))
-            .context("BATON_INSTANCES is not baton's instance table")?;
-        Ok(InstanceTable { map })
+        let map: HashMap<MapData, InstanceKey, InstanceEntry> =
+            HashMap::try_from(Map::HashMap(data))
+                .context("BATON_INSTANCES is not baton's instance table")?;
+        let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
+        let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
+            .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
+        let mut slots = BTreeMap::new();
+        for (key, entry) in map.iter().filter_map(Result::ok) {
+            // A twin shares its tagged key's slot.
+            let tagged = InstanceKey {
+                vlan: entry.vlan,
+                ..key
+            };
+            slots.insert(tagged, entry.slot);
+        }
+        Ok(InstanceTable { map, stats, slots })
     }
 
     /// Writes an instance's entry; for a [`flags::VLAN_TAGS`] instance its
     /// untagged twin first, then the tagged key (ingress sees the move last).
+    /// The entry's slot is the table's to fill.
     pub fn set(&mut self, key: &InstanceKey, entry: &InstanceEntry) -> Result<()> {
+        let entry = InstanceEntry {
+            slot: self.slot_for(key)?,
+            ..*entry
+        };
         if entry.flags & flags::VLAN_TAGS != 0
             && let Some(twin) = untagged(key)
         {
@@ -95,17 +123,43 @@ impl InstanceTable {
             .context("updating the instance table")
     }
 
-    pub fn get(&self, key: &InstanceKey) -> Option<InstanceEntry> {
-        self.map.get(key, 0).ok()
+    /// The instance's slot, or a free one with its counters zeroed.
+    fn slot_for(&mut self, key: &InstanceKey) -> Result<u16> {
+        if let Some(slot) = self.slots.get(key) {
+            return Ok(*slot);
+        }
+        let used: BTreeSet<u16> = self.slots.values().copied().collect();
+        let slot = (0..MAX_INSTANCE_SLOTS as u16)
+            .find(|s| !used.contains(s))
+            .unwrap_or(NO_SLOT);
+        if slot != NO_SLOT {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+            let zeros = PerCpuValues::try_from(vec![SlotCounters::default(); cpus])
+                .context("zero counters")?;
+            self.stats
+                .set(u32::from(slot), zeros, 0)
+                .context("zeroing an instance's counters")?;
+        }
+        self.slots.insert(*key, slot);
+        Ok(slot)
     }
 
-    /// Removes an entry, and the untagged twin of a tagged one.
+    /// The entry under `key`; its slot is the table's business and reads 0.
+    pub fn get(&self, key: &InstanceKey) -> Option<InstanceEntry> {
+        self.map
+            .get(key, 0)
+            .ok()
+            .map(|e| InstanceEntry { slot: 0, ..e })
+    }
+
+    /// Removes an entry, and the untagged twin of a tagged one; frees its slot.
     pub fn remove(&mut self, key: &InstanceKey) -> Result<()> {
         if let Some(twin) = untagged(key)
             && self.get(&twin).is_some_and(|e| e.vlan == key.vlan)
         {
             self.remove_one(&twin)?;
         }
+        self.slots.remove(key);
         self.remove_one(key)
     }
 
@@ -126,11 +180,45 @@ impl InstanceTable {
     pub fn entries(&self) -> Vec<(InstanceKey, InstanceEntry)> {
         self.map.iter().filter_map(Result::ok).collect()
     }
+
+    /// Per-instance, per-port counters, summed over CPUs: for each instance
+    /// (twins once), each port it is counted on.
+    pub fn counters(&self) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (_, entry) in self.entries() {
+            if entry.slot == NO_SLOT || !seen.insert(entry.slot) {
+                continue;
+            }
+            let per_cpu = self
+                .stats
+                .get(&u32::from(entry.slot), 0)
+                .context("reading BATON_INSTANCE_STATS")?;
+            for (pos, ifindex) in entry.ports.iter().enumerate() {
+                if *ifindex == 0 {
+                    continue;
+                }
+                let mut sum = InstanceCounters::default();
+                for cpu in per_cpu.iter() {
+                    sum.add(&cpu.ports[pos]);
+                }
+                out.push((
+                    InstancePortKey {
+                        id: entry.id,
+                        ifindex: *ifindex,
+                    },
+                    sum,
+                ));
+            }
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
 }
 
 /// Per-instance, per-port counters, summed over CPUs.
 pub fn instance_counters(pins: &PinDir) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-    super::stats::summed(pins, names::INSTANCE_STATS_MAP, InstanceCounters::add)
+    InstanceTable::open(pins)?.counters()
 }
 
 /// iSCSI PDUs per opcode per instance per port, summed over CPUs.

@@ -31,6 +31,23 @@ impl PinDir {
         self.0.join("links").join(format!("tc-egress-{port}"))
     }
 
+    /// The ports that have one of baton's links pinned here, sorted.
+    pub fn attached_ports(&self) -> Vec<String> {
+        let mut ports: Vec<String> = std::fs::read_dir(self.0.join("links"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                ["xdp-", "tc-ingress-", "tc-egress-"]
+                    .iter()
+                    .find_map(|p| name.strip_prefix(p).map(str::to_string))
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
     /// Checks the directory is on a bpffs (creating it and `links/`).
     pub fn ensure(&self) -> Result<()> {
         let parent = self.0.parent().context("pin directory has no parent")?;

@@ -1,9 +1,9 @@
 #![allow(dead_code)] // each test uses part of the harness
 //! baton's programs loaded (not attached) in a private pin directory, run
 //! with BPF_PROG_TEST_RUN: the table-driven fixtures' harness.
-use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuHashMap};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use baton::dataplane::{PinDir, load, load_program};
+use baton::dataplane::{InstanceTable, PinDir, load, load_program};
 use baton_common::{
     InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, PduCounters, names,
 };
@@ -49,38 +49,36 @@ impl TestDataplane {
         &self.pins
     }
 
-    pub fn own(&mut self, key: InstanceKey, entry: InstanceEntry) {
-        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
-            HashMap::try_from(self.ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
-        map.insert(key, entry, 0).expect("insert");
+    /// Places an instance through the control plane's table (which gives
+    /// it a counter slot); counted on [`HERE`] and [`ELSEWHERE`] unless the
+    /// entry names its ports.
+    pub fn own(&mut self, key: InstanceKey, mut entry: InstanceEntry) {
+        if entry.ports == [0; 4] {
+            entry.ports = [HERE, ELSEWHERE, 0, 0];
+        }
+        let mut table = InstanceTable::open(&self.pins).expect("instance table");
+        table.set(&key, &entry).expect("insert");
     }
 
     pub fn counters(&self, id: u32, ifindex: u32) -> InstanceCounters {
-        self.summed(
-            names::INSTANCE_STATS_MAP,
-            id,
-            ifindex,
-            InstanceCounters::add,
-        )
+        let table = InstanceTable::open(&self.pins).expect("instance table");
+        table
+            .counters()
+            .expect("counters")
+            .into_iter()
+            .find(|(k, _)| *k == InstancePortKey { id, ifindex })
+            .map(|(_, c)| c)
+            .unwrap_or_default()
     }
 
     pub fn pdus(&self, id: u32, ifindex: u32) -> PduCounters {
-        self.summed(names::PDU_STATS_MAP, id, ifindex, PduCounters::add)
-    }
-
-    fn summed<V: aya::Pod + Default>(
-        &self,
-        map: &str,
-        id: u32,
-        ifindex: u32,
-        add: impl Fn(&mut V, &V),
-    ) -> V {
-        let map: PerCpuHashMap<&MapData, InstancePortKey, V> =
-            PerCpuHashMap::try_from(self.ebpf.map(map).expect("map")).expect("per-cpu");
-        let mut sum = V::default();
+        let map: PerCpuHashMap<&MapData, InstancePortKey, PduCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map(names::PDU_STATS_MAP).expect("map"))
+                .expect("per-cpu");
+        let mut sum = PduCounters::default();
         if let Ok(per_cpu) = map.get(&InstancePortKey { id, ifindex }, 0) {
             for c in per_cpu.iter() {
-                add(&mut sum, c);
+                sum.add(c);
             }
         }
         sum
