@@ -6,7 +6,8 @@ mod testrun;
 use aya::maps::{MapData, PerCpuArray};
 use baton_common::{InstanceEntry, InstanceKey, flags, names};
 use baton_lab::frames::{
-    CLIENT_MAC, CLIENT_V4, GATEWAY_MAC, GATEWAY_V4, L4, arp_request, ipv4, tag,
+    CLIENT_MAC, CLIENT_V4, GATEWAY_MAC, GATEWAY_V4, GATEWAY_V6, L4, arp_request, ipv4, ipv6,
+    neighbor_solicit, tag,
 };
 use etherparse::PacketBuilder;
 use testrun::{HERE, TC_ACT_OK, TestDataplane, XDP_PASS, XDP_REDIRECT};
@@ -71,9 +72,23 @@ fn one_flow_always_lands_on_one_cpu_and_flows_spread() {
     );
     assert_eq!(many[2] + many[3], 0, "steered outside the set: {many:?}");
 
+    // IPv6: the same, one stream one CPU.
+    dp.own(InstanceKey::v6(0, GATEWAY_V6), entry(&[0, 1], 0, 0));
+    let before = steered(&dp);
+    let v6 = ipv6(&[], L4::Tcp, b"x");
+    for _ in 0..50 {
+        assert_eq!(dp.xdp(&v6).0, XDP_REDIRECT);
+    }
+    let after = steered(&dp);
+    let grew: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        grew.contains(&50) && grew.iter().sum::<u64>() == 50,
+        "{grew:?}"
+    );
+
     // ARP for the instance is not steered; the owner still answers it here.
     assert_eq!(dp.xdp(&arp_request(&[], GATEWAY_V4)).0, XDP_PASS);
-    assert_eq!(steered(&dp).iter().sum::<u64>(), 264);
+    assert_eq!(steered(&dp).iter().sum::<u64>(), 314);
 }
 
 #[test]
@@ -114,6 +129,20 @@ fn vlan_tags_are_popped_at_ingress_for_tagged_instances() {
             frame: tag(tcp.clone(), &[100]),
             instance: (v100, 100, flags::VLAN_TAGS),
             out: Some(tcp.clone()),
+            popped: 1,
+        },
+        TagCase {
+            name: "IPv6 TCP tagged 100, VLAN 100 v6 instance: popped",
+            frame: tag(ipv6(&[], L4::Tcp, b"x"), &[100]),
+            instance: (InstanceKey::v6(100, GATEWAY_V6), 100, flags::VLAN_TAGS),
+            out: Some(ipv6(&[], L4::Tcp, b"x")),
+            popped: 1,
+        },
+        TagCase {
+            name: "neighbour solicitation tagged 100 for a v6 VLAN instance: popped",
+            frame: neighbor_solicit(&[100], GATEWAY_V6),
+            instance: (InstanceKey::v6(100, GATEWAY_V6), 100, flags::VLAN_TAGS),
+            out: Some(neighbor_solicit(&[], GATEWAY_V6)),
             popped: 1,
         },
         TagCase {
