@@ -19,6 +19,25 @@ pub fn placement_all_up(config: &Config) -> BTreeMap<String, Placement> {
     plan.placements
 }
 
+fn list<T: ToString>(v: &[T]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The ports the dataplane counts PDUs on, with the digests it expects.
+fn iscsi(i: &baton_config::model::Instance) -> String {
+    let d = &i.iscsi_digests;
+    let digests = match (d.header, d.data) {
+        (false, false) => "",
+        (true, false) => " (header digest)",
+        (false, true) => " (data digest)",
+        (true, true) => " (header+data digests)",
+    };
+    format!("{}{digests}", list(&i.iscsi_ports))
+}
+
 pub fn summary(config: &Config) -> String {
     let t = &config.timers;
     let mut out = format!(
@@ -59,6 +78,8 @@ pub fn summary(config: &Config) -> String {
         "vlan",
         "ports",
         "failback",
+        "iscsi ports",
+        "cpus",
         "with all ports up",
     ]);
     for (name, i) in &config.instances {
@@ -76,6 +97,8 @@ pub fn summary(config: &Config) -> String {
             i.vlan.map_or("-".into(), |v| v.to_string()),
             i.ports.join(","),
             format!("{:?}", i.failback).to_lowercase(),
+            iscsi(i),
+            list(&i.cpus),
             at,
         ]);
     }

@@ -488,8 +488,13 @@ fn print_instances(
                 p["solicits"].to_string(),
                 p["solicits_dropped"].to_string(),
                 p["egress_redirected"].to_string(),
-                format!("{}/{}", p["iscsi"]["rx_total"], p["iscsi"]["tx_total"]),
-                p["iscsi"]["resyncs"].to_string(),
+                match p["iscsi"]["rx_total"].as_u64() {
+                    Some(rx) => format!("{rx}/{}", p["iscsi"]["tx_total"]),
+                    None => "-".into(),
+                },
+                p["iscsi"]["resyncs"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), |n| n.to_string()),
             ]);
         }
     }
