@@ -197,16 +197,30 @@ fn a_move_is_one_update_the_programs_see_at_once() {
 
 #[test]
 fn tc_egress_pins_instance_traffic_to_its_owner() {
-    // A reply from the instance (source GATEWAY_V4) leaving through ifindex 1.
-    let reply = {
+    // Replies from the instance leaving through ifindex 1: IPv4, IPv6, and
+    // IPv4 tagged by a VLAN device for a VLAN 100 instance.
+    let reply = |ip6: bool| {
         let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2(GATEWAY_MAC, frames::CLIENT_MAC)
-            .ipv4(GATEWAY_V4, frames::CLIENT_V4, 64)
-            .tcp(3260, 40000, 1, 1000)
+        let eth = etherparse::PacketBuilder::ethernet2(GATEWAY_MAC, frames::CLIENT_MAC);
+        let ip = if ip6 {
+            eth.ipv6(GATEWAY_V6, frames::CLIENT_V6, 64)
+        } else {
+            eth.ipv4(GATEWAY_V4, frames::CLIENT_V4, 64)
+        };
+        ip.tcp(3260, 40000, 1, 1000)
             .write(&mut f, b"data")
             .expect("frame");
         f
     };
+    pins_to_owner(reply(false), v4());
+    pins_to_owner(reply(true), InstanceKey::v6(0, GATEWAY_V6));
+    pins_to_owner(
+        frames::tag(reply(false), &[100]),
+        InstanceKey::v4(100, GATEWAY_V4),
+    );
+}
+
+fn pins_to_owner(reply: Vec<u8>, key: InstanceKey) {
     let mut dp = Dataplane::new();
     let (action, out) = dp.tc(&reply);
     assert_eq!(
@@ -215,7 +229,7 @@ fn tc_egress_pins_instance_traffic_to_its_owner() {
         "no instance: untouched"
     );
 
-    dp.own(v4(), HERE);
+    dp.own(key, HERE);
     let (action, out2) = dp.tc(&reply);
     assert_eq!(
         (action, out2),
@@ -224,7 +238,7 @@ fn tc_egress_pins_instance_traffic_to_its_owner() {
     );
     assert_eq!(dp.counters(HERE).egress_redirected, 0);
 
-    dp.own(v4(), ELSEWHERE);
+    dp.own(key, ELSEWHERE);
     let (action, out) = dp.tc(&reply);
     assert_eq!(
         action, TC_ACT_REDIRECT,
