@@ -382,7 +382,18 @@ pub struct FlowState {
     pub synced: u8,
     /// Segments seen beyond `next` since it was last reached.
     pub ahead: u8,
-    pub _pad: [u8; 5],
+    /// 1 while an island is held: whole PDUs that arrived beyond a gap
+    /// (`island_start..island_end`), counted only when the walk from `next`
+    /// lands exactly on `island_start` (a failover reorders: new segments
+    /// come through the new port before the lost ones are retransmitted).
+    pub island: u8,
+    pub _pad: [u8; 4],
+    pub island_start: u32,
+    pub island_end: u32,
+    /// PDUs in the island by opcode & 7: the island holds only the first
+    /// seven opcodes of each side (NOP, command/response, task management,
+    /// login, text, data, logout), which is what a stream is made of.
+    pub island_counts: [u16; 8],
 }
 
 /// Capacity of the instance table.

@@ -131,6 +131,9 @@ enum DataplaneCmd {
         /// A CPU to steer the instance's flows to (repeat for more, at most 8).
         #[arg(long = "cpu")]
         cpus: Vec<u32>,
+        /// CRC32C digests its iSCSI logins negotiate.
+        #[arg(long, value_enum, default_value_t = DigestArg::None)]
+        iscsi_digests: DigestArg,
         #[command(flatten)]
         pins: PinArgs,
     },
@@ -168,6 +171,26 @@ enum DataplaneCmd {
         #[command(flatten)]
         pins: PinArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum DigestArg {
+    None,
+    Header,
+    Data,
+    Both,
+}
+
+impl From<DigestArg> for baton_config::model::Digests {
+    fn from(d: DigestArg) -> Self {
+        let (header, data) = match d {
+            DigestArg::None => (false, false),
+            DigestArg::Header => (true, false),
+            DigestArg::Data => (false, true),
+            DigestArg::Both => (true, true),
+        };
+        baton_config::model::Digests { header, data }
+    }
 }
 
 fn main() {
@@ -322,6 +345,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             id,
             iscsi_ports,
             cpus,
+            iscsi_digests,
             pins,
         } => {
             use baton_config::model::{MAX_INSTANCE_CPUS, MAX_ISCSI_PORTS};
@@ -347,7 +371,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 routes: vec![],
                 services: iscsi_ports.clone(),
                 iscsi_ports,
-                iscsi_digests: Default::default(),
+                iscsi_digests: iscsi_digests.into(),
                 cpus,
                 failback: baton_config::model::Failback::Never,
             };

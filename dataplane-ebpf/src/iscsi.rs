@@ -30,14 +30,18 @@ static PDU_STATS: PerCpuHashMap<InstancePortKey, PduCounters> =
 /// The first value of a PDU_STATS element (1 KiB: too large for the BPF stack).
 static ZERO: PduCounters = PduCounters::ZERO;
 
-/// Enough for a segment full of small PDUs (NOP-Outs, commands without data).
+/// PDUs one segment's walk reads (the verifier's bound); more in one
+/// segment (an MSS holds up to 30 header-only PDUs) is a resync.
 const MAX_PDUS_PER_SEGMENT: u32 = 16;
 /// Segments past a missing header before the flow counts as out of sync.
 const AHEAD_LIMIT: u8 = 8;
+/// The same while those segments are held as an island: a failover's new
+/// segments overtake a whole window of retransmissions.
+const ISLAND_AHEAD_LIMIT: u8 = 64;
 const BHS_LEN: u32 = 48;
 const DIGEST_LEN: u32 = 4;
-const LOGIN_REQUEST: u8 = 0x03;
-const LOGIN_RESPONSE: u8 = 0x23;
+/// Login Request (0x03) and Login Response (0x23) in their low five bits.
+const LOGIN: u8 = 0x03;
 
 /// Opcodes an initiator sends (RFC 7143 §11.1.1): NOP-Out, SCSI Command,
 /// Task Management, Login, Text, Data-Out, Logout, SNACK, vendor 0x1c-0x1e.
@@ -108,8 +112,13 @@ fn segment<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
         pkt,
         seg,
         dir: job.dir,
-        header_digest: job.flags & flags::HEADER_DIGEST != 0,
-        data_digest: job.flags & flags::DATA_DIGEST != 0,
+        allowed: if job.dir == RX {
+            INITIATOR_OPCODES
+        } else {
+            TARGET_OPCODES
+        },
+        header_digest: (job.flags & flags::HEADER_DIGEST != 0) as u32,
+        data_digest: (job.flags & flags::DATA_DIGEST != 0) as u32,
         stats: &job.stats,
     };
     if state.synced == 0 {
@@ -124,8 +133,11 @@ struct Walk<'a, P> {
     pkt: &'a P,
     seg: &'a Segment,
     dir: usize,
-    header_digest: bool,
-    data_digest: bool,
+    /// Opcodes the side that sends this direction uses.
+    allowed: u64,
+    /// 1 or 0.
+    header_digest: u32,
+    data_digest: u32,
     stats: &'a InstancePortKey,
 }
 
@@ -144,15 +156,32 @@ impl<P: Bytes> Walk<'_, P> {
             return;
         };
         if self.seg.seq.wrapping_sub(wanted) as i32 > 0 {
-            // The byte we need is missing: reordering or loss.
+            // The byte we need is missing: reordering or loss. Keep whole
+            // PDUs from here as an island until the gap is filled.
+            self.hold_island(state);
             state.ahead = state.ahead.saturating_add(1);
-            if state.ahead > AHEAD_LIMIT {
+            let limit = if state.island != 0 {
+                ISLAND_AHEAD_LIMIT
+            } else {
+                AHEAD_LIMIT
+            };
+            if state.ahead > limit {
                 lose(state, counters);
             }
             return;
         }
         state.ahead = 0;
         let mut off = wanted.wrapping_sub(self.seg.seq);
+        // Landing is checked before and after the segment's walk only: a
+        // walk through the island's bytes inside one segment counts them
+        // itself and passes the island's start, which drops the island.
+        if state.have == 0 {
+            land(state, counters, self.dir);
+            off = state.next.wrapping_sub(self.seg.seq);
+            if off >= len {
+                return;
+            }
+        }
         for _ in 0..MAX_PDUS_PER_SEGMENT {
             // The header's first 8 bytes, from this segment (and the last).
             let have = state.have as u32;
@@ -178,11 +207,42 @@ impl<P: Bytes> Walk<'_, P> {
             state.have = 0;
             off = state.next.wrapping_sub(self.seg.seq);
             if off >= len {
+                land(state, counters, self.dir);
                 return;
             }
         }
         // More PDUs than one pass walks: rather lose the place than guess.
         lose(state, counters);
+    }
+
+    /// A segment beyond the gap: if it is whole PDUs (and starts the island
+    /// or continues it), note them in the island, uncounted.
+    #[inline(always)]
+    fn hold_island(&self, state: &mut FlowState) {
+        let extends = state.island != 0 && state.island_end == self.seg.seq;
+        if state.island != 0 && !extends {
+            return;
+        }
+        let Some(found) = self.whole_pdus() else {
+            return;
+        };
+        let mut counts = if extends {
+            state.island_counts
+        } else {
+            [0u16; 8]
+        };
+        for (c, n) in counts.iter_mut().zip(found.iter()) {
+            let Some(sum) = c.checked_add(*n) else {
+                return;
+            };
+            *c = sum;
+        }
+        if !extends {
+            state.island_start = self.seg.seq;
+        }
+        state.island_end = self.seg.seq.wrapping_add(self.seg.payload_len);
+        state.island_counts = counts;
+        state.island = 1;
     }
 
     /// The segment ends inside the next header: keep its bytes for the next one.
@@ -225,37 +285,44 @@ impl<P: Bytes> Walk<'_, P> {
             return;
         };
         let len = self.seg.payload_len;
-        let mut opcodes = [0u8; MAX_PDUS_PER_SEGMENT as usize];
-        let mut found = 0usize;
-        let mut off = 0u32;
-        for slot in opcodes.iter_mut() {
-            if off + 8 > len {
-                break;
-            }
-            let Some(hdr) = self.pkt.load8(self.seg.payload_offset + off) else {
-                break;
-            };
-            let Some((opcode, pdu_len)) = self.header(hdr) else {
-                break;
-            };
-            *slot = opcode;
-            found += 1;
-            off += pdu_len;
-            if off >= len {
-                break;
-            }
-        }
-        if found == 0 || off != len {
+        let Some(found) = self.whole_pdus() else {
             counters.unsynced_segments += 1;
             return;
-        }
-        for opcode in opcodes.iter().take(found) {
-            count(counters, self.dir, *opcode);
-        }
+        };
+        add_low(counters, self.dir, &found);
         state.next = self.seg.seq.wrapping_add(len);
         state.have = 0;
         state.ahead = 0;
         state.synced = 1;
+    }
+
+    /// How many PDUs of each of the first seven opcodes (opcode & 7) the
+    /// segment holds, if it is whole valid PDUs of those opcodes, first byte
+    /// to last (the opcodes streams are made of; a segment with an R2T, a
+    /// SNACK or a Reject is not taken whole).
+    #[inline(always)]
+    fn whole_pdus(&self) -> Option<[u16; 8]> {
+        let len = self.seg.payload_len;
+        let mut counts = [0u16; 8];
+        let mut off = 0u32;
+        for _ in 0..MAX_PDUS_PER_SEGMENT {
+            if off + 8 > len {
+                return None;
+            }
+            let hdr = self.pkt.load8(self.seg.payload_offset + off)?;
+            let (opcode, pdu_len) = self.header(hdr)?;
+            if opcode & 0x18 != 0 {
+                return None;
+            }
+            if let Some(c) = counts.get_mut((opcode & 7) as usize) {
+                *c += 1;
+            }
+            off += pdu_len;
+            if off >= len {
+                return (off == len).then_some(counts);
+            }
+        }
+        None
     }
 
     /// This port's counters for the instance, looked up only when a segment
@@ -271,16 +338,12 @@ impl<P: Bytes> Walk<'_, P> {
     fn header(&self, hdr: u64) -> Option<(u8, u32)> {
         let byte0 = hdr as u8;
         let opcode = byte0 & 0x3f;
-        let allowed = if self.dir == RX {
-            INITIATOR_OPCODES
-        } else {
-            TARGET_OPCODES
-        };
-        // Byte 0 bit 7 is reserved; the opcode must be one this side sends.
-        if byte0 & 0x80 != 0 || allowed & (1u64 << opcode) == 0 {
-            return None;
-        }
-        if TOP_BIT_SET & (1u64 << opcode) != 0 && (hdr >> 8) as u8 & 0x80 == 0 {
+        let bit = 1u64 << opcode;
+        // Byte 0 bit 7 is reserved; the opcode must be one this side sends;
+        // some opcodes always have byte 1's top bit set. One test, few
+        // verifier paths.
+        let top_bit_missing = (TOP_BIT_SET & bit != 0) & ((hdr >> 8) as u8 & 0x80 == 0);
+        if (byte0 & 0x80 != 0) | (self.allowed & bit == 0) | top_bit_missing {
             return None;
         }
         let ahs = (hdr >> 32) as u8 as u32 * 4;
@@ -288,14 +351,12 @@ impl<P: Bytes> Walk<'_, P> {
         let data =
             ((hdr >> 40) as u8 as u32) << 16 | ((hdr >> 48) as u8 as u32) << 8 | (hdr >> 56) as u32;
         // Digests are negotiated by the login, so login PDUs never carry them.
-        let login = opcode == LOGIN_REQUEST || opcode == LOGIN_RESPONSE;
-        let mut pdu = BHS_LEN + ahs + (data + 3) / 4 * 4;
-        if self.header_digest && !login {
-            pdu += DIGEST_LEN;
-        }
-        if self.data_digest && !login && data > 0 {
-            pdu += DIGEST_LEN;
-        }
+        let digests = ((opcode & 0x1f) != LOGIN) as u32;
+        let pdu = BHS_LEN
+            + ahs
+            + (data + 3) / 4 * 4
+            + digests * self.header_digest * DIGEST_LEN
+            + digests * self.data_digest * (data > 0) as u32 * DIGEST_LEN;
         Some((opcode, pdu))
     }
 }
@@ -311,10 +372,39 @@ fn count(counters: &mut PduCounters, dir: usize, opcode: u8) {
     }
 }
 
+/// The walk is at a PDU boundary: if that is where the island starts, the
+/// guess is confirmed: count its PDUs and go on after it. A walk that has
+/// gone past the island's start without landing on it drops the island.
+#[inline(always)]
+fn land(state: &mut FlowState, counters: &mut PduCounters, dir: usize) {
+    if state.island == 0 {
+        return;
+    }
+    if state.next == state.island_start {
+        add_low(counters, dir, &state.island_counts);
+        state.next = state.island_end;
+        state.island = 0;
+    } else if state.next.wrapping_sub(state.island_start) as i32 > 0 {
+        state.island = 0;
+    }
+}
+
+/// Adds counts of the first seven opcodes of the side that sends `dir`.
+#[inline(always)]
+fn add_low(counters: &mut PduCounters, dir: usize, counts: &[u16; 8]) {
+    let base = if dir == RX { 0 } else { 0x20 };
+    for (i, n) in counts.iter().enumerate() {
+        if let Some(c) = counters.pdus.get_mut(dir).and_then(|d| d.get_mut(base + i)) {
+            *c += *n as u64;
+        }
+    }
+}
+
 #[inline(always)]
 fn lose(state: &mut FlowState, counters: &mut PduCounters) {
     state.synced = 0;
     state.have = 0;
     state.ahead = 0;
+    state.island = 0;
     counters.resyncs += 1;
 }

@@ -68,6 +68,15 @@ impl Target {
         Ok(t)
     }
 
+    /// Sets a target parameter (e.g. HeaderDigest = CRC32C) for new logins.
+    pub fn set_param(&self, name: &str, value: &str) -> Result<()> {
+        self.adm(&[
+            "--lld", "iscsi", "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v",
+            value,
+        ])?;
+        Ok(())
+    }
+
     fn adm(&self, args: &[&str]) -> Result<String> {
         let mut full = vec!["-C", self.ctl.as_str()];
         full.extend_from_slice(args);
@@ -104,6 +113,8 @@ impl Drop for Target {
 pub struct PduTally {
     pub requests: std::collections::BTreeMap<u8, u64>,
     pub responses: std::collections::BTreeMap<u8, u64>,
+    /// (HeaderDigest, DataDigest) = CRC32C in the login responses.
+    pub digests: (bool, bool),
 }
 
 /// The PDUs in a pcap file (tcpdump -w) of TCP port 3260, decoded the long
@@ -192,7 +203,10 @@ pub fn pdus_in_pcap(path: &std::path::Path) -> Result<PduTally> {
         negotiated("HeaderDigest=CRC32C"),
         negotiated("DataDigest=CRC32C"),
     );
-    let mut tally = PduTally::default();
+    let mut tally = PduTally {
+        digests,
+        ..PduTally::default()
+    };
     for (request, s) in &streams {
         let mut pos = 0;
         while pos + 48 <= s.len() {

@@ -237,7 +237,12 @@ fn pdu_accounting_cases() {
         pdu(DATA_OUT, 16, 7, d),
         pdu(NOP_OUT, 0, 0, d),
     ];
-    let many: Vec<Vec<u8>> = (0..12).map(|_| cmd.clone()).collect();
+    let many: Vec<Vec<u8>> = (0..70).map(|_| cmd.clone()).collect();
+    // A command, then a Data-Out whose 96 data bytes look like two commands.
+    let mut fake = plain(DATA_OUT, 96);
+    fake[48..96].copy_from_slice(&cmd);
+    fake[96..144].copy_from_slice(&cmd);
+    let misleading = concat(&[cmd.clone(), fake, cmd.clone()]);
     let twenty = concat(&vec![cmd.clone(); 20]);
     let responses = vec![
         plain(LOGIN_RESPONSE, 100),
@@ -361,16 +366,41 @@ fn pdu_accounting_cases() {
                 ],
             )
         },
+        Case::new(
+            "a failover's reordering: later segments overtake the lost one, held as an island, counted when the retransmission lands on it",
+            concat(&many[..6]),
+            vec![
+                Seg::Syn,
+                Seg::Bytes(0, 48),
+                Seg::Bytes(96, 144),
+                Seg::Bytes(144, 240),
+                Seg::Bytes(48, 96),
+                Seg::Bytes(240, 288),
+            ],
+            vec![(SCSI_COMMAND, 6)],
+        ),
+        Case::new(
+            "an island that was data, not PDUs: dropped when the walk passes it",
+            misleading.clone(),
+            vec![
+                Seg::Syn,
+                Seg::Bytes(0, 48),
+                Seg::Bytes(96, 192),
+                Seg::Bytes(48, 96),
+                Seg::Bytes(192, 240),
+            ],
+            vec![(SCSI_COMMAND, 2), (DATA_OUT, 1)],
+        ),
         Case {
             resyncs: 1,
             ..Case::new(
                 "a gap that never fills: resync, then found again on a whole PDU",
                 concat(&many),
-                // PDU 1 is lost for good; PDUs 2..9 wait for it, PDU 10 gives
-                // up (a resync), PDU 11 is taken whole.
+                // PDU 1 is lost for good; PDUs 2..65 wait for it (held as an
+                // island), PDU 66 gives up (a resync), PDU 67 is taken whole.
                 [
                     vec![Seg::Syn, Seg::Bytes(0, 48)],
-                    (2..12).map(|i| Seg::Bytes(i * 48, i * 48 + 48)).collect(),
+                    (2..68).map(|i| Seg::Bytes(i * 48, i * 48 + 48)).collect(),
                 ]
                 .concat(),
                 vec![(SCSI_COMMAND, 2)],

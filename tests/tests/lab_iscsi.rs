@@ -54,16 +54,37 @@ fn captured(lab: &Lab, traffic: impl FnOnce() -> anyhow::Result<()>) -> anyhow::
         "-i",
         "eth0",
         "-U",
+        // Without it a TPACKET_V3 block waits up to 1 s before tcpdump sees
+        // it, and a capture stopped sooner is empty.
+        "--immediate-mode",
+        "-B",
+        "65536",
         "-s",
         "0",
         "-w",
         &pcap_arg,
         "tcp port 3260",
     ])?;
-    std::thread::sleep(Duration::from_millis(700));
+    // tcpdump writes the file's header once it captures: wait for that.
+    let ready = std::time::Instant::now();
+    while std::fs::metadata(&pcap).map_or(true, |m| m.len() < 24) {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(10),
+            "tcpdump did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let ran = traffic();
     std::thread::sleep(Duration::from_millis(300));
-    capture.stop()?;
+    let out = capture.stop()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The decode is the truth only if tcpdump saw every packet.
+    anyhow::ensure!(
+        stderr
+            .lines()
+            .any(|l| l.trim() == "0 packets dropped by kernel"),
+        "tcpdump dropped packets: {stderr}"
+    );
     let truth = pdus_in_pcap(&pcap);
     let _ = std::fs::remove_file(&pcap);
     ran?;
@@ -72,10 +93,30 @@ fn captured(lab: &Lab, traffic: impl FnOnce() -> anyhow::Result<()>) -> anyhow::
 
 #[test]
 fn pdu_counts_equal_what_iscsi_inq_sent() -> anyhow::Result<()> {
+    inq_runs(false)
+}
+
+/// tgtd asks for CRC32C header digests (libiscsi offers None,CRC32C): every
+/// PDU after the login carries 4 more bytes, which the walk must skip.
+#[test]
+fn pdu_counts_equal_what_iscsi_inq_sent_with_header_digests() -> anyhow::Result<()> {
+    inq_runs(true)
+}
+
+fn inq_runs(header_digest: bool) -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
-    place(gw, INSTANCE, "ge0", &["--iscsi-port", "3260"])?;
+    let digests = if header_digest { "header" } else { "none" };
+    place(
+        gw,
+        INSTANCE,
+        "ge0",
+        &["--iscsi-port", "3260", "--iscsi-digests", digests],
+    )?;
     let target = Target::start(&gw.ns, INSTANCE.parse()?, 8)?;
+    if header_digest {
+        target.set_param("HeaderDigest", "CRC32C")?;
+    }
     let truth = captured(&lab, || {
         for run in 0..RUNS {
             let out = lab
@@ -96,6 +137,11 @@ fn pdu_counts_equal_what_iscsi_inq_sent() -> anyhow::Result<()> {
     let rx = counted(&table, &["ge0"], "rx");
     let tx = counted(&table, &["ge0"], "tx");
     println!("baton rx {rx:?} tx {tx:?}; capture {truth:?}");
+    assert_eq!(
+        truth.digests,
+        (header_digest, false),
+        "the premise: what the logins negotiated"
+    );
 
     // What the runs sent: a login, at least one command and one logout each.
     assert!(
