@@ -12,6 +12,7 @@
 //! segment ends; nothing is counted from a guess.
 use crate::{Bytes, parse::Segment, per_cpu_entry};
 use aya_ebpf::{
+    bindings::{__sk_buff, xdp_md},
     macros::map,
     maps::{LruHashMap, PerCpuHashMap},
 };
@@ -30,9 +31,10 @@ static PDU_STATS: PerCpuHashMap<InstancePortKey, PduCounters> =
 /// The first value of a PDU_STATS element (1 KiB: too large for the BPF stack).
 static ZERO: PduCounters = PduCounters::ZERO;
 
-/// PDUs one segment's walk reads (the verifier's bound); more in one
-/// segment (an MSS holds up to 30 header-only PDUs) is a resync.
-const MAX_PDUS_PER_SEGMENT: u32 = 16;
+/// PDUs one segment's walk reads (the verifier's bound): an MSS holds at
+/// most 30 header-only PDUs; more in one segment (a large GSO send at TC
+/// egress) is a resync.
+const MAX_PDUS_PER_SEGMENT: u32 = 32;
 /// Segments past a missing header before the flow counts as out of sync.
 const AHEAD_LIMIT: u8 = 8;
 /// The same while those segments are held as an island: a failover's new
@@ -57,20 +59,42 @@ const TOP_BIT_SET: u64 =
 /// One segment to account: its flow direction, where its counts go,
 /// RX (to the instance's iSCSI port) or TX (from it), the instance's flags
 /// (the negotiated digests).
+#[repr(C)]
 pub struct Job {
     pub flow: FlowKey,
     pub stats: InstancePortKey,
-    pub dir: usize,
-    pub flags: u16,
+    pub dir: u32,
+    pub flags: u32,
 }
 
-/// Accounts one TCP segment of an iSCSI flow. Not inlined: a BPF-to-BPF
-/// call has its own stack frame (the callers' are large) and the verifier
-/// walks it once per call, not once per path through the parser before it.
-/// Callers pass the result to [`crate::keep`].
+/// Accounts one TCP segment of an iSCSI flow seen by XDP. A global BPF
+/// function: the verifier checks it once, on its own, not once per state
+/// its callers reach it in. Callers pass the result to [`crate::keep`].
+#[unsafe(no_mangle)]
 #[inline(never)]
-pub fn account<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
-    segment(pkt, seg, job)
+pub extern "C" fn baton_iscsi_xdp(ctx: *mut xdp_md, seg: *const Segment, job: *const Job) -> u32 {
+    if ctx.is_null() || seg.is_null() || job.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null pointers to the caller's values.
+    let (seg, job) = unsafe { (&*seg, &*job) };
+    segment(&crate::XdpBytes(ctx), seg, job)
+}
+
+/// The same for the TC programs.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn baton_iscsi_skb(
+    skb: *mut __sk_buff,
+    seg: *const Segment,
+    job: *const Job,
+) -> u32 {
+    if skb.is_null() || seg.is_null() || job.is_null() {
+        return 0;
+    }
+    // SAFETY: as above.
+    let (seg, job) = unsafe { (&*seg, &*job) };
+    segment(&crate::SkbBytes(skb), seg, job)
 }
 
 #[inline(always)]
@@ -111,14 +135,14 @@ fn segment<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
     let walk = Walk {
         pkt,
         seg,
-        dir: job.dir,
-        allowed: if job.dir == RX {
+        dir: (job.dir & 1) as usize,
+        allowed: if job.dir & 1 == RX as u32 {
             INITIATOR_OPCODES
         } else {
             TARGET_OPCODES
         },
-        header_digest: (job.flags & flags::HEADER_DIGEST != 0) as u32,
-        data_digest: (job.flags & flags::DATA_DIGEST != 0) as u32,
+        header_digest: (job.flags & flags::HEADER_DIGEST as u32 != 0) as u32,
+        data_digest: (job.flags & flags::DATA_DIGEST as u32 != 0) as u32,
         stats: &job.stats,
     };
     if state.synced == 0 {

@@ -63,11 +63,17 @@ static STEERED: PerCpuArray<u64> = PerCpuArray::pinned(MAX_CPUS, 0);
 pub trait Bytes {
     /// 8 bytes at `offset` as a little-endian u64 (byte i in bits 8i..).
     fn load8(&self, offset: u32) -> Option<u64>;
+    /// iSCSI accounting for a segment of this packet.
+    fn account(&self, seg: &parse::Segment, job: &iscsi::Job) -> u32;
 }
 
-struct XdpBytes(*mut xdp_md);
+pub(crate) struct XdpBytes(pub(crate) *mut xdp_md);
 
 impl Bytes for XdpBytes {
+    #[inline(always)]
+    fn account(&self, seg: &parse::Segment, job: &iscsi::Job) -> u32 {
+        iscsi::baton_iscsi_xdp(self.0, seg, job)
+    }
     #[inline(always)]
     fn load8(&self, offset: u32) -> Option<u64> {
         let mut buf = [0u8; 8];
@@ -77,9 +83,13 @@ impl Bytes for XdpBytes {
     }
 }
 
-struct SkbBytes(*mut __sk_buff);
+pub(crate) struct SkbBytes(pub(crate) *mut __sk_buff);
 
 impl Bytes for SkbBytes {
+    #[inline(always)]
+    fn account(&self, seg: &parse::Segment, job: &iscsi::Job) -> u32 {
+        iscsi::baton_iscsi_skb(self.0, seg, job)
+    }
     #[inline(always)]
     fn load8(&self, offset: u32) -> Option<u64> {
         let mut buf = [0u8; 8];
@@ -228,10 +238,10 @@ fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) 
                 id: entry.id,
                 ifindex,
             },
-            dir: RX,
-            flags: entry.flags,
+            dir: RX as u32,
+            flags: entry.flags as u32,
         };
-        keep(iscsi::account(pkt, &p.seg, &job));
+        keep(pkt.account(&p.seg, &job));
     }
     let ip = p.l3 == Class::Ipv4 as u32 || p.l3 == Class::Ipv6 as u32;
     Verdict {
@@ -330,10 +340,10 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
                 id: entry.id,
                 ifindex: out,
             },
-            dir: TX,
-            flags: entry.flags,
+            dir: TX as u32,
+            flags: entry.flags as u32,
         };
-        keep(iscsi::account(&SkbBytes(skb), &p.seg, &job));
+        keep(iscsi::baton_iscsi_skb(skb, &p.seg, &job));
     }
     // The kernel sent it untagged (no VLAN device): put the instance's tag on.
     if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && p.tags == 0 && !tagged {

@@ -62,6 +62,7 @@ pub struct Parsed {
 }
 
 /// A TCP segment: sequence number, flags and where its payload lies.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Segment {
     pub seq: u32,

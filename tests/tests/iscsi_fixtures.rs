@@ -243,7 +243,7 @@ fn pdu_accounting_cases() {
     fake[48..96].copy_from_slice(&cmd);
     fake[96..144].copy_from_slice(&cmd);
     let misleading = concat(&[cmd.clone(), fake, cmd.clone()]);
-    let twenty = concat(&vec![cmd.clone(); 20]);
+    let forty = concat(&vec![cmd.clone(); 40]);
     let responses = vec![
         plain(LOGIN_RESPONSE, 100),
         plain(DATA_IN, 36),
@@ -419,9 +419,9 @@ fn pdu_accounting_cases() {
             resyncs: 1,
             ..Case::new(
                 "more PDUs in one segment than one pass walks",
-                twenty.clone(),
-                vec![Seg::Syn, Seg::Bytes(0, twenty.len())],
-                vec![(SCSI_COMMAND, 16)],
+                forty.clone(),
+                vec![Seg::Syn, Seg::Bytes(0, forty.len())],
+                vec![(SCSI_COMMAND, 32)],
             )
         },
         Case {
