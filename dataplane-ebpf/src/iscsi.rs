@@ -69,7 +69,7 @@ pub struct Job {
 
 /// Accounts one TCP segment of an iSCSI flow seen by XDP. A global BPF
 /// function: the verifier checks it once, on its own, not once per state
-/// its callers reach it in. Callers pass the result to [`crate::keep`].
+/// its callers reach it in. Returns 1 while the flow is in sync.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn baton_iscsi_xdp(ctx: *mut xdp_md, seg: *const Segment, job: *const Job) -> u32 {

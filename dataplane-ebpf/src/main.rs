@@ -99,16 +99,6 @@ impl Bytes for SkbBytes {
     }
 }
 
-/// Uses a BPF subprogram's result. Left unused, the compiler drops the
-/// return value, R0 keeps whatever the subprogram last put there (a stack
-/// pointer), and the verifier refuses the program.
-#[inline(always)]
-pub(crate) fn keep(v: u32) {
-    let mut sink = 0u32;
-    // SAFETY: a volatile write to a local.
-    unsafe { core::ptr::write_volatile(&mut sink, v) };
-}
-
 /// What ingress decided for a frame.
 struct Verdict {
     pass: bool,
@@ -241,7 +231,7 @@ fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) 
             dir: RX as u32,
             flags: entry.flags as u32,
         };
-        keep(pkt.account(&p.seg, &job));
+        pkt.account(&p.seg, &job);
     }
     let ip = p.l3 == Class::Ipv4 as u32 || p.l3 == Class::Ipv6 as u32;
     Verdict {
@@ -343,7 +333,7 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
             dir: TX as u32,
             flags: entry.flags as u32,
         };
-        keep(iscsi::baton_iscsi_skb(skb, &p.seg, &job));
+        iscsi::baton_iscsi_skb(skb, &p.seg, &job);
     }
     // The kernel sent it untagged (no VLAN device): put the instance's tag on.
     if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && p.tags == 0 && !tagged {
