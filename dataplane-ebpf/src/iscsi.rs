@@ -5,11 +5,14 @@
 //! that covers that point is walked, PDU by PDU (bounded), using only the
 //! first 8 bytes of each BHS: opcode, TotalAHSLength, DataSegmentLength.
 //! Segments that end before it (retransmissions, the middle of a PDU) hold
-//! no new header. A segment beyond it means a gap: wait for the
-//! retransmission a few segments, then give up and count a resync. A flow
-//! out of sync (or one that began before baton) is found again only on a
-//! segment that starts with a valid BHS and whose PDUs end exactly where the
-//! segment ends; nothing is counted from a guess.
+//! no new header. A segment beyond it means a gap (loss, or a failover
+//! delivering new segments before the lost ones are sent again): whole PDUs
+//! there are held as an island, counted only if the walk from the gap lands
+//! exactly on the island's start; a gap that does not fill is given up on
+//! and counted as a resync. A flow out of sync (or one that began before
+//! baton) is found again only on a segment that starts with a valid BHS and
+//! whose PDUs end exactly where the segment ends; nothing is counted from a
+//! guess.
 use crate::{Bytes, parse::Segment, per_cpu_entry};
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},

@@ -18,7 +18,12 @@ pub fn baton(gw: &Gateway, args: &[&str]) -> Result<std::process::Output> {
 }
 
 pub fn attach(gw: &Gateway) -> Result<()> {
-    let mut args = vec!["dataplane", "attach"];
+    attach_programs(gw, "baton")
+}
+
+/// Attaches a program set (`baton`, `tc-ingress`, `empty`) to every port.
+pub fn attach_programs(gw: &Gateway, programs: &str) -> Result<()> {
+    let mut args = vec!["dataplane", "attach", "--programs", programs];
     for p in &gw.ports {
         args.extend(["--port", p.name.as_str()]);
     }

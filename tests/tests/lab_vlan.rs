@@ -8,7 +8,7 @@
 //! pops in-band tags only: NICs with `rxvlan off`; BPF_PROG_TEST_RUN
 //! fixtures cover that path). So VLAN instances take `ingress = "tcx"`
 //! here, and the XDP case below checks the limit is what we say it is.
-use baton_lab::dataplane::baton_ok;
+use baton_lab::dataplane::{attach_programs, baton_ok};
 use baton_lab::frames::arp_request;
 use baton_lab::{Lab, LabSpec};
 
@@ -38,19 +38,7 @@ fn tagged_arp(programs: &str) -> anyhow::Result<usize> {
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
     gw.ns.ip(&["addr", "add", "192.0.2.100/24", "dev", "ge0"])?;
-    baton_ok(
-        gw,
-        &[
-            "dataplane",
-            "attach",
-            "--port",
-            "ge0",
-            "--port",
-            "ge1",
-            "--programs",
-            programs,
-        ],
-    )?;
+    attach_programs(gw, programs)?;
     baton_ok(
         gw,
         &[

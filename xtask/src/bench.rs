@@ -356,34 +356,12 @@ pub fn dataplane() -> Result<serde_json::Value> {
             &["dataplane", "detach", "--port", "ge0", "--port", "ge1"],
         );
         if let Some(p) = programs {
-            let out = baton_lab::dataplane::baton(
-                gw,
-                &[
-                    "dataplane",
-                    "attach",
-                    "--port",
-                    "ge0",
-                    "--port",
-                    "ge1",
-                    "--programs",
-                    p,
-                ],
-            )?;
-            anyhow::ensure!(
-                out.status.success(),
-                "attach {p}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            baton_lab::dataplane::attach_programs(gw, p)?;
             if p != "empty" {
-                let out = baton_lab::dataplane::baton(
+                baton_lab::dataplane::baton_ok(
                     gw,
                     &["dataplane", "own", ADDR, "--port", "ge0", "--id", "1"],
                 )?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "own: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
             }
         }
         Ok(())
