@@ -70,13 +70,6 @@ pub struct PortStats {
 }
 
 impl PortStats {
-    pub const ZERO: PortStats = PortStats {
-        classes: [Counter {
-            packets: 0,
-            bytes: 0,
-        }; NUM_CLASSES],
-    };
-
     pub fn get(&self, class: Class) -> Counter {
         self.classes[class as usize]
     }
@@ -261,17 +254,6 @@ pub struct InstanceCounters {
 }
 
 impl InstanceCounters {
-    pub const ZERO: InstanceCounters = InstanceCounters {
-        rx_packets: 0,
-        rx_bytes: 0,
-        last_seen_ns: 0,
-        solicits: 0,
-        solicits_dropped: 0,
-        egress_redirected: 0,
-        tags_popped: 0,
-        tags_pushed: 0,
-    };
-
     pub fn add(&mut self, o: &InstanceCounters) {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
