@@ -937,7 +937,7 @@ impl Daemon {
 
     fn status(&self) -> Status {
         let stats = dataplane::read_stats(&self.pins).unwrap_or_default();
-        let counters = dataplane::instance_counters(&self.pins).unwrap_or_default();
+        let counters = self.actuator.table.counters().unwrap_or_default();
         let mono_now = monotonic_ns();
         let ports = self
             .ports

@@ -73,10 +73,24 @@ pub fn addr_of(key: &InstanceKey) -> IpAddr {
 /// hands out each instance's element of the counter array (its slot): kept
 /// across moves, restarts and reloads, zeroed when a new instance gets it.
 pub struct InstanceTable {
-    map: HashMap<MapData, InstanceKey, InstanceEntry>,
-    stats: PerCpuArray<MapData, SlotCounters>,
+    map: InstanceMap,
+    stats: CounterArray,
     /// Slots in use, by the key the caller placed the instance under.
     slots: BTreeMap<InstanceKey, u16>,
+}
+
+type InstanceMap = HashMap<MapData, InstanceKey, InstanceEntry>;
+type CounterArray = PerCpuArray<MapData, SlotCounters>;
+
+/// The pinned instance table and per-instance counter array.
+fn open_maps(pins: &PinDir) -> Result<(InstanceMap, CounterArray)> {
+    let data = super::pinned_map(pins, names::INSTANCES_MAP)?;
+    let map = HashMap::try_from(Map::HashMap(data))
+        .context("BATON_INSTANCES is not baton's instance table")?;
+    let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
+    let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
+        .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
+    Ok((map, stats))
 }
 
 /// The slot of an instance past [`MAX_INSTANCE_SLOTS`]: not counted.
@@ -84,13 +98,7 @@ const NO_SLOT: u16 = u16::MAX;
 
 impl InstanceTable {
     pub fn open(pins: &PinDir) -> Result<Self> {
-        let data = super::pinned_map(pins, names::INSTANCES_MAP)?;
-        let map: HashMap<MapData, InstanceKey, InstanceEntry> =
-            HashMap::try_from(Map::HashMap(data))
-                .context("BATON_INSTANCES is not baton's instance table")?;
-        let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
-        let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
-            .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
+        let (map, stats) = open_maps(pins)?;
         let mut slots = BTreeMap::new();
         for (key, entry) in map.iter().filter_map(Result::ok) {
             // A twin shares its tagged key's slot.
@@ -184,41 +192,49 @@ impl InstanceTable {
     /// Per-instance, per-port counters, summed over CPUs: for each instance
     /// (twins once), each port it is counted on.
     pub fn counters(&self) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (_, entry) in self.entries() {
-            if entry.slot == NO_SLOT || !seen.insert(entry.slot) {
-                continue;
-            }
-            let per_cpu = self
-                .stats
-                .get(&u32::from(entry.slot), 0)
-                .context("reading BATON_INSTANCE_STATS")?;
-            for (pos, ifindex) in entry.ports.iter().enumerate() {
-                if *ifindex == 0 {
-                    continue;
-                }
-                let mut sum = InstanceCounters::default();
-                for cpu in per_cpu.iter() {
-                    sum.add(&cpu.ports[pos]);
-                }
-                out.push((
-                    InstancePortKey {
-                        id: entry.id,
-                        ifindex: *ifindex,
-                    },
-                    sum,
-                ));
-            }
-        }
-        out.sort_by_key(|(k, _)| *k);
-        Ok(out)
+        counters_of(&self.map, &self.stats)
     }
 }
 
 /// Per-instance, per-port counters, summed over CPUs.
 pub fn instance_counters(pins: &PinDir) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-    InstanceTable::open(pins)?.counters()
+    let (map, stats) = open_maps(pins)?;
+    counters_of(&map, &stats)
+}
+
+/// Each instance's counters (twins once) on each port it is counted on.
+fn counters_of(
+    map: &InstanceMap,
+    stats: &CounterArray,
+) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (_, entry) in map.iter().filter_map(Result::ok) {
+        if entry.slot == NO_SLOT || !seen.insert(entry.slot) {
+            continue;
+        }
+        let per_cpu = stats
+            .get(&u32::from(entry.slot), 0)
+            .context("reading BATON_INSTANCE_STATS")?;
+        for (pos, ifindex) in entry.ports.iter().enumerate() {
+            if *ifindex == 0 {
+                continue;
+            }
+            let mut sum = InstanceCounters::default();
+            for cpu in per_cpu.iter() {
+                sum.add(&cpu.ports[pos]);
+            }
+            out.push((
+                InstancePortKey {
+                    id: entry.id,
+                    ifindex: *ifindex,
+                },
+                sum,
+            ));
+        }
+    }
+    out.sort_by_key(|(k, _)| *k);
+    Ok(out)
 }
 
 /// iSCSI PDUs per opcode per instance per port, summed over CPUs.
