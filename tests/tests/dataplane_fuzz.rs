@@ -1,13 +1,16 @@
 //! A million random and mutated frames through every program: the verifier
 //! accepted them once, the kernel must run them on anything, every result is
 //! a valid action, and the port counters add up to exactly what was sent.
+#[path = "support/testrun.rs"]
+mod testrun;
+
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use baton::dataplane::{PinDir, load, load_program};
 use baton_common::{InstanceEntry, InstanceKey, PortStats, flags, names};
 use baton_lab::frames::{
     self, GATEWAY_V4, GATEWAY_V6, L4, arp_request, ipv4, ipv6, neighbor_solicit, with_ipv4_options,
 };
+use testrun::TestDataplane;
 
 // Enough that each TC program, after the frames its harness refuses, still runs over a million.
 const FRAMES: u32 = 1_100_000;
@@ -72,150 +75,138 @@ fn frame(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn a_million_random_frames_through_every_program() {
-    baton_lab::ensure_bpffs().expect("bpffs");
-    let pins = PinDir::new(format!("/sys/fs/bpf/{}-fuzz", baton_lab::unique_prefix()));
-    let result = std::panic::catch_unwind(|| {
-        let mut ebpf = load(&pins).expect("loads");
-        for p in [
-            names::XDP_PROGRAM,
-            names::TC_EGRESS_PROGRAM,
-            names::TC_INGRESS_PROGRAM,
+    // The harness removes its pins when it drops, also on a failed assert.
+    let mut dp = TestDataplane::new();
+    {
+        // Instances owned elsewhere: the drop and redirect paths get exercised.
+        // Written straight into the map (not through the control plane's
+        // table): the keys overlap on purpose and no slots are wanted.
+        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
+            HashMap::try_from(dp.ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
+        // Every branch: iSCSI accounting both ways, CPU steering, tag pop and push.
+        let base = InstanceEntry {
+            id: 3,
+            owner_ifindex: 4242,
+            mac: [2, 0, 0, 0, 0, 9],
+            iscsi_ports: [3260, 40000, 0, 0],
+            ..Default::default()
+        };
+        let steered = InstanceEntry {
+            cpu_count: 1,
+            ..base
+        };
+        let tagged = InstanceEntry {
+            owner_ifindex: 1,
+            vlan: 100,
+            flags: flags::VLAN_TAGS | flags::HEADER_DIGEST,
+            ..base
+        };
+        for (key, entry) in [
+            (InstanceKey::v4(0, GATEWAY_V4), steered),
+            (InstanceKey::v4(100, GATEWAY_V4), tagged),
+            (InstanceKey::v6(0, GATEWAY_V6), base),
+            (InstanceKey::v4(0, frames::CLIENT_V4), tagged),
         ] {
-            load_program(&mut ebpf, p).expect("verifies");
+            map.insert(key, entry, 0).expect("insert");
         }
-        {
-            // Instances owned elsewhere: the drop and redirect paths get exercised.
-            let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
-                HashMap::try_from(ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
-            // Every branch: iSCSI accounting both ways, CPU steering, tag pop and push.
-            let base = InstanceEntry {
-                id: 3,
-                owner_ifindex: 4242,
-                mac: [2, 0, 0, 0, 0, 9],
-                iscsi_ports: [3260, 40000, 0, 0],
-                ..Default::default()
-            };
-            let steered = InstanceEntry {
-                cpu_count: 1,
-                ..base
-            };
-            let tagged = InstanceEntry {
-                owner_ifindex: 1,
-                vlan: 100,
-                flags: flags::VLAN_TAGS | flags::HEADER_DIGEST,
-                ..base
-            };
-            for (key, entry) in [
-                (InstanceKey::v4(0, GATEWAY_V4), steered),
-                (InstanceKey::v4(100, GATEWAY_V4), tagged),
-                (InstanceKey::v6(0, GATEWAY_V6), base),
-                (InstanceKey::v4(0, frames::CLIENT_V4), tagged),
-            ] {
-                map.insert(key, entry, 0).expect("insert");
-            }
-        }
-        baton::dataplane::steering::enable_cpus(&pins, [0]).expect("cpumap");
-        {}
-        let seeds = seeds();
-        let xdp: &Xdp = ebpf
-            .program(names::XDP_PROGRAM)
-            .expect("xdp")
-            .try_into()
-            .expect("xdp");
-        let egress: &SchedClassifier = ebpf
-            .program(names::TC_EGRESS_PROGRAM)
-            .expect("tc")
-            .try_into()
-            .expect("tc");
-        let ingress: &SchedClassifier = ebpf
-            .program(names::TC_INGRESS_PROGRAM)
-            .expect("tc")
-            .try_into()
-            .expect("tc");
-        let mut rng = Rng(0x5eed_ba70_0000_0001);
-        let mut md = [0u8; 24];
-        md[12..16].copy_from_slice(&1u32.to_ne_bytes()); // ingress on ifindex 1
-        let (mut xdp_actions, mut tc_actions) = ([0u64; 8], [0u64; 8]);
-        let (mut harness_refused, mut tc_ingress_refused) = (0u64, 0u64);
-        for i in 0..FRAMES {
-            let f = frame(&mut rng, &seeds);
-            md[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
-            let a = xdp
-                .test_run(TestRunOptions {
-                    data_in: Some(&f),
-                    ctx_in: Some(&md),
-                    ..Default::default()
-                })
-                .unwrap_or_else(|e| panic!("frame {i}: XDP run failed: {e}"));
-            // XDP_DROP 1, XDP_PASS 2, XDP_REDIRECT 4 (into the cpumap).
-            assert!(
-                [1, 2, 4].contains(&a.return_value),
-                "frame {i}: XDP returned {}",
-                a.return_value
-            );
-            xdp_actions[a.return_value as usize] += 1;
-            for (is_ingress, tc) in [(false, egress), (true, ingress)] {
-                let r = match tc.test_run(TestRunOptions {
-                    data_in: Some(&f),
-                    ..Default::default()
-                }) {
-                    Ok(r) => r,
-                    // The kernel's skb harness refuses an IP frame whose IP header
-                    // is cut short (EINVAL), as it refuses frames under 14 bytes;
-                    // the XDP run above fed the parser that frame.
-                    Err(e)
-                        if format!("{e:?}").contains("code: 22")
-                            && [[8, 0], [0x86, 0xdd]].contains(&[f[12], f[13]]) =>
-                    {
-                        harness_refused += 1;
-                        if is_ingress {
-                            tc_ingress_refused += 1;
-                        }
-                        continue;
-                    }
-                    Err(e) => panic!(
-                        "frame {i} ({} bytes, {:02x?}): TC run failed: {e:?}",
-                        f.len(),
-                        &f[..f.len().min(40)]
-                    ),
-                };
-                // TC_ACT_OK 0, TC_ACT_SHOT 2, TC_ACT_REDIRECT 7.
-                assert!(
-                    [0, 2, 7].contains(&r.return_value),
-                    "frame {i}: TC returned {}",
-                    r.return_value
-                );
-                tc_actions[r.return_value as usize] += 1;
-            }
-        }
-        // Every XDP and TCX ingress run counted each frame exactly once.
-        let stats: PerCpuArray<&MapData, PortStats> =
-            PerCpuArray::try_from(ebpf.map(names::PORT_STATS_MAP).expect("map")).expect("per-cpu");
-        let mut total = PortStats::default();
-        for (_, s) in baton::dataplane::stats::port_totals(&stats).expect("read") {
-            total.add(&s);
-        }
-        let runs = 2 * u64::from(FRAMES) - tc_ingress_refused;
-        let tc_runs = u64::from(FRAMES) - harness_refused / 2;
-        assert!(
-            tc_runs >= 1_000_000,
-            "only about {tc_runs} frames per TC program"
-        );
-        assert_eq!(total.frames().packets, runs, "frames counted: {total:?}");
-        assert!(
-            xdp_actions[1] > 0 && xdp_actions[4] > 0 && tc_actions[2] > 0 && tc_actions[7] > 0,
-            "paths not reached: XDP {xdp_actions:?} TC {tc_actions:?}"
-        );
-        assert!(
-            harness_refused < u64::from(FRAMES) / 5,
-            "the harness refused {harness_refused} frames"
-        );
-        println!(
-            "XDP actions {xdp_actions:?}, TC actions {tc_actions:?}, refused by the skb harness {harness_refused}, classes {total:?}"
-        );
-    });
-    let _ = std::fs::remove_dir_all(pins.path());
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
     }
+    baton::dataplane::steering::enable_cpus(dp.pins(), [0]).expect("cpumap");
+    let ebpf = &dp.ebpf;
+    let seeds = seeds();
+    let xdp: &Xdp = ebpf
+        .program(names::XDP_PROGRAM)
+        .expect("xdp")
+        .try_into()
+        .expect("xdp");
+    let egress: &SchedClassifier = ebpf
+        .program(names::TC_EGRESS_PROGRAM)
+        .expect("tc")
+        .try_into()
+        .expect("tc");
+    let ingress: &SchedClassifier = ebpf
+        .program(names::TC_INGRESS_PROGRAM)
+        .expect("tc")
+        .try_into()
+        .expect("tc");
+    let mut rng = Rng(0x5eed_ba70_0000_0001);
+    let mut md = [0u8; 24];
+    md[12..16].copy_from_slice(&1u32.to_ne_bytes()); // ingress on ifindex 1
+    let (mut xdp_actions, mut tc_actions) = ([0u64; 8], [0u64; 8]);
+    let (mut harness_refused, mut tc_ingress_refused) = (0u64, 0u64);
+    for i in 0..FRAMES {
+        let f = frame(&mut rng, &seeds);
+        md[4..8].copy_from_slice(&(f.len() as u32).to_ne_bytes());
+        let a = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(&f),
+                ctx_in: Some(&md),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("frame {i}: XDP run failed: {e}"));
+        // XDP_DROP 1, XDP_PASS 2, XDP_REDIRECT 4 (into the cpumap).
+        assert!(
+            [1, 2, 4].contains(&a.return_value),
+            "frame {i}: XDP returned {}",
+            a.return_value
+        );
+        xdp_actions[a.return_value as usize] += 1;
+        for (is_ingress, tc) in [(false, egress), (true, ingress)] {
+            let r = match tc.test_run(TestRunOptions {
+                data_in: Some(&f),
+                ..Default::default()
+            }) {
+                Ok(r) => r,
+                // The kernel's skb harness refuses an IP frame whose IP header
+                // is cut short (EINVAL), as it refuses frames under 14 bytes;
+                // the XDP run above fed the parser that frame.
+                Err(e)
+                    if format!("{e:?}").contains("code: 22")
+                        && [[8, 0], [0x86, 0xdd]].contains(&[f[12], f[13]]) =>
+                {
+                    harness_refused += 1;
+                    if is_ingress {
+                        tc_ingress_refused += 1;
+                    }
+                    continue;
+                }
+                Err(e) => panic!(
+                    "frame {i} ({} bytes, {:02x?}): TC run failed: {e:?}",
+                    f.len(),
+                    &f[..f.len().min(40)]
+                ),
+            };
+            // TC_ACT_OK 0, TC_ACT_SHOT 2, TC_ACT_REDIRECT 7.
+            assert!(
+                [0, 2, 7].contains(&r.return_value),
+                "frame {i}: TC returned {}",
+                r.return_value
+            );
+            tc_actions[r.return_value as usize] += 1;
+        }
+    }
+    // Every XDP and TCX ingress run counted each frame exactly once.
+    let stats: PerCpuArray<&MapData, PortStats> =
+        PerCpuArray::try_from(ebpf.map(names::PORT_STATS_MAP).expect("map")).expect("per-cpu");
+    let mut total = PortStats::default();
+    for (_, s) in baton::dataplane::stats::port_totals(&stats).expect("read") {
+        total.add(&s);
+    }
+    let runs = 2 * u64::from(FRAMES) - tc_ingress_refused;
+    let tc_runs = u64::from(FRAMES) - harness_refused / 2;
+    assert!(
+        tc_runs >= 1_000_000,
+        "only about {tc_runs} frames per TC program"
+    );
+    assert_eq!(total.frames().packets, runs, "frames counted: {total:?}");
+    assert!(
+        xdp_actions[1] > 0 && xdp_actions[4] > 0 && tc_actions[2] > 0 && tc_actions[7] > 0,
+        "paths not reached: XDP {xdp_actions:?} TC {tc_actions:?}"
+    );
+    assert!(
+        harness_refused < u64::from(FRAMES) / 5,
+        "the harness refused {harness_refused} frames"
+    );
+    println!(
+        "XDP actions {xdp_actions:?}, TC actions {tc_actions:?}, refused by the skb harness {harness_refused}, classes {total:?}"
+    );
 }
