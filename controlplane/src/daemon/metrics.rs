@@ -4,6 +4,7 @@
 //! the BPF maps at scrape time).
 use crate::dataplane::{self, PinDir};
 use anyhow::{Context as _, Result};
+use baton_common::InstancePortKey;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -182,17 +183,17 @@ impl Metrics {
 
     /// The OpenMetrics text, dataplane counters read now.
     pub fn render(&self) -> Result<String> {
-        if let Ok(counters) = dataplane::instance_counters(&self.pins)
-            && let Ok(names) = self.names.lock()
-        {
-            for (k, c) in counters {
-                let (Some(instance), Some(port)) = (names.0.get(&k.id), names.1.get(&k.ifindex))
-                else {
+        if let Ok(names) = self.names.lock() {
+            // The dataplane's (id, ifindex) as instance and port names.
+            let labels_of = |k: &InstancePortKey| {
+                Some(OwnerLabels {
+                    instance: names.0.get(&k.id)?.clone(),
+                    port: names.1.get(&k.ifindex)?.clone(),
+                })
+            };
+            for (k, c) in dataplane::instance_counters(&self.pins).unwrap_or_default() {
+                let Some(labels) = labels_of(&k) else {
                     continue;
-                };
-                let labels = OwnerLabels {
-                    instance: instance.clone(),
-                    port: port.clone(),
                 };
                 for (family, v) in [
                     (&self.rx_packets, c.rx_packets),
@@ -209,13 +210,8 @@ impl Metrics {
                         .store(v, Ordering::Relaxed);
                 }
             }
-        }
-        if let Ok(pdus) = dataplane::pdu_counters(&self.pins)
-            && let Ok(names) = self.names.lock()
-        {
-            for (k, c) in pdus {
-                let (Some(instance), Some(port)) = (names.0.get(&k.id), names.1.get(&k.ifindex))
-                else {
+            for (k, c) in dataplane::pdu_counters(&self.pins).unwrap_or_default() {
+                let Some(labels) = labels_of(&k) else {
                     continue;
                 };
                 for (dir, direction) in [(baton_common::RX, "rx"), (baton_common::TX, "tx")] {
@@ -226,22 +222,18 @@ impl Metrics {
                         if *n == 0 {
                             continue;
                         }
-                        let labels = PduLabels {
-                            instance: instance.clone(),
-                            port: port.clone(),
+                        let pdu = PduLabels {
+                            instance: labels.instance.clone(),
+                            port: labels.port.clone(),
                             direction: direction.into(),
                             opcode: opcode.into(),
                         };
                         self.iscsi_pdus
-                            .get_or_create(&labels)
+                            .get_or_create(&pdu)
                             .inner()
                             .store(*n, Ordering::Relaxed);
                     }
                 }
-                let labels = OwnerLabels {
-                    instance: instance.clone(),
-                    port: port.clone(),
-                };
                 self.iscsi_resyncs
                     .get_or_create(&labels)
                     .inner()
