@@ -153,6 +153,25 @@ impl Daemon {
     }
 
     /// Runs a `baton` CLI command against this daemon's socket.
+    /// Starts `baton events` (with `--json` when asked) against this
+    /// daemon, writing to `stdout`.
+    pub fn events(
+        &self,
+        json: bool,
+        stdout: impl Into<std::process::Stdio>,
+    ) -> Result<std::process::Child> {
+        let mut cmd = std::process::Command::new(baton_bin()?);
+        cmd.arg("events");
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .stdout(stdout)
+            .spawn()
+            .context("starting baton events")
+    }
+
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
         let mut cmd = std::process::Command::new(baton_bin()?);
         cmd.args(args).arg("--socket").arg(&self.socket);

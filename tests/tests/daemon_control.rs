@@ -75,11 +75,7 @@ fn flapping_at_20_hz_moves_no_more_than_the_timers_allow() -> anyhow::Result<()>
     let daemon = Daemon::start(&lab, 0, &lab_config(timers, "failback = \"auto\""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let events = std::fs::File::create(daemon.dir.join("events.json"))?;
-    let mut follower = std::process::Command::new(baton_lab::baton_bin()?)
-        .args(["events", "--json", "--socket"])
-        .arg(&daemon.socket)
-        .stdout(events)
-        .spawn()?;
+    let mut follower = daemon.events(true, events)?;
     std::thread::sleep(Duration::from_millis(200));
     // 200 pulls and plugs, 25 ms each: 10 s at 20 Hz.
     let script = "for i in $(seq 200); do ip link set g0p0 down; sleep 0.025; ip link set g0p0 up; sleep 0.025; done";

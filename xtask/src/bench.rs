@@ -278,11 +278,7 @@ fn scale(n: usize) -> Result<(usize, f64, f64, f64)> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut follower = std::process::Command::new(baton_lab::baton_bin()?)
-        .args(["events", "--json", "--socket"])
-        .arg(&daemon.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let mut follower = daemon.events(true, std::process::Stdio::piped())?;
     let stdout = follower.stdout.take().context("events")?;
     std::thread::sleep(Duration::from_millis(200));
     let pulled = Instant::now();

@@ -200,11 +200,7 @@ fn follow_events(
     daemon: &Daemon,
     t0: Instant,
 ) -> Result<(Stamped<serde_json::Value>, baton_lab::Peer)> {
-    let mut child = std::process::Command::new(baton_lab::baton_bin()?)
-        .args(["events", "--json", "--socket"])
-        .arg(&daemon.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let mut child = daemon.events(true, std::process::Stdio::piped())?;
     let stdout = child.stdout.take().context("events stdout")?;
     let events: Stamped<serde_json::Value> = Arc::default();
     let sink = events.clone();
@@ -223,11 +219,7 @@ fn follow_events(
 
 /// `baton events` as a user sees it, collected line by line.
 fn follow_events_text(daemon: &Daemon) -> Result<(Arc<Mutex<Vec<String>>>, baton_lab::Peer)> {
-    let mut child = std::process::Command::new(baton_lab::baton_bin()?)
-        .args(["events", "--socket"])
-        .arg(&daemon.socket)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let mut child = daemon.events(false, std::process::Stdio::piped())?;
     let stdout = child.stdout.take().context("events stdout")?;
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = lines.clone();
