@@ -48,6 +48,18 @@ pub fn validate(c: &Config, host: &Host) -> Errors {
     e
 }
 
+/// An error for every entry of `v` that repeats an earlier one.
+fn repeats<T: PartialEq + std::fmt::Display>(path: &str, field: &str, v: &[T], e: &mut Errors) {
+    for (i, x) in v.iter().enumerate() {
+        if v[..i].contains(x) {
+            e.push((
+                format!("{path}.{field}[{i}]"),
+                format!("{x} is listed twice"),
+            ));
+        }
+    }
+}
+
 fn list<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = names.map(String::as_str).collect();
     if v.is_empty() {
@@ -228,22 +240,8 @@ fn instances(c: &Config, host: &Host, e: &mut Errors) {
                 ),
             ));
         }
-        for (field, list) in [
-            ("cpus", &inst.cpus),
-            (
-                "iscsi_ports",
-                &inst.iscsi_ports.iter().map(|p| *p as u32).collect(),
-            ),
-        ] {
-            for (i, v) in list.iter().enumerate() {
-                if list[..i].contains(v) {
-                    e.push((
-                        format!("{path}.{field}[{i}]"),
-                        format!("{v} is listed twice"),
-                    ));
-                }
-            }
-        }
+        repeats(&path, "cpus", &inst.cpus, e);
+        repeats(&path, "iscsi_ports", &inst.iscsi_ports, e);
         for (i, cpu) in inst.cpus.iter().enumerate() {
             if *cpu >= host.cpus {
                 e.push((
