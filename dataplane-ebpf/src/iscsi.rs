@@ -100,8 +100,8 @@ pub extern "C" fn baton_iscsi_skb(
     segment(&crate::SkbBytes(skb), seg, job)
 }
 
-#[inline(always)]
 /// Returns whether the flow is in sync after the segment.
+#[inline(always)]
 fn segment<P: Bytes>(pkt: &P, seg: &Segment, job: &Job) -> u32 {
     let flow = &job.flow;
     if seg.rst {
