@@ -28,6 +28,9 @@ pub struct DaemonSettings {
     /// drivers where XDP costs more than it gives (veth: XDP turns the
     /// peer's TSO off; `cargo xtask bench dataplane` measures both).
     pub ingress: IngressHook,
+    /// How often the daemon re-reads the kernel's whole state and repairs
+    /// any difference, whatever events said (the safety net for lost events).
+    pub resync_interval: Duration,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +45,7 @@ impl Default for DaemonSettings {
         DaemonSettings {
             realtime_priority: 10,
             ingress: IngressHook::Xdp,
+            resync_interval: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +100,24 @@ pub enum Failback {
 pub struct Route {
     pub to: IpNet,
     pub via: IpAddr,
+    /// `to` is 0.0.0.0/0 or ::/0 and the file says so on purpose: the route
+    /// replaces the host's default route.
+    pub replaces_default: bool,
+}
+
+/// How many instances the dataplane's table holds (a VLAN instance takes
+/// two entries: tagged and its untagged twin).
+pub const MAX_INSTANCE_ENTRIES: usize = 4096;
+
+/// An instance's id in the dataplane (counters, macvlan names): a hash of
+/// its name, so it survives reloads and restarts whatever else the config
+/// holds. FNV-1a, 32 bits; 0 is kept for "none". `baton check` refuses two
+/// names with one id.
+pub fn instance_id(name: &str) -> u32 {
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash.max(1)
 }
 
 /// A service with one address.

@@ -45,7 +45,7 @@ const TOP: &[&str] = &[
     "daemon",
 ];
 const METRICS: &[&str] = &["listen", "enabled"];
-const DAEMON: &[&str] = &["realtime_priority", "ingress"];
+const DAEMON: &[&str] = &["realtime_priority", "ingress", "resync_interval"];
 const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
 const NETWORK: &[&str] = &["subnets", "vlans"];
 const INSTANCE: &[&str] = &[
@@ -60,7 +60,7 @@ const INSTANCE: &[&str] = &[
     "cpus",
     "failback",
 ];
-const ROUTE: &[&str] = &["to", "via"];
+const ROUTE: &[&str] = &["to", "via", "replaces_default"];
 const TIMERS: &[&str] = &[
     "hold_down",
     "hold_up",
@@ -160,6 +160,9 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         r.keys(t, "daemon", DAEMON);
         if let Some(p) = r.u32(t, "daemon", "realtime_priority", 0, 99) {
             config.daemon.realtime_priority = p;
+        }
+        if let Some(d) = r.duration(t, "daemon", "resync_interval") {
+            config.daemon.resync_interval = d;
         }
         match r.string(t, "daemon", "ingress").as_deref() {
             None | Some("xdp") => {}
@@ -520,7 +523,23 @@ impl<'t> Reader<'t> {
             if rt.get("to").is_none() || rt.get("via").is_none() {
                 r.error(p, Some(v.span()), "a route needs both `to` and `via`");
             }
-            Some(Route { to: to?, via: via? })
+            let replaces_default = match rt.get("replaces_default").map(|v| v.get_ref()) {
+                None => false,
+                Some(DeValue::Boolean(b)) => *b,
+                Some(_) => {
+                    r.error(
+                        &format!("{p}.replaces_default"),
+                        None,
+                        "must be true or false",
+                    );
+                    false
+                }
+            };
+            Some(Route {
+                to: to?,
+                via: via?,
+                replaces_default,
+            })
         });
         let services = self.list(t, path, "services", |r, p, v| {
             r.int_in(v, p, 1, 65535).map(|n| n as u16)

@@ -126,6 +126,32 @@ fn ports(c: &Config, e: &mut Errors) {
 }
 
 fn instances(c: &Config, host: &Host, e: &mut Errors) {
+    let entries: usize = c
+        .instances
+        .values()
+        .map(|i| if i.vlan.is_some() { 2 } else { 1 })
+        .sum();
+    if entries > MAX_INSTANCE_ENTRIES {
+        e.push((
+            "instances".into(),
+            format!(
+                "{} instances need {entries} dataplane entries (a VLAN instance takes two); the table holds {MAX_INSTANCE_ENTRIES}: split them across hosts",
+                c.instances.len()
+            ),
+        ));
+    }
+    let mut seen_id: BTreeMap<u32, &str> = BTreeMap::new();
+    for name in c.instances.keys() {
+        if let Some(other) = seen_id.insert(instance_id(name), name) {
+            e.push((
+                format!("instances.{name}"),
+                format!(
+                    "its name hashes to the same dataplane id ({:#010x}) as instance \"{other}\"; rename one of them",
+                    instance_id(name)
+                ),
+            ));
+        }
+    }
     let mut seen_addr: BTreeMap<IpAddr, &str> = BTreeMap::new();
     let mut seen_mac: BTreeMap<[u8; 6], &str> = BTreeMap::new();
     for (name, inst) in &c.instances {
@@ -221,7 +247,27 @@ fn instances(c: &Config, host: &Host, e: &mut Errors) {
             } else if !inst.address.contains(&r.via) || r.via == addr {
                 e.push((format!("{path}.routes[{i}].via"), format!("gateway {} is not on-link: it is outside {}; use a gateway inside the instance's subnet", r.via, inst.address.trunc())));
             }
+            if r.to.prefix_len() == 0 && !r.replaces_default {
+                e.push((
+                    format!("{path}.routes[{i}].to"),
+                    format!(
+                        "{} would replace the host's default route; add replaces_default = true to this route if that is meant",
+                        r.to
+                    ),
+                ));
+            } else if r.replaces_default && r.to.prefix_len() != 0 {
+                e.push((
+                    format!("{path}.routes[{i}].replaces_default"),
+                    format!("{} is not a default route; remove replaces_default", r.to),
+                ));
+            }
         }
+        repeats(
+            &path,
+            "routes",
+            &inst.routes.iter().map(|r| r.to).collect::<Vec<_>>(),
+            e,
+        );
         if inst.cpus.len() > MAX_INSTANCE_CPUS {
             e.push((
                 format!("{path}.cpus"),
@@ -287,6 +333,14 @@ fn caps(c: &Config, e: &mut Errors) {
 }
 
 fn timers(c: &Config, e: &mut Errors) {
+    let r = c.daemon.resync_interval;
+    if r < Duration::from_millis(100) || r > Duration::from_secs(3600) {
+        e.push((
+            "daemon.resync_interval".into(),
+            "use 100ms..=1h (default 10s): the full resync is the safety net for lost events"
+                .into(),
+        ));
+    }
     let t = &c.timers;
     if t.announce_interval > Duration::from_secs(10) {
         e.push((

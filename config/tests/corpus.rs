@@ -20,7 +20,7 @@ fn files(dir: &str, ext: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn every_invalid_config_gives_its_errors() {
     let cases = files("tests/invalid", "toml");
-    assert!(cases.len() >= 15, "corpus shrank to {}", cases.len());
+    assert!(cases.len() >= 30, "corpus shrank to {}", cases.len());
     let mut failures = Vec::new();
     for path in cases {
         let name = path
@@ -93,4 +93,39 @@ fn a_key_file_others_can_read_is_refused() {
         err
     );
     assert_eq!(err.0[0].path, "cluster.key_file");
+}
+
+/// The dataplane table holds 4,096 entries: one more instance is refused by
+/// `baton check` (a file too long for the corpus, so built here).
+#[test]
+fn more_instances_than_the_table_holds_are_refused() {
+    let mut text = String::from(
+        "[networks.storage]\nsubnets = [\"10.0.0.0/8\"]\n\n[ports.ge0]\nnetworks = [\"storage\"]\nmax_addresses = 100000\n\n[limits]\naddresses_per_port = 100000\n",
+    );
+    let fits = |n: u32, text: &mut String| {
+        for i in 0..n {
+            let a = i + 1;
+            text.push_str(&format!(
+                "\n[instances.i{i}]\naddress = \"10.{}.{}.{}/8\"\nports = [\"ge0\"]\n",
+                (a >> 16) & 255,
+                (a >> 8) & 255,
+                a & 255
+            ));
+        }
+    };
+    let mut full = text.clone();
+    fits(4096, &mut full);
+    assert!(
+        parse("full.toml", &full, &HOST).is_ok(),
+        "4,096 instances fit"
+    );
+    fits(4097, &mut text);
+    let err = parse("over.toml", &text, &HOST)
+        .err()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("4097 instances need 4097 dataplane entries") && err.contains("holds 4096"),
+        "{err}"
+    );
 }

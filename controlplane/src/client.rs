@@ -91,8 +91,8 @@ pub fn render_status(s: &Status) -> String {
     for p in &s.ports {
         ports.add_row([
             p.name.clone(),
-            p.state.clone(),
-            p.link.clone(),
+            p.state.to_string(),
+            p.link.to_string(),
             format!("{} ago", ago(p.since_ms)),
             p.rx_frames.to_string(),
         ]);
@@ -108,6 +108,7 @@ pub fn render_status(s: &Status) -> String {
         "traffic",
         "reason",
     ]);
+    let mut notes = Vec::new();
     for i in &s.instances {
         insts.add_row([
             i.name.clone(),
@@ -122,9 +123,22 @@ pub fn render_status(s: &Status) -> String {
                 .collect::<Vec<_>>()
                 .join("; "),
         ]);
+        if let Some(r) = &i.last_repair {
+            notes.push(format!(
+                "{}: repaired {} at {}: {}",
+                i.name,
+                r.what,
+                ago(r.at_ms),
+                r.detail
+            ));
+        }
+        if let Some(e) = &i.error {
+            notes.push(format!("{}: error: {e}", i.name));
+        }
     }
+    let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
     format!(
-        "config {} up {}\n{ports}\n{insts}\n",
+        "config {} up {}\n{ports}\n{insts}\n{notes}",
         s.config,
         ago(s.uptime_ms)
     )
@@ -195,6 +209,19 @@ pub fn render_event(e: &Event) -> String {
             to,
             error,
         } => format!("{at_ms:>9}ms move-failed {instance} -> {to}: {error}"),
+        Event::Repaired {
+            at_ms,
+            instance,
+            what,
+            detail,
+        } => format!("{at_ms:>9}ms repaired {instance} {what}: {detail}"),
+        Event::RepairFailed {
+            at_ms,
+            instance,
+            error,
+            retry_ms,
+        } => format!("{at_ms:>9}ms repair-failed {instance}: {error} (retry in {retry_ms}ms)"),
+        Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
         Event::Reload { at_ms, ok, message } => format!(
             "{at_ms:>9}ms reload {}: {message}",
             if *ok { "ok" } else { "refused" }

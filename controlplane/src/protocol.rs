@@ -41,10 +41,10 @@ pub struct Status {
 pub struct PortStatus {
     pub name: String,
     pub ifindex: Option<u32>,
-    /// What the engine makes of it: up, settling, held-down, failed, missing.
-    pub state: String,
-    /// What the kernel says: up, no-carrier, admin-down, missing.
-    pub link: String,
+    /// What the engine makes of it.
+    pub state: PortCondition,
+    /// What the kernel says.
+    pub link: LinkCondition,
     /// Milliseconds since the link last changed.
     pub since_ms: u64,
     /// Frames seen by the dataplane at ingress.
@@ -60,6 +60,10 @@ pub struct InstanceStatus {
     /// Why it is not where the engine would like it (no eligible port), per port.
     pub refused: Vec<(String, String)>,
     pub last_move: Option<MoveRecord>,
+    /// The last repair baton made to it (drift another tool caused).
+    pub last_repair: Option<RepairRecord>,
+    /// An error reconciling it, retried with backoff (None when healthy).
+    pub error: Option<String>,
     /// Per port: frames addressed to it and ms since the last one.
     pub traffic: Vec<PortTraffic>,
 }
@@ -75,7 +79,7 @@ pub struct PortTraffic {
 pub struct MoveRecord {
     pub from: Option<String>,
     pub to: String,
-    pub kind: String,
+    pub kind: MoveKind,
     /// Milliseconds since the daemon started.
     pub at_ms: u64,
     /// How long the move itself took, in microseconds.
@@ -89,17 +93,34 @@ pub enum Event {
     Port {
         at_ms: u64,
         port: String,
-        link: String,
-        state: String,
+        link: LinkCondition,
+        state: PortCondition,
     },
     Move {
         at_ms: u64,
         instance: String,
         from: Option<String>,
         to: String,
-        kind: String,
+        kind: MoveKind,
         took_us: u64,
     },
+    /// baton found the kernel differing from what it wants, and fixed it.
+    Repaired {
+        at_ms: u64,
+        instance: String,
+        what: Repair,
+        detail: String,
+    },
+    /// Reconciling an instance failed; retried after `retry_ms`.
+    RepairFailed {
+        at_ms: u64,
+        instance: String,
+        error: String,
+        retry_ms: u64,
+    },
+    /// Events may have been missed (netlink overrun, monitor restarted):
+    /// baton re-read the kernel's state.
+    Resync { at_ms: u64, reason: String },
     Refused {
         at_ms: u64,
         instance: String,
@@ -118,3 +139,73 @@ pub enum Event {
         message: String,
     },
 }
+
+/// What the engine makes of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortCondition {
+    Up,
+    /// Up again, but not yet for `hold_up`.
+    Settling,
+    /// Down, but not yet for `hold_down`.
+    HeldDown,
+    Failed,
+    Missing,
+}
+
+/// What the kernel says of a port's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkCondition {
+    Up,
+    NoCarrier,
+    AdminDown,
+    Missing,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveKind {
+    Initial,
+    Failover,
+    Failback,
+    Planned,
+}
+
+/// What a repair put right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Repair {
+    /// The address was missing from its owner.
+    Address,
+    /// The instance's macvlan was missing, down, or had the wrong MAC or lower port.
+    Device,
+    /// A copy of the address (or an up standby MAC) on a port that is not the owner.
+    Copy,
+    /// A static route was missing or pointed elsewhere.
+    Route,
+    /// The dataplane's instance entry differed.
+    MapEntry,
+    /// Something baton made for an instance that no longer exists.
+    Leftover,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepairRecord {
+    pub what: Repair,
+    pub detail: String,
+    pub at_ms: u64,
+}
+
+macro_rules! kebab_display {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                // The serde name: one spelling everywhere (JSON, tables, logs, labels).
+                let s = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+                f.write_str(s.as_str().unwrap_or("?"))
+            }
+        }
+    )*};
+}
+kebab_display!(PortCondition, LinkCondition, MoveKind, Repair);

@@ -191,6 +191,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Replaces a gateway port with a new device of the same name (a
+    /// driver reload, a hot-plugged NIC): the old veth pair is deleted and a
+    /// new one cabled to the switch.
+    pub fn replace_port(&self, g: usize, port: usize) -> Result<()> {
+        let gw = &self.gateways[g];
+        let p = &gw.ports[port];
+        gw.ns.ip(&["link", "del", &p.name])?;
+        cable(&self.switch, &p.switch_side, &gw.ns, &p.name)?;
+        gw.ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/{PREFIX}", p.addr),
+            "dev",
+            &p.name,
+        ])?;
+        Ok(())
+    }
+
     /// Starts a long-running peer in `ns`; it is killed when the lab drops.
     pub fn spawn(&self, ns: &Netns, args: &[&str]) -> Result<u32> {
         let peer = ns.spawn(args)?;

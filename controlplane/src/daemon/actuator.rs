@@ -9,7 +9,7 @@ use baton_common::MAX_COUNTED_PORTS;
 use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
@@ -23,14 +23,6 @@ fn failpoint(step: &str, relocation: bool) {
         eprintln!("baton: failpoint {step}: aborting");
         std::process::abort();
     }
-}
-
-/// An address configured on a device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Configured {
-    pub ifindex: u32,
-    pub addr: IpAddr,
-    pub prefix: u8,
 }
 
 pub struct Actuator {
@@ -51,21 +43,8 @@ impl Actuator {
         })
     }
 
-    /// Every address on every device.
-    pub async fn addresses(&self) -> Result<Vec<Configured>> {
-        let mut out = Vec::new();
-        let mut dump = self.handle.address().get().execute();
-        while let Some(msg) = dump.next().await {
-            let msg = msg.context("dumping addresses")?;
-            if let Some(addr) = address_of(&msg) {
-                out.push(Configured {
-                    ifindex: msg.header.index,
-                    addr,
-                    prefix: msg.header.prefix_len,
-                });
-            }
-        }
-        Ok(out)
+    pub fn handle(&self) -> &Handle {
+        &self.handle
     }
 
     /// Adds the instance address to a port (replace: idempotent). IPv6
@@ -144,16 +123,20 @@ impl Actuator {
         up: bool,
     ) -> Result<u32> {
         if let Some(ifindex) = crate::netdev::index_of(name) {
-            if up {
-                let msg = LinkUnspec::new_with_index(ifindex).up().build();
-                self.handle
-                    .link()
-                    .set(msg)
-                    .execute()
-                    .await
-                    .with_context(|| format!("bringing {name} up"))?;
+            // Someone else's device under our name, or a wrong MAC: made anew.
+            if crate::netdev::mac_of(name).ok() == Some(mac) {
+                if up {
+                    let msg = LinkUnspec::new_with_index(ifindex).up().build();
+                    self.handle
+                        .link()
+                        .set(msg)
+                        .execute()
+                        .await
+                        .with_context(|| format!("bringing {name} up"))?;
+                }
+                return Ok(ifindex);
             }
-            return Ok(ifindex);
+            self.del_link(name).await?;
         }
         let builder = LinkMacVlan::new(name, lower, MacVlanMode::Bridge).address(mac.to_vec());
         let msg = if up { builder.up() } else { builder.down() }.build();
@@ -329,26 +312,28 @@ pub struct MoveSpec<'a> {
     pub entry: InstanceEntry,
 }
 
-/// Name of the macvlan that carries instance `id`'s MAC on the port at
-/// `port_index` (its place among the configured ports): at most 15 bytes.
-pub fn macvlan_name(id: u32, port_index: usize) -> String {
-    format!("bt{id:08x}p{port_index}")
+/// Name of the macvlan that carries instance `id`'s MAC on `port`: "bt",
+/// the id, and 20 bits of a hash of the port's name (15 bytes, the most a
+/// device name may have). It depends on nothing else in the config, so
+/// reloads and restarts find the same devices.
+pub fn macvlan_name(id: u32, port: &str) -> String {
+    let tag = baton_config::instance_id(port) & 0xf_ffff;
+    format!("bt{id:08x}{tag:05x}")
 }
 
-fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
-    // IFA_LOCAL is the address on point-to-point links; IFA_ADDRESS otherwise.
-    msg.attributes
-        .iter()
-        .find_map(|a| match a {
-            AddressAttribute::Local(a) => Some(*a),
-            _ => None,
-        })
-        .or_else(|| {
-            msg.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(a) => Some(*a),
-                _ => None,
-            })
-        })
+/// The instance id in the name of a macvlan baton made (also the older
+/// "btIDp<N>" form), or None for any other device.
+pub fn macvlan_owner_id(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("bt")?;
+    let (id, tail) = rest.split_at_checked(8)?;
+    let ours = (tail.len() == 5 && tail.bytes().all(|b| b.is_ascii_hexdigit()))
+        || tail
+            .strip_prefix('p')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !ours {
+        return None;
+    }
+    u32::from_str_radix(id, 16).ok()
 }
 
 /// Seed blocks 346 and 348 for the ports a plan moved instances off: the

@@ -28,22 +28,106 @@ pub fn listen(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// The longest request line; a longer one is an error and the end of the connection.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Connections at once (`baton events` followers included).
+const MAX_CLIENTS: usize = 64;
+/// A connection that sends nothing for this long is closed (followers of
+/// `baton events` are not idle: they wait for the daemon).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest a reply may take to be written to a slow reader.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits after an accept error (EMFILE, ENFILE, ENOMEM: retrying at once
+/// would spin), doubling up to a second.
+#[derive(Default)]
+pub struct AcceptBackoff(std::time::Duration);
+
+impl AcceptBackoff {
+    pub fn reset(&mut self) {
+        self.0 = std::time::Duration::ZERO;
+    }
+
+    pub async fn wait(&mut self, what: &str, e: &std::io::Error) {
+        self.0 = (self.0 * 2).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_secs(1),
+        );
+        warn!(socket = what, error = %e, wait_ms = self.0.as_millis() as u64, "accept failed");
+        tokio::time::sleep(self.0).await;
+    }
+}
+
 pub async fn serve(
     listener: UnixListener,
     calls: mpsc::Sender<Call>,
     events: broadcast::Sender<Event>,
 ) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let mut stream = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                backoff.wait("control", &e).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Told, then closed: never queued behind the others.
+            tokio::spawn(async move {
+                let msg = format!("busy: {MAX_CLIENTS} control connections are open; try again");
+                if let Ok(line) = reply(Response::Error { message: msg }) {
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(line.as_bytes()))
+                        .await;
+                }
+            });
             continue;
         };
         let (calls, events) = (calls.clone(), events.subscribe());
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = client(stream, calls, events).await {
                 warn!(error = %format!("{e:#}"), "control client");
             }
         });
     }
+}
+
+fn reply(r: Response) -> Result<String> {
+    Ok(serde_json::to_string(&Envelope {
+        v: VERSION,
+        body: r,
+    })? + "\n")
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes; None at the end of input.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(
+        IDLE,
+        r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("idle for {}s: closed", IDLE.as_secs()))??;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+        anyhow::bail!("request longer than {MAX_LINE} bytes");
+    }
+    Ok(Some(String::from_utf8_lossy(&buf).trim_end().to_string()))
+}
+
+async fn send<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, text: &str) -> Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, w.write_all(text.as_bytes()))
+        .await
+        .map_err(|_| anyhow::anyhow!("client does not read its replies"))??;
+    Ok(())
 }
 
 async fn client(
@@ -53,33 +137,28 @@ async fn client(
 ) -> Result<()> {
     let uid = stream.peer_cred().context("SO_PEERCRED")?.uid();
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let reply = |r: Response| -> Result<String> {
-        Ok(serde_json::to_string(&Envelope {
-            v: VERSION,
-            body: r,
-        })? + "\n")
-    };
-    while let Some(line) = lines.next_line().await? {
+    let mut read = BufReader::new(read);
+    loop {
+        let line = match read_line(&mut read).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                send(&mut write, &reply(Response::Error { message: msg })?).await?;
+                return Err(e);
+            }
+        };
         if uid != 0 {
             // Read the request first, so the refusal reaches the client.
             let msg = format!("refused: the control socket is for root only (peer uid {uid})");
-            write
-                .write_all(reply(Response::Error { message: msg })?.as_bytes())
-                .await?;
+            send(&mut write, &reply(Response::Error { message: msg })?).await?;
             return Ok(());
         }
         let request: Envelope<Request> = match serde_json::from_str(&line) {
             Ok(r) => r,
             Err(e) => {
-                write
-                    .write_all(
-                        reply(Response::Error {
-                            message: format!("bad request: {e}"),
-                        })?
-                        .as_bytes(),
-                    )
-                    .await?;
+                let message = format!("bad request: {e}");
+                send(&mut write, &reply(Response::Error { message })?).await?;
                 continue;
             }
         };
@@ -88,19 +167,13 @@ async fn client(
                 "protocol version {} is not spoken here (this daemon speaks {VERSION})",
                 request.v
             );
-            write
-                .write_all(reply(Response::Error { message: msg })?.as_bytes())
-                .await?;
+            send(&mut write, &reply(Response::Error { message: msg })?).await?;
             continue;
         }
         if let Request::Events = request.body {
             loop {
                 match events.recv().await {
-                    Ok(ev) => {
-                        write
-                            .write_all((serde_json::to_string(&ev)? + "\n").as_bytes())
-                            .await?
-                    }
+                    Ok(ev) => send(&mut write, &(serde_json::to_string(&ev)? + "\n")).await?,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "events client too slow")
                     }
@@ -114,7 +187,6 @@ async fn client(
             .await
             .context("daemon stopped")?;
         let response = rx.await.context("daemon dropped the request")?;
-        write.write_all(reply(response)?.as_bytes()).await?;
+        send(&mut write, &reply(response)?).await?;
     }
-    Ok(())
 }

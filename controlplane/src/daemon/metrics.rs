@@ -41,6 +41,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabel {
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PduLabels {
     pub instance: String,
     pub port: String,
@@ -58,6 +63,9 @@ pub struct Metrics {
     pub moves: Family<MoveLabels, Counter>,
     pub move_seconds: Histogram,
     pub refusals: Family<ReasonLabel, Counter>,
+    pub repairs: Family<RepairLabel, Counter>,
+    pub repair_failures: Counter,
+    pub resyncs: Counter,
     rx_packets: Counters,
     rx_bytes: Counters,
     solicits: Counters,
@@ -82,6 +90,9 @@ impl Metrics {
             // 100 µs .. ~3 s.
             move_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             refusals: Family::default(),
+            repairs: Family::default(),
+            repair_failures: Counter::default(),
+            resyncs: Counter::default(),
             rx_packets: Family::default(),
             rx_bytes: Family::default(),
             solicits: Family::default(),
@@ -119,6 +130,21 @@ impl Metrics {
             "refusals",
             "Ports refused for an instance, by reason",
             m.refusals.clone(),
+        );
+        registry.register(
+            "repairs",
+            "Differences between the kernel and the desired state that baton put right, by what",
+            m.repairs.clone(),
+        );
+        registry.register(
+            "repair_failures",
+            "Reconciles of an instance that failed (retried with backoff)",
+            m.repair_failures.clone(),
+        );
+        registry.register(
+            "resyncs",
+            "Full resyncs after events may have been lost (netlink overrun, monitor restart)",
+            m.resyncs.clone(),
         );
         registry.register(
             "dataplane_rx_packets",
@@ -249,48 +275,71 @@ impl Metrics {
 
 /// Serves GET /metrics on `addr`. A minimal HTTP/1.1 responder: one request
 /// per connection, nothing else is served.
+/// At most this many scrapes at once; more wait in the listen backlog.
+const MAX_SCRAPES: usize = 16;
+/// A scrape's whole life: request head read, body written.
+const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("metrics: binding {addr}"))?;
     info!(%addr, "metrics endpoint");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    let mut backoff = super::control::AcceptBackoff::default();
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        // A slot first: past the cap, connections wait in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let mut stream = match listener.accept().await {
+            Ok((s, _)) => {
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                backoff.wait("metrics", &e).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            // Read the request head (it may come in several segments), at most 4 KiB.
-            let mut buf = Vec::with_capacity(512);
-            let mut chunk = [0u8; 512];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 4096 {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(2),
-                    stream.read(&mut chunk),
-                )
+            let _slot = slot;
+            if tokio::time::timeout(SCRAPE_DEADLINE, scrape(&mut stream, &metrics))
                 .await
-                {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
-            }
-            let request = String::from_utf8_lossy(&buf);
-            let response = if request.starts_with("GET /metrics ") {
-                match metrics.render() {
-                    Ok(body) => format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    ),
-                    Err(e) => format!(
-                        "HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n{e:#}\n"
-                    ),
-                }
-            } else {
-                "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 21\r\n\r\nonly GET /metrics is\n".to_string()
-            };
-            if let Err(e) = stream.write_all(response.as_bytes()).await {
-                warn!(error = %e, "metrics client");
+                .is_err()
+            {
+                warn!("metrics client: deadline passed; closed");
             }
         });
+    }
+}
+
+async fn scrape(stream: &mut tokio::net::TcpStream, metrics: &Metrics) {
+    // Read the request head (it may come in several segments), at most 4 KiB.
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 4096 {
+        match stream.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+    let request = String::from_utf8_lossy(&buf);
+    let response = if request.starts_with("GET /metrics ") {
+        match metrics.render() {
+            Ok(body) => format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+            Err(e) => {
+                format!("HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n{e:#}\n")
+            }
+        }
+    } else {
+        "HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 21\r\n\r\nonly GET /metrics is\n".to_string()
+    };
+    if let Err(e) = stream.write_all(response.as_bytes()).await {
+        warn!(error = %e, "metrics client");
     }
 }

@@ -108,7 +108,25 @@ pub struct Costs {
 /// SYN and the start of a 64 KiB PDU, then the measured segment is data in
 /// the middle of it (Data-Out to the instance at XDP and TCX ingress,
 /// Data-In from it at TC egress), as most segments of a transfer are.
+/// Runs the bench on a scratch pin dir beside `pins` (its own maps, removed
+/// after): the test entries never touch a live daemon's maps.
 pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
+    let scratch = PinDir::new(format!(
+        "{}-bench-{}",
+        pins.path().display(),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(scratch.path())
+        .with_context(|| format!("creating {}", scratch.path().display()))?;
+    let result = run_on(&scratch, repeat);
+    // Pinned maps are files on bpffs: removing them frees them.
+    if let Err(e) = std::fs::remove_dir_all(scratch.path()) {
+        tracing::warn!(dir = %scratch.path().display(), error = %e, "removing the bench pins");
+    }
+    result
+}
+
+fn run_on(pins: &PinDir, repeat: u32) -> Result<Costs> {
     let mut ebpf = load(pins)?;
     for p in [
         names::XDP_PROGRAM,

@@ -180,18 +180,36 @@ fn attach_one(
         ProgramSet::Empty => vec![pins.xdp_link(&dev.name)],
         ProgramSet::TcIngress => vec![pins.tc_ingress_link(&dev.name), pins.tc_link(&dev.name)],
     };
-    if wanted.iter().all(|p| p.exists()) {
-        // Ours already: keep it (idempotent), but only if the pins are live links.
-        for pin in &wanted {
-            PinnedLink::from_pin(pin).with_context(|| {
-                format!(
-                    "{} exists but is not a pinned link; remove it by hand",
-                    pin.display()
-                )
-            })?;
+    // Pins of the other ingress hook (after `[daemon] ingress` changed), or
+    // of a device that is gone (the link then names ifindex 0 or an old
+    // one), are not ours to keep.
+    let all = [
+        pins.xdp_link(&dev.name),
+        pins.tc_link(&dev.name),
+        pins.tc_ingress_link(&dev.name),
+    ];
+    let mut live = 0;
+    for pin in all.iter().filter(|p| p.exists()) {
+        let on = pinned_link_ifindex(pin).with_context(|| {
+            format!(
+                "{} exists but is not a pinned link; remove it by hand",
+                pin.display()
+            )
+        })?;
+        if wanted.contains(pin) && on == dev.ifindex {
+            live += 1;
+        } else {
+            info!(pin = %pin.display(), on, port = %dev.name, "replacing a stale or other-hook pin");
+            unpin(pin)?;
         }
+    }
+    if live == wanted.len() {
         info!(port = %dev.name, "already attached by baton; nothing to do");
         return Ok("already".to_string());
+    }
+    // Part of a set is there: start it again whole.
+    for pin in wanted.iter().filter(|p| p.exists()) {
+        unpin(pin)?;
     }
     let label = match set {
         ProgramSet::Baton | ProgramSet::Empty => {
@@ -358,4 +376,66 @@ fn unpin(path: &PathBuf) -> Result<()> {
     link.unpin()
         .with_context(|| format!("removing {}", path.display()))?;
     Ok(())
+}
+
+/// The ifindex a pinned XDP or TCX link is attached to (0 once its device
+/// is gone): BPF_OBJ_GET, then BPF_OBJ_GET_INFO_BY_FD (aya's LinkInfo does
+/// not expose it). In `struct bpf_link_info` both the xdp and the tcx member
+/// start with the ifindex, at offset 16.
+pub fn pinned_link_ifindex(pin: &std::path::Path) -> Result<u32> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
+        .context("pin path contains a NUL byte")?;
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+    }
+    let get = ObjGet {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+    };
+    // SAFETY: BPF_OBJ_GET (7) with a valid attr of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            7,
+            &get as *const ObjGet,
+            std::mem::size_of::<ObjGet>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_OBJ_GET");
+    }
+    // SAFETY: the kernel returned a new descriptor we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = [0u8; 128];
+    #[repr(C)]
+    struct InfoByFd {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = InfoByFd {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: info.len() as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD (15) writes at most info_len bytes to info.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            15,
+            &attr as *const InfoByFd,
+            std::mem::size_of::<InfoByFd>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_OBJ_GET_INFO_BY_FD");
+    }
+    Ok(u32::from_ne_bytes([info[16], info[17], info[18], info[19]]))
 }

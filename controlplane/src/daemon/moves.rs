@@ -1,0 +1,334 @@
+//! Plans carried out: the engine decides, the actuator moves, the
+//! announcements follow. Relocations go first; first placements are probed
+//! (RFC 5227) afterwards, so a probe never delays a failover in the same plan.
+use super::actuator::{self, MoveSpec};
+use super::{Daemon, announce, metrics};
+use crate::netdev;
+use crate::protocol::{Event, MoveKind, MoveRecord};
+use anyhow::{Context as _, Result, bail};
+use baton_config::decide::{self, Link, Move, Placement};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// An address a plan places for the first time: (instance, address, its MAC).
+type NewAddress = (String, std::net::Ipv4Addr, Option<[u8; 6]>);
+
+/// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
+const CONFLICT_HOLD: Duration = Duration::from_secs(10);
+/// How long a failed move waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+fn kind_of(m: &Move) -> MoveKind {
+    match m.kind {
+        decide::MoveKind::Initial => MoveKind::Initial,
+        decide::MoveKind::Failover => MoveKind::Failover,
+        decide::MoveKind::Failback => MoveKind::Failback,
+    }
+}
+
+impl Daemon {
+    /// Decides and carries out the plan; true when something moved (or a
+    /// probe found a conflict), so the engine must decide again.
+    pub(super) async fn run_plan(&mut self) -> bool {
+        let now = Instant::now();
+        self.in_use.retain(|_, until| *until > now);
+        self.failed.retain(|_, until| *until > now);
+        let plan = self.with_inputs(decide::decide);
+        self.next_check = plan.next_check.map(|t| self.start + t);
+        self.note_port_states();
+        self.note_refusals(&plan);
+        let (relocations, initial): (Vec<&Move>, Vec<&Move>) =
+            plan.moves.iter().partition(|m| m.from.is_some());
+        let mut progressed = false;
+        let mut failed_sources = BTreeSet::new();
+        let mut families = (false, false);
+        for m in &relocations {
+            progressed |= self
+                .execute_noted(m, &mut failed_sources, &mut families)
+                .await;
+        }
+        let initial: Vec<Move> = initial.into_iter().cloned().collect();
+        let (initial, conflicts) = self.probe_new(&initial).await;
+        progressed |= conflicts > 0;
+        for m in &initial {
+            progressed |= self
+                .execute_noted(m, &mut failed_sources, &mut families)
+                .await;
+        }
+        if progressed {
+            let failed_sources: Vec<u32> = failed_sources.into_iter().collect();
+            if let Err(e) = actuator::after_plan(&self.actuator, &failed_sources, families).await {
+                warn!(error = %format!("{e:#}"), "cleaning after the plan");
+            }
+        }
+        progressed
+    }
+
+    async fn execute_noted(
+        &mut self,
+        m: &Move,
+        failed_sources: &mut BTreeSet<u32>,
+        families: &mut (bool, bool),
+    ) -> bool {
+        if self
+            .failed
+            .contains_key(&(m.instance.clone(), m.to.clone()))
+        {
+            return false;
+        }
+        if !self.execute(m, kind_of(m)).await {
+            return false;
+        }
+        if let Some(p) = m
+            .from
+            .as_ref()
+            .and_then(|f| self.ports.get(f))
+            .filter(|p| p.state.link == Link::Down)
+        {
+            failed_sources.extend(p.ifindex);
+        }
+        let v4 = self
+            .config
+            .instances
+            .get(&m.instance)
+            .is_some_and(|i| i.address.addr().is_ipv4());
+        *families = (families.0 || v4, families.1 || !v4);
+        true
+    }
+
+    fn note_refusals(&mut self, plan: &decide::Plan) {
+        let mut now_refused = BTreeMap::new();
+        for (name, p) in &plan.placements {
+            if let Placement::Stays { refused, .. } = p {
+                if self.refused.get(name) != Some(refused) {
+                    for (port, reason) in refused {
+                        warn!(instance = %name, %port, reason = %reason, "port refused");
+                        self.metrics
+                            .refusals
+                            .get_or_create(&metrics::ReasonLabel {
+                                reason: reason.name().to_string(),
+                            })
+                            .inc();
+                        self.emit(Event::Refused {
+                            at_ms: self.at_ms(),
+                            instance: name.clone(),
+                            port: port.clone(),
+                            reason: reason.to_string(),
+                        });
+                    }
+                }
+                now_refused.insert(name.clone(), refused.clone());
+            }
+        }
+        self.refused = now_refused;
+    }
+
+    /// Probes, per target port, every IPv4 address a plan places for the first
+    /// time; returns the moves that may go ahead and how many conflicted.
+    async fn probe_new(&mut self, moves: &[Move]) -> (Vec<Move>, usize) {
+        let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
+        for m in moves {
+            if let Some(inst) = self.config.instances.get(&m.instance)
+                && let std::net::IpAddr::V4(a) = inst.address.addr()
+            {
+                by_port
+                    .entry(m.to.clone())
+                    .or_default()
+                    .push((m.instance.clone(), a, inst.mac));
+            }
+        }
+        let mut conflicted = BTreeSet::new();
+        for (port, wanted) in by_port {
+            let (Some(ifindex), Ok(mac)) = (
+                self.ports.get(&port).and_then(|p| p.ifindex),
+                netdev::mac_of(&port),
+            ) else {
+                continue;
+            };
+            let mut own: Vec<[u8; 6]> = vec![mac];
+            own.extend(wanted.iter().filter_map(|w| w.2));
+            let addrs: Vec<std::net::Ipv4Addr> = wanted.iter().map(|w| w.1).collect();
+            let wait = self.config.timers.probe_time;
+            let found = tokio::task::spawn_blocking(move || {
+                announce::probe_v4_many(ifindex, &own, &addrs, wait)
+            })
+            .await;
+            let found = match found {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => {
+                    warn!(%port, error = %format!("{e:#}"), "probe failed; not taking new addresses there now");
+                    wanted.iter().map(|w| (w.1, [0; 6])).collect()
+                }
+                Err(e) => {
+                    warn!(%port, error = %e, "probe task failed");
+                    continue;
+                }
+            };
+            for (addr, by) in found {
+                for (name, _, _) in wanted.iter().filter(|w| w.1 == addr) {
+                    warn!(instance = %name, %port, by = %baton_config::model::mac_string(&by), "address in use on the wire");
+                    self.in_use
+                        .insert((name.clone(), port.clone()), Instant::now() + CONFLICT_HOLD);
+                    conflicted.insert((name.clone(), port.clone()));
+                }
+            }
+        }
+        let n = conflicted.len();
+        let ok = moves
+            .iter()
+            .filter(|m| !conflicted.contains(&(m.instance.clone(), m.to.clone())))
+            .cloned()
+            .collect();
+        (ok, n)
+    }
+
+    /// Carries out one move; false when it could not (and why is logged).
+    async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
+        let began = Instant::now();
+        debug!(instance = %m.instance, reaction_us = (began - self.last_link_event).as_micros() as u64, "move starts");
+        let result = self.try_move(m).await;
+        let labels = |result: &str| metrics::MoveLabels {
+            kind: kind.to_string(),
+            result: result.into(),
+        };
+        match result {
+            Ok(()) => {
+                let took_us = began.elapsed().as_micros() as u64;
+                let record = MoveRecord {
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    kind,
+                    at_ms: self.at_ms(),
+                    took_us,
+                };
+                info!(instance = %m.instance, from = ?m.from, to = %m.to, %kind, took_us, "move done");
+                self.emit(Event::Move {
+                    at_ms: record.at_ms,
+                    instance: m.instance.clone(),
+                    from: m.from.clone(),
+                    to: m.to.clone(),
+                    kind,
+                    took_us,
+                });
+                self.placement.insert(m.instance.clone(), m.to.clone());
+                self.last_move.insert(m.instance.clone(), record);
+                self.metrics.moves.get_or_create(&labels("done")).inc();
+                self.metrics.move_seconds.observe(took_us as f64 / 1e6);
+                if let Some(inst) = self.config.instances.get(&m.instance) {
+                    self.metrics
+                        .set_owner(&m.instance, &inst.ports, Some(&m.to));
+                }
+                true
+            }
+            Err(e) => {
+                error!(instance = %m.instance, to = %m.to, error = %format!("{e:#}"), "move failed");
+                self.metrics.moves.get_or_create(&labels("failed")).inc();
+                self.emit(Event::MoveFailed {
+                    at_ms: self.at_ms(),
+                    instance: m.instance.clone(),
+                    to: m.to.clone(),
+                    error: format!("{e:#}"),
+                });
+                self.failed.insert(
+                    (m.instance.clone(), m.to.clone()),
+                    Instant::now() + RETRY_AFTER,
+                );
+                // Leave the address on exactly one port: look at the kernel again.
+                self.dirty.instances.insert(m.instance.clone());
+                false
+            }
+        }
+    }
+
+    async fn try_move(&mut self, m: &Move) -> Result<()> {
+        let inst = self
+            .config
+            .instances
+            .get(&m.instance)
+            .context("instance vanished")?
+            .clone();
+        let to = self
+            .ports
+            .get(&m.to)
+            .and_then(|p| p.ifindex)
+            .with_context(|| format!("port {} is missing", m.to))?;
+        let from = m.from.as_ref().and_then(|f| self.ports.get(f));
+        let spec = MoveSpec {
+            name: &m.instance,
+            instance: &inst,
+            to_ifindex: to,
+            to_macvlan: self.macvlan(&m.instance, &m.to),
+            from_ifindex: from.and_then(|p| p.ifindex),
+            from_macvlan: m.from.as_ref().and_then(|f| self.macvlan(&m.instance, f)),
+            entry: self.entry_on(&m.instance, &m.to)?,
+        };
+        // The last move's announcements name the old port: they stop here.
+        if let Some(h) = self.announcing.remove(&m.instance) {
+            h.abort();
+        }
+        self.actuator.move_instance(&spec).await?;
+        self.spawn_announcements(&m.instance, to, spec.entry.mac, inst.address.addr());
+        Ok(())
+    }
+
+    /// The announcements after the first one, paced, without holding up
+    /// other moves; a later move of the instance cancels them.
+    pub(super) fn spawn_announcements(
+        &mut self,
+        instance: &str,
+        ifindex: u32,
+        mac: [u8; 6],
+        addr: std::net::IpAddr,
+    ) {
+        if let Some(h) = self.announcing.remove(instance) {
+            h.abort();
+        }
+        let t = &self.config.timers;
+        if t.announce_count > 1 {
+            let (count, interval) = (t.announce_count - 1, t.announce_interval);
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(interval).await;
+                if let Err(e) = announce::announce(ifindex, mac, addr, count, interval).await {
+                    warn!(error = %format!("{e:#}"), "announcement");
+                }
+            });
+            self.announcing
+                .insert(instance.to_string(), task.abort_handle());
+        }
+        self.announcing.retain(|_, h| !h.is_finished());
+    }
+
+    /// `baton move`: make-before-break to an eligible port.
+    pub(super) async fn planned_move(&mut self, instance: &str, port: &str) -> Result<String> {
+        let inst = self
+            .config
+            .instances
+            .get(instance)
+            .with_context(|| format!("no instance named {instance:?}"))?;
+        if !inst.ports.iter().any(|p| p == port) {
+            bail!(
+                "{port} is not one of {instance}'s ports ({})",
+                inst.ports.join(", ")
+            );
+        }
+        let from = self.placement.get(instance).cloned();
+        if from.as_deref() == Some(port) {
+            return Ok(format!("{instance} is already on {port}"));
+        }
+        if let Some(reason) = self.with_inputs(|i| decide::check_move(i, instance, port)) {
+            bail!("{port} cannot take {instance}: {reason}");
+        }
+        let m = Move {
+            instance: instance.to_string(),
+            from,
+            to: port.to_string(),
+            kind: decide::MoveKind::Failover,
+        };
+        if self.execute(&m, MoveKind::Planned).await {
+            Ok(format!("{instance} moved to {port}"))
+        } else {
+            bail!("the move of {instance} to {port} failed; see `baton events` or the log")
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! Desired vs actual, repaired. For each instance the desired state is its
+//! placement: the owner port, the device its address lives on (the port, or
+//! the instance's macvlan on it: up, its MAC, that lower port), the address
+//! there and nowhere else baton manages, standby macvlans down and bare, the
+//! static routes through the owner, the dataplane entry. Whatever differs is
+//! put right and reported (`repaired INSTANCE WHAT`); nothing is written when
+//! nothing differs, so a repair never triggers itself.
+//!
+//! An instance with no placement yet (start, restart, reload) adopts where
+//! the kernel has its address, so a restart moves nothing. Errors stay with
+//! their instance: recorded, retried with backoff, never stopping the others.
+use super::actuator::{self, Actuator};
+use super::observed::Observed;
+use super::{Daemon, Trouble, metrics};
+use crate::dataplane::{self, key_for};
+use crate::netdev;
+use crate::protocol::{Event, Repair, RepairRecord};
+use anyhow::{Context as _, Result};
+use baton_common::InstanceEntry;
+use baton_config::decide::Link;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+/// The longest wait between retries of a failing instance.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    pub(super) fn reconcile_due(&self) -> bool {
+        let now = Instant::now();
+        self.dirty.all
+            || !self.dirty.instances.is_empty()
+            || self.trouble.values().any(|t| t.retry_at <= now)
+    }
+
+    /// Reconciles what is dirty (and failing instances whose retry is due).
+    /// True when it changed the placement or a port, so the engine must
+    /// decide again.
+    pub(super) async fn reconcile(&mut self) -> bool {
+        let all = std::mem::take(&mut self.dirty.all);
+        let mut names = std::mem::take(&mut self.dirty.instances);
+        let now = Instant::now();
+        names.extend(
+            self.trouble
+                .iter()
+                .filter(|(_, t)| t.retry_at <= now)
+                .map(|(n, _)| n.clone()),
+        );
+        if all {
+            names.extend(self.config.instances.keys().cloned());
+        }
+        let observed = match Observed::dump(self.actuator.handle()).await {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "reading the kernel's state; retrying");
+                self.dirty.all = true;
+                self.next_resync = Instant::now() + Duration::from_secs(1);
+                return false;
+            }
+        };
+        let mut changed = false;
+        if std::mem::take(&mut self.refresh_links) {
+            changed |= self.apply_link_dump(&observed.links);
+        }
+        if all {
+            let cpus: BTreeSet<u32> = self
+                .config
+                .instances
+                .values()
+                .flat_map(|i| i.cpus.iter().copied())
+                .collect();
+            if let Err(e) = dataplane::steering::enable_cpus(&self.pins, cpus) {
+                warn!(error = %format!("{e:#}"), "CPU steering");
+            }
+            self.sweep_leftovers(&observed).await;
+        }
+        for name in names {
+            if !self.config.instances.contains_key(&name) {
+                continue;
+            }
+            let before = self.placement.get(&name).cloned();
+            match self.reconcile_instance(&name, &observed).await {
+                Ok(repairs) => {
+                    if self.trouble.remove(&name).is_some() {
+                        info!(instance = %name, "reconciled again after errors");
+                    }
+                    for (what, detail) in repairs {
+                        self.note_repair(&name, what, detail);
+                    }
+                }
+                Err(e) => self.note_trouble(&name, format!("{e:#}")),
+            }
+            changed |= before != self.placement.get(&name).cloned();
+        }
+        self.publish_placement();
+        changed
+    }
+
+    fn note_repair(&mut self, name: &str, what: Repair, detail: String) {
+        warn!(instance = %name, %what, %detail, "repaired");
+        self.metrics
+            .repairs
+            .get_or_create(&metrics::RepairLabel {
+                what: what.to_string(),
+            })
+            .inc();
+        let at_ms = self.at_ms();
+        self.emit(Event::Repaired {
+            at_ms,
+            instance: name.to_string(),
+            what,
+            detail: detail.clone(),
+        });
+        self.last_repair.insert(
+            name.to_string(),
+            RepairRecord {
+                what,
+                detail,
+                at_ms,
+            },
+        );
+    }
+
+    fn note_trouble(&mut self, name: &str, error: String) {
+        let attempts = self.trouble.get(name).map_or(0, |t| t.attempts) + 1;
+        let wait =
+            (Duration::from_millis(500) * 2u32.saturating_pow(attempts - 1)).min(MAX_BACKOFF);
+        error!(instance = %name, %error, attempts, retry_ms = wait.as_millis() as u64, "reconcile failed");
+        self.metrics.repair_failures.inc();
+        self.emit(Event::RepairFailed {
+            at_ms: self.at_ms(),
+            instance: name.to_string(),
+            error: error.clone(),
+            retry_ms: wait.as_millis() as u64,
+        });
+        self.trouble.insert(
+            name.to_string(),
+            Trouble {
+                error,
+                attempts,
+                retry_at: Instant::now() + wait,
+            },
+        );
+    }
+
+    /// The instance's macvlan on `port` (None when it has no MAC of its own).
+    pub(super) fn macvlan(&self, instance: &str, port: &str) -> Option<String> {
+        self.config.instances.get(instance)?.mac?;
+        Some(actuator::macvlan_name(
+            baton_config::instance_id(instance),
+            port,
+        ))
+    }
+
+    /// The device an instance's address lives on when `port` owns it.
+    fn device(&self, instance: &str, port: &str, observed: &Observed) -> Option<u32> {
+        match self.macvlan(instance, port) {
+            Some(name) => observed.link(&name).map(|l| l.ifindex),
+            None => self.ports.get(port)?.ifindex,
+        }
+    }
+
+    /// The one builder of an instance's dataplane entry when `port` owns it.
+    pub(super) fn entry_on(&self, instance: &str, port: &str) -> Result<InstanceEntry> {
+        let inst = self
+            .config
+            .instances
+            .get(instance)
+            .with_context(|| format!("no instance {instance}"))?;
+        let ifindex = self
+            .ports
+            .get(port)
+            .and_then(|p| p.ifindex)
+            .with_context(|| format!("port {port} is missing"))?;
+        let mut entry = dataplane::entry_for(inst);
+        entry.id = baton_config::instance_id(instance);
+        entry.owner_ifindex = ifindex;
+        entry.ports = self.counted_ports(inst);
+        if inst.mac.is_none() {
+            entry.mac = netdev::mac_of(port)?;
+        }
+        Ok(entry)
+    }
+
+    /// One instance made to agree with its placement; returns the repairs.
+    async fn reconcile_instance(
+        &mut self,
+        name: &str,
+        observed: &Observed,
+    ) -> Result<Vec<(Repair, String)>> {
+        let inst = self.config.instances[name].clone();
+        let id = baton_config::instance_id(name);
+        let addr = inst.address.addr();
+        let key = key_for(inst.vlan, addr);
+        let mut repairs = Vec::new();
+
+        // A placement on a port the instance no longer lists (a reload
+        // narrowed it) is dropped; on a port that is gone it stays: the
+        // engine moves it.
+        if let Some(p) = self.placement.get(name)
+            && !inst.ports.contains(p)
+        {
+            info!(instance = %name, port = %p, "no longer one of its ports");
+            self.placement.remove(name);
+        }
+        if !self.placement.contains_key(name)
+            && let Some(p) = self.adopt(name, observed)
+        {
+            self.placement.insert(name.to_string(), p);
+        }
+        let owner = self.placement.get(name).cloned();
+        let owner_port = owner
+            .as_ref()
+            .filter(|p| self.ports.get(*p).is_some_and(|p| p.ifindex.is_some()));
+
+        // The owner's device: the port, or the instance's macvlan on it.
+        let mut dev = None;
+        if let Some(port) = owner_port {
+            let lower = self.ports[port].ifindex.context("owner vanished")?;
+            dev = Some(match (self.macvlan(name, port), inst.mac) {
+                (Some(mv), Some(mac)) => {
+                    let seen = observed.link(&mv);
+                    let right = seen.is_some_and(|l| l.mac == Some(mac) && l.lower == Some(lower));
+                    if !right || !seen.is_some_and(|l| l.admin_up) {
+                        let what = match seen {
+                            None => "macvlan missing",
+                            Some(_) if !right => "macvlan had another MAC or lower port",
+                            Some(_) => "macvlan was down",
+                        };
+                        if seen.is_some() && !right {
+                            self.actuator.del_link(&mv).await?;
+                        }
+                        repairs.push((Repair::Device, format!("{mv} on {port}: {what}")));
+                    }
+                    match seen {
+                        Some(l) if right && l.admin_up => l.ifindex,
+                        _ => {
+                            let ifindex =
+                                self.actuator.ensure_macvlan(&mv, lower, mac, true).await?;
+                            // Re-created or brought up: its address may be gone.
+                            self.actuator.add_address(ifindex, inst.address).await?;
+                            ifindex
+                        }
+                    }
+                }
+                _ => lower,
+            });
+        }
+        if let Some(d) = dev
+            && !observed.holders(addr).any(|h| h == d)
+            && repairs.is_empty()
+        {
+            self.actuator.add_address(d, inst.address).await?;
+            repairs.push((
+                Repair::Address,
+                format!(
+                    "{} was missing from {}",
+                    inst.address,
+                    owner.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+
+        // Copies: the address on any device baton manages but the owner's,
+        // an up standby, a macvlan for a port the instance does not list.
+        let managed: BTreeSet<u32> = self
+            .ports
+            .values()
+            .filter_map(|p| p.ifindex)
+            .chain(
+                observed
+                    .links
+                    .iter()
+                    .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(id))
+                    .map(|l| l.ifindex),
+            )
+            .collect();
+        for holder in observed
+            .holders(addr)
+            .filter(|h| managed.contains(h) && Some(*h) != dev)
+        {
+            self.actuator.del_address(holder, inst.address).await?;
+            let on = netdev::name_of(holder).unwrap_or_else(|| holder.to_string());
+            repairs.push((Repair::Copy, format!("{} removed from {on}", inst.address)));
+        }
+        let expected: Vec<(String, String)> = inst
+            .ports
+            .iter()
+            .filter_map(|p| Some((self.macvlan(name, p)?, p.clone())))
+            .collect();
+        for l in observed
+            .links
+            .iter()
+            .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(id))
+        {
+            match expected.iter().find(|(mv, _)| *mv == l.name) {
+                None => {
+                    self.actuator.del_link(&l.name).await?;
+                    repairs.push((Repair::Leftover, format!("{} deleted", l.name)));
+                }
+                Some((_, port)) if Some(port) != owner.as_ref() && l.admin_up => {
+                    self.actuator.standby_macvlan(&l.name, inst.address).await?;
+                    repairs.push((Repair::Copy, format!("standby {} was up", l.name)));
+                }
+                _ => {}
+            }
+        }
+        // Standbys wait, down, on the instance's other ports.
+        if let Some(mac) = inst.mac {
+            for (mv, port) in expected.iter().filter(|(_, p)| Some(p) != owner.as_ref()) {
+                if let Some(lower) = self.ports.get(port).and_then(|p| p.ifindex) {
+                    let seen = observed.link(mv);
+                    if seen.is_some_and(|l| l.lower != Some(lower)) {
+                        self.actuator.del_link(mv).await?;
+                    }
+                    if seen.is_none_or(|l| l.lower != Some(lower)) {
+                        self.actuator.ensure_macvlan(mv, lower, mac, false).await?;
+                    }
+                }
+            }
+        }
+
+        // The dataplane entry and the routes.
+        let Some(port) = owner_port else {
+            if owner.is_none() {
+                // Not placed: the dataplane must not claim it either.
+                self.actuator.table.remove(&key)?;
+            }
+            return Ok(repairs);
+        };
+        let entry = self.entry_on(name, port)?;
+        if self.actuator.table.get(&key) != Some(entry) {
+            self.actuator.table.set(&key, &entry)?;
+            repairs.push((Repair::MapEntry, format!("entry set to owner {port}")));
+        }
+        let dev = dev.context("owner device vanished")?;
+        for r in &inst.routes {
+            if !observed.has_route(r.to, r.via, dev) {
+                self.actuator
+                    .replace_routes(std::slice::from_ref(r), dev)
+                    .await?;
+                repairs.push((Repair::Route, format!("{} via {}", r.to, r.via)));
+            }
+        }
+        if repairs.iter().any(|(w, _)| {
+            matches!(
+                w,
+                Repair::Address | Repair::Device | Repair::Copy | Repair::MapEntry
+            )
+        }) {
+            // Clients may point elsewhere (a repair, an interrupted move).
+            let ifindex = entry.owner_ifindex;
+            if let Err(e) = self.actuator.announce_now(ifindex, entry.mac, addr) {
+                warn!(instance = %name, error = %format!("{e:#}"), "announcement");
+            }
+            self.spawn_announcements(name, ifindex, entry.mac, addr);
+        }
+        Ok(repairs)
+    }
+
+    /// Where the kernel has an instance's address among its ports (a
+    /// restart, a reload): one holder is kept; with several (a crash
+    /// mid-move) the one the map names if healthy, else the first healthy
+    /// in the instance's order. The other copies are cleaned by the caller.
+    fn adopt(&self, name: &str, observed: &Observed) -> Option<String> {
+        let inst = &self.config.instances[name];
+        let addr = inst.address.addr();
+        let holders: Vec<&String> = inst
+            .ports
+            .iter()
+            .filter(|p| {
+                self.device(name, p, observed)
+                    .is_some_and(|d| observed.holders(addr).any(|h| h == d))
+            })
+            .collect();
+        let healthy = |p: &&String| self.ports.get(*p).is_some_and(|p| p.state.link == Link::Up);
+        let map_owner = self
+            .actuator
+            .table
+            .get(&key_for(inst.vlan, addr))
+            .and_then(|e| self.port_name(e.owner_ifindex).cloned());
+        if holders.len() > 1 {
+            warn!(instance = %name, "address on two ports (interrupted move): keeping one");
+        }
+        map_owner
+            .filter(|o| holders.contains(&o) && healthy(&o))
+            .or_else(|| holders.iter().find(|p| healthy(p)).map(|p| (*p).clone()))
+            .or_else(|| holders.first().map(|p| (*p).clone()))
+    }
+
+    /// What baton made for instances that no longer exist (removed from
+    /// the config, also while baton was stopped): their dataplane entries
+    /// (which name the owner and the id), their addresses on our ports and
+    /// their macvlans. Recognised by the pinned map and by macvlan names,
+    /// never by config order.
+    async fn sweep_leftovers(&mut self, observed: &Observed) {
+        let wanted: BTreeSet<_> = self
+            .config
+            .instances
+            .values()
+            .flat_map(|i| {
+                let key = key_for(i.vlan, i.address.addr());
+                [Some(key), dataplane::untagged(&key)]
+            })
+            .flatten()
+            .collect();
+        let ids: BTreeSet<u32> = self
+            .config
+            .instances
+            .iter()
+            .filter(|(_, i)| i.mac.is_some())
+            .map(|(n, _)| baton_config::instance_id(n))
+            .collect();
+        let ports: BTreeSet<u32> = self.ports.values().filter_map(|p| p.ifindex).collect();
+        for (key, entry) in self.actuator.table.entries() {
+            if wanted.contains(&key) {
+                continue;
+            }
+            let addr = dataplane::addr_of(&key);
+            let what = format!(
+                "{addr} (instance id {:#010x}) is in no instance now",
+                entry.id
+            );
+            if let Err(e) =
+                remove_leftover(&mut self.actuator, &key, &entry, observed, &ports, &ids).await
+            {
+                warn!(%addr, error = %format!("{e:#}"), "removing a leftover instance");
+                continue;
+            }
+            self.note_repair(&addr.to_string(), Repair::Leftover, what);
+        }
+        for l in &observed.links {
+            let Some(id) = actuator::macvlan_owner_id(&l.name) else {
+                continue;
+            };
+            // Only macvlans on our ports: a "bt..." device elsewhere is not ours.
+            if ids.contains(&id) || !l.lower.is_some_and(|x| ports.contains(&x)) {
+                continue;
+            }
+            match self.actuator.del_link(&l.name).await {
+                Ok(_) => self.note_repair(&l.name, Repair::Leftover, format!("{} deleted", l.name)),
+                Err(e) => {
+                    warn!(dev = %l.name, error = %format!("{e:#}"), "deleting a leftover macvlan")
+                }
+            }
+        }
+    }
+}
+
+/// Removes one leftover instance: its address from our ports and its
+/// macvlans first, the entry last (so a crash in between finds it again).
+async fn remove_leftover(
+    actuator: &mut Actuator,
+    key: &baton_common::InstanceKey,
+    entry: &InstanceEntry,
+    observed: &Observed,
+    ports: &BTreeSet<u32>,
+    live_ids: &BTreeSet<u32>,
+) -> Result<()> {
+    let addr = dataplane::addr_of(key);
+    let macvlans: Vec<&super::monitor::LinkEvent> = observed
+        .links
+        .iter()
+        .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(entry.id))
+        .collect();
+    for c in observed.addresses.iter().filter(|c| {
+        c.addr == addr
+            && (ports.contains(&c.ifindex) || macvlans.iter().any(|l| l.ifindex == c.ifindex))
+    }) {
+        let net = ipnet::IpNet::new(addr, c.prefix).context("prefix")?;
+        actuator.del_address(c.ifindex, net).await?;
+    }
+    // The id may still be a live instance's (its address changed): its
+    // macvlans are then its own, not leftovers.
+    if !live_ids.contains(&entry.id) {
+        for l in macvlans {
+            actuator.del_link(&l.name).await?;
+        }
+    }
+    actuator.table.remove(key)
+}

@@ -1,0 +1,309 @@
+//! The daemon keeps what it wants true whoever changes the host: drift
+//! repaired, lost events resynced, reloads and restarts applied by
+//! difference, bounded control input, one daemon per pin dir. Each test is
+//! a failure seen on the edge-triggered daemon, on the real daemon in a lab.
+use baton_lab::daemon::{Daemon, lab_config};
+use baton_lab::{Lab, LabSpec, traffic};
+use std::io::{Read as _, Write as _};
+use std::time::{Duration, Instant};
+
+const INSTANCE: &str = "192.0.2.100";
+const TIMERS: &str = "hold_down = \"0\"\nannounce_count = 2\nannounce_interval = \"50ms\"";
+const MAC: &str = "mac = \"02:ba:70:00:00:01\"";
+
+/// The devices of gateway 0 that hold `addr`.
+fn holders_of(lab: &Lab, addr: &str) -> anyhow::Result<Vec<String>> {
+    let out = lab.gw(0).ns.ip(&["-br", "-4", "addr", "show"])?;
+    Ok(out
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .any(|a| a.starts_with(&format!("{addr}/")))
+        })
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|d| d.split('@').next().unwrap_or(d).to_string())
+        .collect())
+}
+
+/// Polls `f` until it holds; the time it took, or an error after `timeout`.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if f()? {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    anyhow::bail!("{what}: not within {timeout:?}")
+}
+
+fn last_repair(daemon: &Daemon) -> anyhow::Result<String> {
+    let s = daemon.status()?;
+    Ok(s["instances"][0]["last_repair"]["what"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string())
+}
+
+fn reachable(lab: &Lab) -> anyhow::Result<bool> {
+    Ok(traffic::ping(lab, INSTANCE.parse()?, 3)? > 0)
+}
+
+#[test]
+fn an_address_deleted_by_hand_is_put_back() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    lab.gw(0)
+        .ns
+        .ip(&["addr", "del", &format!("{INSTANCE}/24"), "dev", "ge0"])?;
+    let took = wait_for("address back on ge0", Duration::from_secs(1), || {
+        Ok(holders_of(&lab, INSTANCE)? == ["ge0"])
+    })?;
+    assert_eq!(last_repair(&daemon)?, "address", "{}", daemon.log_text());
+    assert!(reachable(&lab)?, "service unreachable after the repair");
+    println!("address repaired {took:?} after the deletion");
+    Ok(())
+}
+
+#[test]
+fn a_macvlan_set_down_by_hand_is_brought_up() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, MAC))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let dev = holders_of(&lab, INSTANCE)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no device holds the address"))?;
+    assert!(dev.starts_with("bt"), "address on {dev}, not a macvlan");
+    lab.gw(0).ns.ip(&["link", "set", &dev, "down"])?;
+    wait_for(
+        "macvlan up with the address",
+        Duration::from_secs(1),
+        || {
+            let link = lab.gw(0).ns.ip(&["-br", "link", "show", "dev", &dev])?;
+            Ok(link.contains(" UP ") && holders_of(&lab, INSTANCE)? == [dev.clone()])
+        },
+    )?;
+    assert_eq!(last_repair(&daemon)?, "device");
+    assert!(reachable(&lab)?, "service unreachable after the repair");
+    Ok(())
+}
+
+#[test]
+fn a_cable_pulled_while_events_overrun_is_still_seen() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    // A tiny receive buffer: the burst below overruns it for certain.
+    let daemon = Daemon::start_with_env(
+        &lab,
+        0,
+        &lab_config(TIMERS, ""),
+        &[("BATON_NETLINK_RCVBUF", "4096")],
+    )?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let pid = daemon.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    baton_lab::run_checked("kill", &["-STOP", &pid.to_string()])?;
+    let batch: String = (0..300)
+        .map(|i| format!("link add ob{i}a type veth peer name ob{i}b\n"))
+        .collect();
+    let file = daemon.dir.join("burst.ip");
+    std::fs::write(&file, batch)?;
+    let burst = lab.gw(0).ns.ip(&["-batch", &file.display().to_string()]);
+    lab.pull_cable(0, 0)?;
+    baton_lab::run_checked("kill", &["-CONT", &pid.to_string()])?;
+    burst?;
+    let took = daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    assert_eq!(holders_of(&lab, INSTANCE)?, ["ge1"]);
+    assert!(
+        daemon.log_text().contains("full resync"),
+        "no resync logged: {}",
+        daemon.log_text()
+    );
+    println!("moved {took:?} after SIGCONT");
+    Ok(())
+}
+
+#[test]
+fn an_endless_control_line_is_cut_off() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    let pid = daemon.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let mut s = std::os::unix::net::UnixStream::connect(&daemon.socket)?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    // The daemon stops reading after 64 KiB; writes then fail or block.
+    for _ in 0..64 {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.contains("longer than 65536 bytes"),
+        "answer: {answer:?} after {sent} bytes"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(rss_kb < 64 * 1024, "daemon RSS {rss_kb} kB after the flood");
+    daemon.status()?;
+    Ok(())
+}
+
+#[test]
+fn a_reload_that_narrows_the_ports_leaves_nothing_on_the_old_one() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, MAC))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let narrowed =
+        lab_config(TIMERS, MAC).replace("ports = [\"ge0\", \"ge1\"]", "ports = [\"ge1\"]");
+    std::fs::write(&daemon.config, narrowed)?;
+    let out = daemon.cli(&["reload"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    let holders = holders_of(&lab, INSTANCE)?;
+    assert_eq!(holders.len(), 1, "holders: {holders:?}");
+    let links = lab.gw(0).ns.ip(&["-br", "link", "show"])?;
+    let on_ge0: Vec<&str> = links
+        .lines()
+        .filter(|l| l.starts_with("bt") && l.contains("@ge0"))
+        .collect();
+    assert!(on_ge0.is_empty(), "macvlans left on ge0: {on_ge0:?}");
+    assert!(reachable(&lab)?);
+    Ok(())
+}
+
+#[test]
+fn a_restart_removes_what_a_deleted_instance_had() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let second = "[instances.iscsi-b]\naddress = \"192.0.2.101/24\"\nports = [\"ge0\", \"ge1\"]\nmac = \"02:ba:70:00:00:02\"";
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, second))?;
+    daemon.wait_owner("iscsi-b", "ge0", Duration::from_secs(3))?;
+    assert_eq!(holders_of(&lab, "192.0.2.101")?.len(), 1);
+    let mut daemon = daemon;
+    daemon.stop();
+    std::fs::write(&daemon.config, lab_config(TIMERS, ""))?;
+    let daemon = daemon.restart(&[])?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    wait_for("iscsi-b's address gone", Duration::from_secs(2), || {
+        Ok(holders_of(&lab, "192.0.2.101")?.is_empty())
+    })?;
+    let links = lab.gw(0).ns.ip(&["-br", "link", "show"])?;
+    assert!(
+        !links.lines().any(|l| l.starts_with("bt")),
+        "macvlans left: {links}"
+    );
+    let table = daemon.dataplane_instances()?;
+    assert!(
+        !table.to_string().contains("192.0.2.101"),
+        "map entry left: {table}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_daemon_on_the_same_pin_dir_is_refused() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    let pid = daemon.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let started = Instant::now();
+    let log = daemon.dir.join("second.log");
+    let mut second = lab
+        .gw(0)
+        .ns
+        .command(baton_lab::baton_bin()?)
+        .args(["run", "-c"])
+        .arg(&daemon.config)
+        .arg("--pin-dir")
+        .arg(&lab.gw(0).pin_dir)
+        .arg("--socket")
+        .arg(daemon.dir.join("second.sock"))
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let status = loop {
+        if let Some(s) = second.try_wait()? {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(3) {
+            second.kill()?;
+            second.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&log)?;
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "second daemon still running after 3 s: {err}"
+    );
+    assert!(
+        err.contains(&format!("pid {pid}")),
+        "holder not named: {err}"
+    );
+    daemon.status()?;
+    Ok(())
+}
+
+#[test]
+fn a_port_created_again_gets_its_programs_back() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let g = lab.gw(0);
+    // ge1 goes away and comes back as a new device (a driver reload).
+    lab.replace_port(0, 1)?;
+    wait_for("XDP on the new ge1", Duration::from_secs(2), || {
+        Ok(g.ns.ip(&["link", "show", "dev", "ge1"])?.contains("xdp"))
+    })?;
+    // And it serves: the instance can fail over to it.
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    assert!(reachable(&lab)?);
+    Ok(())
+}
+
+#[test]
+fn the_dataplane_bench_leaves_a_live_daemons_maps_alone() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    // The entries (not their counters, which live traffic moves).
+    let entries = || -> anyhow::Result<Vec<String>> {
+        Ok(daemon
+            .dataplane_instances()?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| format!("{} {} {} {}", e["address"], e["id"], e["owner"], e["mac"]))
+            .collect())
+    };
+    let before = entries()?;
+    let out = baton_lab::dataplane::baton(lab.gw(0), &["dataplane", "bench", "--repeat", "1000"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entries()?, before, "the bench wrote into the live map");
+    let dirs: Vec<String> = std::fs::read_dir("/sys/fs/bpf")?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&lab.prefix) && n.contains("-bench-"))
+        .collect();
+    assert!(dirs.is_empty(), "bench pins left: {dirs:?}");
+    Ok(())
+}
