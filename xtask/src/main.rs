@@ -44,6 +44,11 @@ enum Cmd {
         #[arg(value_enum)]
         which: BenchKind,
     },
+    /// The fault soak for longer than CI's minute (seconds; default 600).
+    Soak {
+        #[arg(default_value_t = 600)]
+        seconds: u64,
+    },
     /// Everything CI checks: fmt, clippy, unit, BPF and lab tests.
     Test {
         /// Passed to `cargo test` (e.g. a test name filter).
@@ -81,6 +86,29 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&bin)
         }
         Cmd::Test { rest } => test(&rest),
+        Cmd::Soak { seconds } => {
+            setup::setup()?;
+            sh("cargo", &["build", "--quiet", "-p", "baton"])?;
+            let status = Command::new("cargo")
+                .args([
+                    "test",
+                    "-p",
+                    "baton-lab",
+                    "--test",
+                    "soak",
+                    "--",
+                    "--nocapture",
+                ])
+                .env("BATON_BIN", workspace_root().join("target/debug/baton"))
+                .env("BATON_SOAK_SECS", seconds.to_string())
+                .current_dir(workspace_root())
+                .status()
+                .context("starting the soak")?;
+            if !status.success() {
+                bail!("soak failed");
+            }
+            Ok(())
+        }
         Cmd::Bench { which } => {
             let bin = build_release()?;
             baton_lab::use_baton_bin(bin);
