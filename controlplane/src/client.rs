@@ -132,6 +132,17 @@ pub fn render_status(s: &Status) -> String {
                 r.detail
             ));
         }
+        if let Some(c) = &i.conflict {
+            notes.push(format!(
+                "{}: address conflict: {} claimed it on {} at {} ({} claims{})",
+                i.name,
+                c.by,
+                c.port,
+                ago(c.at_ms),
+                c.count,
+                if c.defended { ", defended" } else { "" }
+            ));
+        }
         if let Some(e) = &i.error {
             notes.push(format!("{}: error: {e}", i.name));
         }
@@ -221,6 +232,16 @@ pub fn render_event(e: &Event) -> String {
             error,
             retry_ms,
         } => format!("{at_ms:>9}ms repair-failed {instance}: {error} (retry in {retry_ms}ms)"),
+        Event::Conflict {
+            at_ms,
+            instance,
+            port,
+            by,
+            defended,
+        } => format!(
+            "{at_ms:>9}ms conflict {instance}: {by} claims its address on {port}{}",
+            if *defended { " (defended)" } else { "" }
+        ),
         Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
         Event::Reload { at_ms, ok, message } => format!(
             "{at_ms:>9}ms reload {}: {message}",

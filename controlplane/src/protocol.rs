@@ -64,6 +64,8 @@ pub struct InstanceStatus {
     pub last_repair: Option<RepairRecord>,
     /// An error reconciling it, retried with backoff (None when healthy).
     pub error: Option<String>,
+    /// The last time another host claimed its address while baton held it.
+    pub conflict: Option<ConflictRecord>,
     /// Per port: frames addressed to it and ms since the last one.
     pub traffic: Vec<PortTraffic>,
 }
@@ -117,6 +119,17 @@ pub enum Event {
         instance: String,
         error: String,
         retry_ms: u64,
+    },
+    /// Another host claimed an address baton holds (RFC 5227 2.4).
+    Conflict {
+        at_ms: u64,
+        instance: String,
+        /// The port the claim arrived on.
+        port: String,
+        /// The claimant's MAC.
+        by: String,
+        /// baton answered with an announcement (at most one per 10 s).
+        defended: bool,
     },
     /// Events may have been missed (netlink overrun, monitor restarted):
     /// baton re-read the kernel's state.
@@ -188,6 +201,16 @@ pub enum Repair {
     MapEntry,
     /// Something baton made for an instance that no longer exists.
     Leftover,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    pub by: String,
+    pub port: String,
+    pub at_ms: u64,
+    /// Claims seen since baton placed the instance.
+    pub count: u64,
+    pub defended: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -206,14 +206,20 @@ impl Actuator {
     }
 
     /// One round of announcements from a port, on its cached socket.
-    pub fn announce_now(&mut self, ifindex: u32, mac: [u8; 6], addr: IpAddr) -> Result<()> {
+    pub fn announce_now(
+        &mut self,
+        ifindex: u32,
+        mac: [u8; 6],
+        addr: IpAddr,
+        vlan: Option<u16>,
+    ) -> Result<()> {
         let sock = match self.sockets.entry(ifindex) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(announce::PortSocket::for_sending(ifindex)?)
             }
         };
-        for frame in announce::announcements(mac, addr) {
+        for frame in super::frames::announcements(mac, addr, vlan) {
             if let Err(e) = sock.send(&frame) {
                 // The port may have been re-created: a fresh socket next time.
                 self.sockets.remove(&ifindex);
@@ -269,7 +275,7 @@ impl Actuator {
         self.table.set(&key, &m.entry)?;
         failpoint("flipped", m.from_ifindex.is_some());
         // 3. First announcement at once (block 356); the rest follow in the background.
-        self.announce_now(m.to_ifindex, m.entry.mac, inst.address.addr())?;
+        self.announce_now(m.to_ifindex, m.entry.mac, inst.address.addr(), inst.vlan)?;
         debug!(
             instance = m.name,
             announced_us = began.elapsed().as_micros() as u64,

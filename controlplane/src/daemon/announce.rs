@@ -1,80 +1,13 @@
-//! Frames on the wire from baton itself: gratuitous ARP (both forms) and
-//! unsolicited neighbour advertisements after a move (seed block 356), and
-//! the RFC 5227 ARP probe before taking an address that is not ours yet.
-//! Sent and received on an AF_PACKET socket bound to one port: no process is
-//! spawned on the move path.
+//! baton's frames on the wire ([`frames`] builds and reads them): the
+//! announcements after a move, the probes before taking an address that is
+//! not ours yet (RFC 5227 ARP probe, DAD-style NS), and the watch for other
+//! hosts claiming an address baton holds. AF_PACKET sockets bound to a port:
+//! no process is spawned on the move path.
+use super::frames::{self, Claim, ETH_P_ARP, ETH_P_IPV6};
 use anyhow::{Context as _, Result, bail};
-use etherparse::{
-    ArpHardwareId, ArpOperation, ArpPacket, EtherType, Icmpv6Type, PacketBuilder,
-    icmpv6::NeighborAdvertisementHeader,
-};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-const BROADCAST: [u8; 6] = [0xff; 6];
-const ETH_P_ARP: u16 = 0x0806;
-
-/// The frames announcing `addr` at `mac`: for IPv4 a gratuitous ARP request
-/// and a gratuitous ARP reply (switches differ in which they heed); for IPv6
-/// an unsolicited NA to all-nodes with the override flag.
-pub fn announcements(mac: [u8; 6], addr: IpAddr) -> Vec<Vec<u8>> {
-    match addr {
-        IpAddr::V4(a) => [ArpOperation::REQUEST, ArpOperation::REPLY]
-            .into_iter()
-            .map(|op| arp(op, mac, a.octets(), [0; 6], a.octets()))
-            .collect(),
-        IpAddr::V6(a) => vec![unsolicited_na(mac, a)],
-    }
-}
-
-/// RFC 5227 probe: "who has ADDR?" with sender IP 0.0.0.0.
-pub fn arp_probe(mac: [u8; 6], addr: Ipv4Addr) -> Vec<u8> {
-    arp(ArpOperation::REQUEST, mac, [0; 4], [0; 6], addr.octets())
-}
-
-fn arp(
-    op: ArpOperation,
-    mac: [u8; 6],
-    sender: [u8; 4],
-    target_mac: [u8; 6],
-    target: [u8; 4],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(42);
-    // Valid lengths by construction (6-byte MACs, 4-byte addresses).
-    if let Ok(packet) = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        op,
-        &mac,
-        &sender,
-        &target_mac,
-        &target,
-    ) {
-        let _ = PacketBuilder::ethernet2(mac, BROADCAST)
-            .arp(packet)
-            .write(&mut out);
-    }
-    out
-}
-
-fn unsolicited_na(mac: [u8; 6], addr: Ipv6Addr) -> Vec<u8> {
-    let all_nodes: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    let mut payload = addr.octets().to_vec();
-    payload.extend_from_slice(&[2, 1]); // option: target link-layer address, 8 bytes
-    payload.extend_from_slice(&mac);
-    let na = NeighborAdvertisementHeader {
-        router: false,
-        solicited: false,
-        r#override: true,
-    };
-    let mut out = Vec::with_capacity(86);
-    let _ = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
-        .ipv6(addr.octets(), all_nodes.octets(), 255)
-        .icmpv6(Icmpv6Type::NeighborAdvertisement(na))
-        .write(&mut out, &payload);
-    out
-}
 
 /// An AF_PACKET socket bound to one port.
 pub struct PortSocket {
@@ -131,75 +64,127 @@ impl PortSocket {
         Ok(())
     }
 
-    /// Receives one frame, waiting at most `timeout`; None on timeout.
-    fn recv(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+    /// Receives one frame (the socket is ready); its length and where from.
+    fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, libc::sockaddr_ll)> {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: valid fd, buffer and address storage of the sizes given.
+        let n = unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).context("poll");
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        // SAFETY: valid fd and buffer.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
-            return Err(std::io::Error::last_os_error()).context("recv");
+            return Err(std::io::Error::last_os_error()).context("recvfrom");
         }
-        Ok(Some(n as usize))
+        Ok((n as usize, from))
+    }
+
+    /// A classic BPF filter that keeps only ICMPv6 NS and NA in a plain
+    /// IPv6 header: the watch never copies data traffic.
+    fn only_neighbour_discovery(&self) -> Result<()> {
+        let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+        let prog = [
+            f(0x28, 0, 0, 12),     // ldh [12]         ethertype
+            f(0x15, 0, 6, 0x86dd), // jeq IPv6 ? : drop
+            f(0x30, 0, 0, 20),     // ldb [20]         next header
+            f(0x15, 0, 4, 58),     // jeq ICMPv6 ? : drop
+            f(0x30, 0, 0, 54),     // ldb [54]         ICMPv6 type
+            f(0x15, 1, 0, 135),    // jeq NS ? keep :
+            f(0x15, 0, 1, 136),    // jeq NA ? keep : drop
+            f(0x06, 0, 0, 0xffff), // keep
+            f(0x06, 0, 0, 0),      // drop
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid socket and a filter program that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error()).context("SO_ATTACH_FILTER");
+        }
+        Ok(())
     }
 }
 
-/// The sender MAC of an ARP frame showing `addr` in use: it claims `addr` as
-/// its sender address, or it is another probe for `addr` (RFC 5227 2.1.1).
-fn conflict(frame: &[u8], addr: Ipv4Addr) -> Option<[u8; 6]> {
-    let arp = frame.get(14..42)?;
-    if u16::from_be_bytes([frame[12], frame[13]]) != ETH_P_ARP || arp[0..6] != [0, 1, 8, 0, 6, 4] {
-        return None;
-    }
-    let sender_mac: [u8; 6] = arp[8..14].try_into().ok()?;
-    let (spa, tpa) = (&arp[14..18], &arp[24..28]);
-    let op = u16::from_be_bytes([arp[6], arp[7]]);
-    let probe_for_it = op == 1 && spa == [0, 0, 0, 0] && tpa == addr.octets();
-    (spa == addr.octets() || probe_for_it).then_some(sender_mac)
-}
-
-/// RFC 5227 for many addresses at once: one probe each, one listening
-/// window. Returns the addresses another device uses (with its MAC).
-pub fn probe_v4_many(
+/// Probes many addresses at once on one port: one probe each, one
+/// listening window. Returns the addresses another device claims (with its
+/// MAC): it answers for one, or probes for it too (RFC 5227 2.1.1).
+pub fn probe_many(
     ifindex: u32,
     own_macs: &[[u8; 6]],
-    addrs: &[Ipv4Addr],
+    addrs: &[(IpAddr, Option<u16>)],
     wait: Duration,
-) -> Result<Vec<(Ipv4Addr, [u8; 6])>> {
-    let sock = PortSocket::open(ifindex, ETH_P_ARP)?;
+) -> Result<Vec<(IpAddr, [u8; 6])>> {
     let mac = *own_macs.first().context("no MAC to probe from")?;
-    for a in addrs {
-        sock.send(&arp_probe(mac, *a))?;
+    let mut socks = Vec::new();
+    for (v6, proto) in [(false, ETH_P_ARP), (true, ETH_P_IPV6)] {
+        if addrs.iter().any(|(a, _)| a.is_ipv6() == v6) {
+            socks.push(PortSocket::open(ifindex, proto)?);
+        }
+    }
+    // Open before sending: an answer cannot arrive before we listen.
+    for (a, vlan) in addrs {
+        // Any packet socket on the port sends any frame.
+        let sock = socks.first().context("no socket")?;
+        sock.send(&frames::probe(mac, *a, *vlan))?;
     }
     let deadline = Instant::now() + wait;
     let mut buf = [0u8; 1600];
     let mut found = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Some(n) = sock.recv(&mut buf, left)? else {
+        let Some(n) = recv_any(&socks, &mut buf, left)? else {
             break;
         };
-        for a in addrs {
-            if let Some(sender) = conflict(&buf[..n], *a)
-                && !own_macs.contains(&sender)
-                && !found.iter().any(|(x, _)| x == a)
-            {
-                found.push((*a, sender));
-            }
+        if let Some(c) = frames::claim(&buf[..n])
+            && !own_macs.contains(&c.mac)
+            && addrs.iter().any(|(a, _)| *a == c.addr)
+            && !found.iter().any(|(x, _)| *x == c.addr)
+        {
+            found.push((c.addr, c.mac));
         }
     }
     Ok(found)
+}
+
+/// Waits for a frame on any of `socks`; its length, None on timeout.
+fn recv_any(socks: &[PortSocket], buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
+    let mut pfds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: pfds is a valid array of pollfd of the length given.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()).context("poll");
+    }
+    for (i, p) in pfds.iter().enumerate() {
+        if p.revents & libc::POLLIN != 0 {
+            let (n, _) = socks[i].recv_from(buf)?;
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }
 
 /// Sends `count` rounds of announcements, `interval` apart, from `ifindex`.
@@ -207,6 +192,7 @@ pub async fn announce(
     ifindex: u32,
     mac: [u8; 6],
     addr: IpAddr,
+    vlan: Option<u16>,
     count: u32,
     interval: Duration,
 ) -> Result<()> {
@@ -214,7 +200,7 @@ pub async fn announce(
         bail!("announce_count is 0");
     }
     let sock = PortSocket::for_sending(ifindex)?;
-    let frames = announcements(mac, addr);
+    let frames = frames::announcements(mac, addr, vlan);
     for round in 0..count {
         for f in &frames {
             sock.send(f)?;
@@ -226,64 +212,55 @@ pub async fn announce(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A claim seen on a device (its ifindex).
+pub type Seen = (u32, Claim);
 
-    #[test]
-    fn garp_forms_are_valid_arp_announcing_the_address() {
-        let mac = [2, 0xba, 0x70, 0, 0, 1];
-        let frames = announcements(mac, "192.0.2.100".parse().unwrap());
-        assert_eq!(frames.len(), 2);
-        for (f, op) in frames.iter().zip([1u16, 2]) {
-            let sliced = etherparse::SlicedPacket::from_ethernet(f).expect("valid");
-            assert_eq!(&f[..6], &BROADCAST);
-            assert_eq!(&f[6..12], &mac);
-            assert!(sliced.net.is_some() || f[12..14] == [8, 6]);
-            assert_eq!(u16::from_be_bytes([f[20], f[21]]), op);
-            assert_eq!(&f[28..32], &[192, 0, 2, 100], "sender IP");
-            assert_eq!(&f[38..42], &[192, 0, 2, 100], "target IP");
-            assert_eq!(conflict(f, "192.0.2.100".parse().unwrap()), Some(mac));
-        }
-    }
-
-    #[test]
-    fn unsolicited_na_has_override_target_and_valid_checksum() {
-        let mac = [2, 0, 0, 0, 0, 9];
-        let addr: Ipv6Addr = "2001:db8::100".parse().unwrap();
-        let f = &announcements(mac, IpAddr::V6(addr))[0];
-        let sliced = etherparse::SlicedPacket::from_ethernet(f).expect("valid");
-        let Some(etherparse::TransportSlice::Icmpv6(icmp)) = sliced.transport else {
-            panic!("not ICMPv6")
-        };
-        let Icmpv6Type::NeighborAdvertisement(na) = icmp.icmp_type() else {
-            panic!("not an NA")
-        };
-        assert!(na.r#override && !na.solicited);
-        assert_eq!(&icmp.payload()[..16], &addr.octets());
-        assert_eq!(&icmp.payload()[16..24], &[2, 1, 2, 0, 0, 0, 0, 9]);
-        let Some(etherparse::NetSlice::Ipv6(ip)) = &sliced.net else {
-            panic!("not IPv6")
-        };
-        let expected = icmp
-            .header()
-            .icmp_type
-            .calc_checksum(
-                ip.header().source(),
-                ip.header().destination(),
-                icmp.payload(),
-            )
-            .unwrap();
-        assert_eq!(icmp.header().checksum, expected);
-    }
-
-    #[test]
-    fn a_probe_is_not_a_conflict_with_itself_but_another_probe_is() {
-        let addr: Ipv4Addr = "192.0.2.100".parse().unwrap();
-        let probe = arp_probe([2, 0, 0, 0, 0, 1], addr);
-        assert_eq!(&probe[28..32], &[0, 0, 0, 0]);
-        assert_eq!(conflict(&probe, addr), Some([2, 0, 0, 0, 0, 1]));
-        assert_eq!(conflict(&probe, "192.0.2.101".parse().unwrap()), None);
-        assert_eq!(conflict(&probe[..30], addr), None, "truncated");
-    }
+/// Watches every device of the namespace for ARP and ND claims (frames
+/// baton itself sent are skipped) and hands them to the loop. A flood
+/// cannot grow the daemon: the channel is bounded and excess is dropped.
+pub fn watch(tx: tokio::sync::mpsc::Sender<Seen>) -> Result<()> {
+    let arp = PortSocket::open(0, ETH_P_ARP)?;
+    let nd = PortSocket::open(0, ETH_P_IPV6)?;
+    nd.only_neighbour_discovery()?;
+    std::thread::Builder::new()
+        .name("baton-watch".into())
+        .spawn(move || {
+            // Threads inherit SCHED_FIFO; a flood of ARP must not starve others.
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sched_setscheduler on the calling thread.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+            let socks = [arp, nd];
+            let mut buf = [0u8; 1600];
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                let mut pfds = socks.each_ref().map(|s| libc::pollfd {
+                    fd: s.fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                // SAFETY: two valid pollfds.
+                if unsafe { libc::poll(pfds.as_mut_ptr(), 2, 1000) } < 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                for (i, p) in pfds.iter().enumerate() {
+                    if p.revents & libc::POLLIN == 0 {
+                        continue;
+                    }
+                    let Ok((n, from)) = socks[i].recv_from(&mut buf) else {
+                        continue;
+                    };
+                    if from.sll_pkttype == libc::PACKET_OUTGOING {
+                        continue;
+                    }
+                    if let Some(c) = frames::claim(&buf[..n]) {
+                        let _ = tx.try_send((from.sll_ifindex as u32, c));
+                    }
+                }
+            }
+        })
+        .context("starting the address watch")?;
+    Ok(())
 }

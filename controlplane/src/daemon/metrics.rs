@@ -41,6 +41,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RepairLabel {
     pub what: String,
 }
@@ -66,6 +71,7 @@ pub struct Metrics {
     pub repairs: Family<RepairLabel, Counter>,
     pub repair_failures: Counter,
     pub resyncs: Counter,
+    pub conflicts: Family<InstanceLabel, Counter>,
     rx_packets: Counters,
     rx_bytes: Counters,
     solicits: Counters,
@@ -93,6 +99,7 @@ impl Metrics {
             repairs: Family::default(),
             repair_failures: Counter::default(),
             resyncs: Counter::default(),
+            conflicts: Family::default(),
             rx_packets: Family::default(),
             rx_bytes: Family::default(),
             solicits: Family::default(),
@@ -145,6 +152,11 @@ impl Metrics {
             "resyncs",
             "Full resyncs after events may have been lost (netlink overrun, monitor restart)",
             m.resyncs.clone(),
+        );
+        registry.register(
+            "address_conflicts",
+            "ARP/ND claims by another host for an address baton holds, per instance",
+            m.conflicts.clone(),
         );
         registry.register(
             "dataplane_rx_packets",

@@ -10,7 +10,9 @@
 //! difference is repaired, whoever caused it. This module is only the loop.
 pub mod actuator;
 pub mod announce;
+mod conflict;
 mod control;
+mod frames;
 mod io_thread;
 mod lock;
 mod metrics;
@@ -111,6 +113,10 @@ struct Daemon {
     /// When the engine's timers (hold, failback) next need a decision.
     next_check: Option<Instant>,
     next_resync: Instant,
+    /// Other hosts' ARP/ND claims, from the address watch.
+    claims: mpsc::Receiver<announce::Seen>,
+    /// The last conflict of each placed instance (RFC 5227 2.4).
+    conflicts: BTreeMap<String, conflict::Conflict>,
     /// The background announcements of each instance's last move.
     announcing: BTreeMap<String, tokio::task::AbortHandle>,
     events: broadcast::Sender<Event>,
@@ -188,6 +194,10 @@ impl Daemon {
         let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
+        let (claim_tx, claims) = mpsc::channel(256);
+        if let Err(e) = announce::watch(claim_tx) {
+            warn!(error = %format!("{e:#}"), "no address watch: conflicts will go unseen");
+        }
         let metrics = metrics::Metrics::new(pins.clone());
         io_thread::spawn(
             control::listen(&opts.socket)?,
@@ -216,6 +226,8 @@ impl Daemon {
                 instances: BTreeSet::new(),
             },
             refresh_links: false,
+            claims,
+            conflicts: BTreeMap::new(),
             next_check: None,
             announcing: BTreeMap::new(),
             events,
@@ -276,6 +288,15 @@ impl Daemon {
                         // A burst is handled as one: drain before acting.
                         while let Ok(o) = self.monitor.try_recv() {
                             relevant |= self.observe(o);
+                        }
+                        if relevant {
+                            break;
+                        }
+                    }
+                    Some(seen) = self.claims.recv() => {
+                        let mut relevant = self.on_claim(seen);
+                        while let Ok(seen) = self.claims.try_recv() {
+                            relevant |= self.on_claim(seen);
                         }
                         if relevant {
                             break;

@@ -11,8 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
-/// An address a plan places for the first time: (instance, address, its MAC).
-type NewAddress = (String, std::net::Ipv4Addr, Option<[u8; 6]>);
+/// An address a plan places for the first time.
+struct NewAddress {
+    instance: String,
+    addr: std::net::IpAddr,
+    vlan: Option<u16>,
+    mac: Option<[u8; 6]>,
+}
 
 /// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
 const CONFLICT_HOLD: Duration = Duration::from_secs(10);
@@ -124,18 +129,19 @@ impl Daemon {
         self.refused = now_refused;
     }
 
-    /// Probes, per target port, every IPv4 address a plan places for the first
-    /// time; returns the moves that may go ahead and how many conflicted.
+    /// Probes, per target port, every address a plan places for the first
+    /// time (ARP probe or DAD NS, tagged for a VLAN instance); returns the
+    /// moves that may go ahead and how many conflicted.
     async fn probe_new(&mut self, moves: &[Move]) -> (Vec<Move>, usize) {
         let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
         for m in moves {
-            if let Some(inst) = self.config.instances.get(&m.instance)
-                && let std::net::IpAddr::V4(a) = inst.address.addr()
-            {
-                by_port
-                    .entry(m.to.clone())
-                    .or_default()
-                    .push((m.instance.clone(), a, inst.mac));
+            if let Some(inst) = self.config.instances.get(&m.instance) {
+                by_port.entry(m.to.clone()).or_default().push(NewAddress {
+                    instance: m.instance.clone(),
+                    addr: inst.address.addr(),
+                    vlan: inst.vlan,
+                    mac: inst.mac,
+                });
             }
         }
         let mut conflicted = BTreeSet::new();
@@ -147,18 +153,18 @@ impl Daemon {
                 continue;
             };
             let mut own: Vec<[u8; 6]> = vec![mac];
-            own.extend(wanted.iter().filter_map(|w| w.2));
-            let addrs: Vec<std::net::Ipv4Addr> = wanted.iter().map(|w| w.1).collect();
+            own.extend(wanted.iter().filter_map(|w| w.mac));
+            let addrs: Vec<_> = wanted.iter().map(|w| (w.addr, w.vlan)).collect();
             let wait = self.config.timers.probe_time;
             let found = tokio::task::spawn_blocking(move || {
-                announce::probe_v4_many(ifindex, &own, &addrs, wait)
+                announce::probe_many(ifindex, &own, &addrs, wait)
             })
             .await;
             let found = match found {
                 Ok(Ok(f)) => f,
                 Ok(Err(e)) => {
                     warn!(%port, error = %format!("{e:#}"), "probe failed; not taking new addresses there now");
-                    wanted.iter().map(|w| (w.1, [0; 6])).collect()
+                    wanted.iter().map(|w| (w.addr, [0; 6])).collect()
                 }
                 Err(e) => {
                     warn!(%port, error = %e, "probe task failed");
@@ -166,11 +172,13 @@ impl Daemon {
                 }
             };
             for (addr, by) in found {
-                for (name, _, _) in wanted.iter().filter(|w| w.1 == addr) {
-                    warn!(instance = %name, %port, by = %baton_config::model::mac_string(&by), "address in use on the wire");
-                    self.in_use
-                        .insert((name.clone(), port.clone()), Instant::now() + CONFLICT_HOLD);
-                    conflicted.insert((name.clone(), port.clone()));
+                for w in wanted.iter().filter(|w| w.addr == addr) {
+                    warn!(instance = %w.instance, %port, by = %baton_config::model::mac_string(&by), "address in use on the wire");
+                    self.in_use.insert(
+                        (w.instance.clone(), port.clone()),
+                        Instant::now() + CONFLICT_HOLD,
+                    );
+                    conflicted.insert((w.instance.clone(), port.clone()));
                 }
             }
         }
@@ -268,28 +276,27 @@ impl Daemon {
             h.abort();
         }
         self.actuator.move_instance(&spec).await?;
-        self.spawn_announcements(&m.instance, to, spec.entry.mac, inst.address.addr());
+        self.spawn_announcements(&m.instance, to, spec.entry.mac);
         Ok(())
     }
 
     /// The announcements after the first one, paced, without holding up
     /// other moves; a later move of the instance cancels them.
-    pub(super) fn spawn_announcements(
-        &mut self,
-        instance: &str,
-        ifindex: u32,
-        mac: [u8; 6],
-        addr: std::net::IpAddr,
-    ) {
+    pub(super) fn spawn_announcements(&mut self, instance: &str, ifindex: u32, mac: [u8; 6]) {
         if let Some(h) = self.announcing.remove(instance) {
             h.abort();
         }
+        let Some(inst) = self.config.instances.get(instance) else {
+            return;
+        };
+        let (addr, vlan) = (inst.address.addr(), inst.vlan);
         let t = &self.config.timers;
         if t.announce_count > 1 {
             let (count, interval) = (t.announce_count - 1, t.announce_interval);
             let task = tokio::spawn(async move {
                 tokio::time::sleep(interval).await;
-                if let Err(e) = announce::announce(ifindex, mac, addr, count, interval).await {
+                if let Err(e) = announce::announce(ifindex, mac, addr, vlan, count, interval).await
+                {
                     warn!(error = %format!("{e:#}"), "announcement");
                 }
             });

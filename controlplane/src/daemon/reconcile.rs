@@ -350,10 +350,13 @@ impl Daemon {
         }) {
             // Clients may point elsewhere (a repair, an interrupted move).
             let ifindex = entry.owner_ifindex;
-            if let Err(e) = self.actuator.announce_now(ifindex, entry.mac, addr) {
+            if let Err(e) = self
+                .actuator
+                .announce_now(ifindex, entry.mac, addr, inst.vlan)
+            {
                 warn!(instance = %name, error = %format!("{e:#}"), "announcement");
             }
-            self.spawn_announcements(name, ifindex, entry.mac, addr);
+            self.spawn_announcements(name, ifindex, entry.mac);
         }
         Ok(repairs)
     }

@@ -83,6 +83,7 @@ impl Daemon {
                     last_move: self.last_move.get(name).cloned(),
                     last_repair: self.last_repair.get(name).cloned(),
                     error: self.trouble.get(name).map(|t| t.error.clone()),
+                    conflict: self.conflicts.get(name).map(|c| c.record.clone()),
                     traffic,
                 }
             })
