@@ -307,3 +307,47 @@ fn the_dataplane_bench_leaves_a_live_daemons_maps_alone() -> anyhow::Result<()> 
     assert!(dirs.is_empty(), "bench pins left: {dirs:?}");
     Ok(())
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0))
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    let pid = daemon.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    // Leave the daemon four spare descriptors, then open more connections:
+    // accept fails with EMFILE while the backlog stays readable.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64;
+    // The soft limit only: raising it again needs no privilege.
+    let limit = format!("--nofile={}:", open + 4);
+    baton_lab::run_checked("prlimit", &["--pid", &pid.to_string(), &limit])?;
+    let held: Vec<_> = (0..32)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&daemon.socket).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid)? - before;
+    // 2 s at 100 ticks/s: a spinning accept loop burns ~200.
+    assert!(used < 20, "{used} ticks of CPU in 2 s with accept failing");
+    assert!(
+        daemon.log_text().contains("accept failed"),
+        "{}",
+        daemon.log_text()
+    );
+    drop(held);
+    // And it serves again once descriptors are free.
+    let unlimited = "--nofile=1024:";
+    baton_lab::run_checked("prlimit", &["--pid", &pid.to_string(), unlimited])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    daemon.status()?;
+    Ok(())
+}
