@@ -1,10 +1,9 @@
-//! baton's configuration: the TOML schema, whole-file validation with
-//! precise errors, and the pure decision engine that reads it.
+//! baton's configuration: the TOML schema and whole-file validation with
+//! precise errors.
 //!
 //! `load` = read file -> [`reader`] (TOML tree -> [`model`], collecting every
 //! shape error with its position) -> [`validate`] (cross-field rules) ->
 //! `Config`, or every [`Diagnostic`] at once.
-pub mod decide;
 mod diagnostic;
 pub mod duration;
 pub mod model;

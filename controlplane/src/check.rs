@@ -1,5 +1,5 @@
 //! `baton check -c FILE`: validate and summarise a configuration.
-use baton_config::decide::{self, ClusterView, Inputs, Placement};
+use crate::decide::{self, ClusterView, Inputs, Placement};
 use baton_config::{Config, duration};
 use comfy_table::{Table, presets::NOTHING};
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +13,7 @@ pub fn placement_all_up(config: &Config) -> BTreeMap<String, Placement> {
         ports: &ports,
         cluster: &ClusterView::default(),
         in_use: &BTreeSet::new(),
+        retry_at: &BTreeMap::new(),
         placement: &BTreeMap::new(),
         now: Duration::ZERO,
     });

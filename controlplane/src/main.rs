@@ -1,11 +1,10 @@
 //! `baton`: the command-line interface (and, later, the daemon).
 use anyhow::{Result, bail};
-use baton::client;
 use baton::dataplane::{self, AttachMode, DEFAULT_PIN_DIR, PinDir};
 use baton::protocol::Request;
-use baton_common::{Class, names};
+use baton::{client, render};
+use baton_common::names;
 use clap::{Parser, Subcommand};
-use comfy_table::{Table, presets::NOTHING};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -234,7 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", client::render_status(&status));
+                print!("{}", render::render_status(&status));
             }
             Ok(())
         }
@@ -263,7 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             let line = if json {
                 serde_json::to_string(&e).unwrap_or_default()
             } else {
-                client::render_event(&e)
+                render::render_event(&e)
             };
             println!("{line}");
             std::io::Write::flush(&mut std::io::stdout()).is_ok()
@@ -335,7 +334,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 }
                 rows.retain(|r| r.port.as_ref().is_some_and(|n| ports.contains(n)));
             }
-            print_stats(&rows, json)?;
+            render::print_stats(&rows, json)?;
         }
         DataplaneCmd::Own {
             address,
@@ -375,25 +374,26 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 cpus,
                 failback: baton_config::model::Failback::Never,
             };
-            let mut entry = dataplane::entry_for(&inst);
-            entry.id = id;
-            entry.owner_ifindex = dev.ifindex;
             // Counted on its owner and the other attached ports.
             let others = pins
                 .attached_ports()
                 .into_iter()
                 .filter(|p| *p != port)
                 .filter_map(|p| baton::netdev::index_of(&p));
-            for (slot, ifindex) in entry
-                .ports
+            let mut counted = [0; baton_common::MAX_COUNTED_PORTS];
+            for (slot, ifindex) in counted
                 .iter_mut()
                 .zip(std::iter::once(dev.ifindex).chain(others))
             {
                 *slot = ifindex;
             }
-            if mac.is_none() {
-                entry.mac = baton::netdev::mac_of(&port)?;
-            }
+            let owner = dataplane::EntryOwner {
+                id,
+                ifindex: dev.ifindex,
+                port_mac: baton::netdev::mac_of(&port)?,
+                counted,
+            };
+            let entry = dataplane::entry_for(&inst, &owner);
             let mut table = dataplane::InstanceTable::open(&pins)?;
             table.set(&dataplane::key_for(vlan, address), &entry)?;
             println!("{address}: owned by {port}");
@@ -412,7 +412,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             let table = dataplane::InstanceTable::open(&pins)?;
             let counters = dataplane::instance_counters(&pins)?;
             let pdus = dataplane::pdu_counters(&pins)?;
-            print_instances(&table, &counters, &pdus, json)?;
+            render::print_instances(&table, &counters, &pdus, json)?;
         }
         DataplaneCmd::Steered { pins, json } => {
             let steered = dataplane::steering::steered(&PinDir::new(pins.pin_dir))?;
@@ -441,152 +441,5 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-fn print_instances(
-    table: &dataplane::InstanceTable,
-    counters: &[(
-        baton_common::InstancePortKey,
-        baton_common::InstanceCounters,
-    )],
-    pdus: &[(baton_common::InstancePortKey, baton_common::PduCounters)],
-    json: bool,
-) -> Result<()> {
-    let mut rows = Vec::new();
-    for (key, entry) in table.entries() {
-        let addr = dataplane::addr_of(&key);
-        let owner = baton::netdev::name_of(entry.owner_ifindex)
-            .unwrap_or_else(|| format!("if{}", entry.owner_ifindex));
-        let ports: Vec<serde_json::Value> = counters
-            .iter()
-            .filter(|(k, _)| k.id == entry.id)
-            .map(|(k, c)| {
-                let iscsi = pdus
-                    .iter()
-                    .find(|(pk, _)| pk == k)
-                    .map(|(_, p)| pdu_json(p));
-                serde_json::json!({
-                    "port": baton::netdev::name_of(k.ifindex),
-                    "rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes, "last_seen_ns": c.last_seen_ns,
-                    "solicits": c.solicits, "solicits_dropped": c.solicits_dropped,
-                    "egress_redirected": c.egress_redirected,
-                    "tags_popped": c.tags_popped, "tags_pushed": c.tags_pushed,
-                    "iscsi": iscsi,
-                })
-            })
-            .collect();
-        rows.push(serde_json::json!({
-            "address": addr.to_string(), "vlan": key.vlan, "id": entry.id, "owner": owner,
-            "mac": baton_config::model::mac_string(&entry.mac), "ports": ports,
-        }));
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    let mut t = Table::new();
-    t.load_preset(NOTHING);
-    t.set_header([
-        "address",
-        "vlan",
-        "owner",
-        "mac",
-        "port",
-        "rx",
-        "solicits",
-        "dropped",
-        "redirected",
-        "iscsi pdus rx/tx",
-        "resyncs",
-    ]);
-    for r in &rows {
-        for p in r["ports"].as_array().map(Vec::as_slice).unwrap_or_default() {
-            t.add_row([
-                r["address"].as_str().unwrap_or("").to_string(),
-                r["vlan"].to_string(),
-                r["owner"].as_str().unwrap_or("").to_string(),
-                r["mac"].as_str().unwrap_or("").to_string(),
-                p["port"].as_str().unwrap_or("?").to_string(),
-                p["rx_packets"].to_string(),
-                p["solicits"].to_string(),
-                p["solicits_dropped"].to_string(),
-                p["egress_redirected"].to_string(),
-                match p["iscsi"]["rx_total"].as_u64() {
-                    Some(rx) => format!("{rx}/{}", p["iscsi"]["tx_total"]),
-                    None => "-".into(),
-                },
-                p["iscsi"]["resyncs"]
-                    .as_u64()
-                    .map_or_else(|| "-".into(), |n| n.to_string()),
-            ]);
-        }
-    }
-    println!("{t}");
-    Ok(())
-}
-
-/// PDUs by opcode name and direction, with totals.
-fn pdu_json(p: &baton_common::PduCounters) -> serde_json::Value {
-    let side = |d: usize| -> (serde_json::Map<String, serde_json::Value>, u64) {
-        let mut m = serde_json::Map::new();
-        let mut total = 0;
-        for (op, n) in p.pdus[d].iter().enumerate() {
-            if *n > 0 {
-                let name = baton_common::iscsi_opcode_name(op as u8)
-                    .map_or_else(|| format!("opcode-{op:#04x}"), str::to_string);
-                m.insert(name, serde_json::json!(n));
-                total += n;
-            }
-        }
-        (m, total)
-    };
-    let (rx, rx_total) = side(baton_common::RX);
-    let (tx, tx_total) = side(baton_common::TX);
-    serde_json::json!({
-        "rx": rx, "tx": tx, "rx_total": rx_total, "tx_total": tx_total,
-        "resyncs": p.resyncs, "unsynced_segments": p.unsynced_segments,
-    })
-}
-
-fn print_stats(rows: &[dataplane::PortCounters], json: bool) -> Result<()> {
-    if json {
-        let value: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                let mut classes = serde_json::Map::new();
-                for class in Class::ALL {
-                    let c = r.stats.get(class);
-                    classes.insert(
-                        class.name().into(),
-                        serde_json::json!({"packets": c.packets, "bytes": c.bytes}),
-                    );
-                }
-                serde_json::json!({"ifindex": r.ifindex, "port": r.port, "classes": classes})
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    let mut table = Table::new();
-    table.load_preset(NOTHING);
-    let mut header = vec!["port".to_string(), "frames".into(), "bytes".into()];
-    header.extend(Class::ALL.iter().map(|c| c.name().to_string()));
-    table.set_header(header);
-    for r in rows {
-        let frames = r.stats.frames();
-        let mut row = vec![
-            r.port.clone().unwrap_or_else(|| format!("if{}", r.ifindex)),
-            frames.packets.to_string(),
-            frames.bytes.to_string(),
-        ];
-        row.extend(
-            Class::ALL
-                .iter()
-                .map(|c| r.stats.get(*c).packets.to_string()),
-        );
-        table.add_row(row);
-    }
-    println!("{table}");
     Ok(())
 }

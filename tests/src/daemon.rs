@@ -244,3 +244,71 @@ impl Drop for Daemon {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Load on a daemon's sockets: idle connections held open to the control
+/// socket and the metrics endpoint, and a scraper at a steady rate.
+pub struct SocketFlood {
+    _control: Vec<std::os::unix::net::UnixStream>,
+    _metrics: Vec<std::net::TcpStream>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    scraper: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl SocketFlood {
+    /// Ends the flood; the number of scrapes that were answered.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.scraper.take().and_then(|h| h.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Daemon {
+    /// `idle` connections to each socket (the metrics endpoint is on the
+    /// gateway's loopback, 127.0.0.1:9750) and `scrapes_per_s` scrapes.
+    pub fn flood(&self, idle: usize, scrapes_per_s: u32) -> Result<SocketFlood> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let control = (0..idle)
+            .filter_map(|_| std::os::unix::net::UnixStream::connect(&self.socket).ok())
+            .collect();
+        let ns = self.ns_path.clone();
+        let metrics = std::thread::spawn(move || -> Result<Vec<std::net::TcpStream>> {
+            crate::probe::enter(&ns)?;
+            Ok((0..idle)
+                .filter_map(|_| std::net::TcpStream::connect("127.0.0.1:9750").ok())
+                .collect())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (ns, halt) = (self.ns_path.clone(), stop.clone());
+        let period = Duration::from_secs(1) / scrapes_per_s.max(1);
+        let scraper = std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            if crate::probe::enter(&ns).is_err() {
+                return 0;
+            }
+            let mut answered = 0;
+            let mut next = Instant::now();
+            while !halt.load(Ordering::Relaxed) {
+                next += period;
+                let ok = (|| -> std::io::Result<bool> {
+                    let mut s = std::net::TcpStream::connect("127.0.0.1:9750")?;
+                    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+                    let mut body = Vec::new();
+                    s.read_to_end(&mut body)?;
+                    Ok(body.starts_with(b"HTTP/1.1 200"))
+                })();
+                answered += u64::from(ok.unwrap_or(false));
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            answered
+        });
+        Ok(SocketFlood {
+            _control: control,
+            _metrics: metrics,
+            stop,
+            scraper: Some(scraper),
+        })
+    }
+}

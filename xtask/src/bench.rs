@@ -73,7 +73,22 @@ pub fn failover() -> Result<serde_json::Value> {
             .map(|_| ())
     })?;
 
-    let timings = move_timings(&daemon.log_text());
+    let log = daemon.log_text();
+    let timings = move_timings(&log);
+
+    println!(
+        "[bench] unplanned under socket floods: {REPS} pulls, 1,000 idle connections to each socket, 100 scrapes/s"
+    );
+    let flood = daemon.flood(1000, 100)?;
+    let started = Instant::now();
+    let flooded = unplanned(&lab, |owner| {
+        daemon
+            .wait_owner("iscsi-a", ["ge0", "ge1"][owner], Duration::from_secs(3))
+            .map(|_| ())
+    })?;
+    let scrape_s = started.elapsed().as_secs_f64();
+    let scrapes = flood.stop();
+    let flooded_timings = move_timings(daemon.log_text().get(log.len()..).unwrap_or(""));
     println!("[bench] planned: {REPS} x baton move under the probe and iperf3");
     let planned = planned(&lab, &daemon)?;
     drop(echo);
@@ -127,6 +142,13 @@ pub fn failover() -> Result<serde_json::Value> {
         "baton_mac_up_us_p50": percentile(&timings.1, 50.0),
         "baton_announced_us_p50": percentile(&timings.2, 50.0),
         "baseline_gaps_ms": baseline,
+        "flooded_gap_ms_p50": percentile(&flooded, 50.0),
+        "flooded_gap_ms_p99": percentile(&flooded, 99.0),
+        "flooded_gaps_ms": flooded,
+        "flooded_reaction_us_p50": percentile(&flooded_timings.0, 50.0),
+        "flooded_announced_us_p50": percentile(&flooded_timings.2, 50.0),
+        "flood_idle_connections": 1000,
+        "flood_scrapes_answered_per_s": scrapes as f64 / scrape_s,
         "planned_moves": REPS,
         "planned_lost": planned.0,
         "planned_resets": planned.1,
@@ -156,6 +178,24 @@ pub fn failover() -> Result<serde_json::Value> {
         f("gap_ratio_p99"),
         String::new(),
         "<= 0.2".into(),
+    ]);
+    t.add_row([
+        "same, under socket floods: gap p50 / p99 (ms)".into(),
+        format!("{} / {}", f("flooded_gap_ms_p50"), f("flooded_gap_ms_p99")),
+        String::new(),
+        "as without".into(),
+    ]);
+    t.add_row([
+        "inside baton, p50: link event -> move start / first GARP (us), quiet | flooded".into(),
+        format!(
+            "{} / {} | {} / {}",
+            f("baton_reaction_us_p50"),
+            f("baton_announced_us_p50"),
+            f("flooded_reaction_us_p50"),
+            f("flooded_announced_us_p50")
+        ),
+        String::new(),
+        String::new(),
     ]);
     t.add_row([
         "planned: probes lost / TCP resets".into(),

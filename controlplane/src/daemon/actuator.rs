@@ -5,7 +5,6 @@ use super::announce;
 use crate::dataplane::{InstanceTable, key_for};
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
-use baton_common::MAX_COUNTED_PORTS;
 use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
@@ -227,24 +226,6 @@ impl Actuator {
             }
         }
         Ok(())
-    }
-
-    /// The instance-table entry for an instance owned by `ifindex`.
-    pub fn entry(
-        id: u32,
-        inst: &Instance,
-        ifindex: u32,
-        port_mac: [u8; 6],
-        ports: [u32; MAX_COUNTED_PORTS],
-    ) -> InstanceEntry {
-        let mut entry = crate::dataplane::entry_for(inst);
-        entry.id = id;
-        entry.owner_ifindex = ifindex;
-        entry.ports = ports;
-        if inst.mac.is_none() {
-            entry.mac = port_mac;
-        }
-        entry
     }
 
     /// Carries out one move, make-before-break: prepare the target, flip the

@@ -35,6 +35,9 @@ const MAX_CLIENTS: usize = 64;
 /// A connection that sends nothing for this long is closed (followers of
 /// `baton events` are not idle: they wait for the daemon).
 const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// The first request must come sooner: a flood of silent connections frees
+/// its slots within this (the CLI retries while told "busy").
+const FIRST_LINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// The longest a reply may take to be written to a slow reader.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -104,16 +107,20 @@ fn reply(r: Response) -> Result<String> {
     })? + "\n")
 }
 
-/// Reads one line of at most [`MAX_LINE`] bytes; None at the end of input.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>> {
+/// Reads one line of at most [`MAX_LINE`] bytes within `idle`; None at the
+/// end of input.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    idle: std::time::Duration,
+) -> Result<Option<String>> {
     use tokio::io::AsyncReadExt as _;
     let mut buf = Vec::new();
     let n = tokio::time::timeout(
-        IDLE,
+        idle,
         r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("idle for {}s: closed", IDLE.as_secs()))??;
+    .map_err(|_| anyhow::anyhow!("idle for {}s: closed", idle.as_secs()))??;
     if n == 0 {
         return Ok(None);
     }
@@ -138,9 +145,13 @@ async fn client(
     let uid = stream.peer_cred().context("SO_PEERCRED")?.uid();
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
+    let mut idle = FIRST_LINE;
     loop {
-        let line = match read_line(&mut read).await {
-            Ok(Some(l)) => l,
+        let line = match read_line(&mut read, idle).await {
+            Ok(Some(l)) => {
+                idle = IDLE;
+                l
+            }
             Ok(None) => return Ok(()),
             Err(e) => {
                 let msg = format!("{e:#}");

@@ -287,10 +287,11 @@ impl Metrics {
 
 /// Serves GET /metrics on `addr`. A minimal HTTP/1.1 responder: one request
 /// per connection, nothing else is served.
-/// At most this many scrapes at once; more wait in the listen backlog.
+/// At most this many connections at once; more are closed at once.
 const MAX_SCRAPES: usize = 16;
-/// A scrape's whole life: request head read, body written.
-const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// A scrape's whole life: request head read, body written. An idle
+/// connection holds a slot no longer than this.
+const SCRAPE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<()> {
     let listener = TcpListener::bind(addr)
@@ -300,10 +301,6 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     let mut backoff = super::control::AcceptBackoff::default();
     loop {
-        // A slot first: past the cap, connections wait in the backlog.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let mut stream = match listener.accept().await {
             Ok((s, _)) => {
                 backoff.reset();
@@ -313,6 +310,11 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<
                 backoff.wait("metrics", &e).await;
                 continue;
             }
+        };
+        // Past the cap: closed at once (never queued behind idle ones).
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! `baton run`: the daemon. The folder reads in the order data flows:
 //! [`monitor`] (kernel events) -> [`ports`] (port states) -> decide (pure,
-//! `baton_config::decide`) -> [`moves`] (plans carried out by the
+//! `crate::decide`) -> [`moves`] (plans carried out by the
 //! [`actuator`], [`announce`]) and [`reconcile`] (desired vs [`observed`],
 //! repaired) -> report ([`status`], [`control`], [`metrics`]).
 //!
@@ -25,11 +25,11 @@ mod reload;
 mod status;
 
 use crate::dataplane::{self, AttachMode, InstanceTable, PinDir};
+use crate::decide::Reason;
 use crate::protocol::{Event, MoveRecord, RepairRecord, Request, Response};
 use actuator::Actuator;
 use anyhow::{Result, bail};
 use baton_config::Config;
-use baton_config::decide::Reason;
 use monitor::Observation;
 use ports::Port;
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,10 +3,10 @@
 //! (RFC 5227) afterwards, so a probe never delays a failover in the same plan.
 use super::actuator::{self, MoveSpec};
 use super::{Daemon, announce, metrics};
+use crate::decide::{self, Link, Move, Placement};
 use crate::netdev;
 use crate::protocol::{Event, MoveKind, MoveRecord};
 use anyhow::{Context as _, Result, bail};
-use baton_config::decide::{self, Link, Move, Placement};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
@@ -76,12 +76,6 @@ impl Daemon {
         failed_sources: &mut BTreeSet<u32>,
         families: &mut (bool, bool),
     ) -> bool {
-        if self
-            .failed
-            .contains_key(&(m.instance.clone(), m.to.clone()))
-        {
-            return false;
-        }
         if !self.execute(m, kind_of(m)).await {
             return false;
         }

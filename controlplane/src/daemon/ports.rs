@@ -2,10 +2,10 @@
 //! from them.
 use super::monitor::LinkEvent;
 use super::{Daemon, metrics};
+use crate::decide::{ClusterView, Inputs, Link, PortState};
 use crate::protocol::{Event, LinkCondition, PortCondition};
 use baton_common::MAX_COUNTED_PORTS;
 use baton_config::Config;
-use baton_config::decide::{ClusterView, Inputs, Link, PortState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -186,11 +186,18 @@ impl Daemon {
             .map(|(n, p)| (n.clone(), p.state))
             .collect();
         let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
+        let now = Instant::now();
+        let retry_at: BTreeMap<(String, String), Duration> = self
+            .failed
+            .iter()
+            .map(|(k, until)| (k.clone(), self.now() + until.saturating_duration_since(now)))
+            .collect();
         f(&Inputs {
             config: &self.config,
             ports: &ports,
             cluster: &ClusterView::default(),
             in_use: &in_use,
+            retry_at: &retry_at,
             placement: &self.placement,
             now: self.now(),
         })

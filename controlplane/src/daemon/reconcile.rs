@@ -13,11 +13,11 @@ use super::actuator::{self, Actuator};
 use super::observed::Observed;
 use super::{Daemon, Trouble, metrics};
 use crate::dataplane::{self, key_for};
+use crate::decide::Link;
 use crate::netdev;
 use crate::protocol::{Event, Repair, RepairRecord};
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
-use baton_config::decide::Link;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -172,14 +172,13 @@ impl Daemon {
             .get(port)
             .and_then(|p| p.ifindex)
             .with_context(|| format!("port {port} is missing"))?;
-        let mut entry = dataplane::entry_for(inst);
-        entry.id = baton_config::instance_id(instance);
-        entry.owner_ifindex = ifindex;
-        entry.ports = self.counted_ports(inst);
-        if inst.mac.is_none() {
-            entry.mac = netdev::mac_of(port)?;
-        }
-        Ok(entry)
+        let owner = dataplane::EntryOwner {
+            id: baton_config::instance_id(instance),
+            ifindex,
+            port_mac: netdev::mac_of(port)?,
+            counted: self.counted_ports(inst),
+        };
+        Ok(dataplane::entry_for(inst, &owner))
     }
 
     /// One instance made to agree with its placement; returns the repairs.

@@ -12,12 +12,27 @@ use baton_config::model::Instance;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// The dataplane's view of a configured instance: its MAC (when it has one),
-/// iSCSI ports and digests, CPU set, VLAN. Id and owner are filled by the caller.
+/// Where an instance's entry places it: its id, the owner port (ifindex
+/// and MAC) and the ports it is counted on.
+pub struct EntryOwner {
+    pub id: u32,
+    pub ifindex: u32,
+    pub port_mac: [u8; 6],
+    pub counted: [u32; baton_common::MAX_COUNTED_PORTS],
+}
+
+/// The one builder of an instance's entry: its MAC (its own, else the
+/// owner port's), iSCSI ports and digests, CPU set, VLAN, owner.
 /// A VLAN instance gets [`flags::VLAN_TAGS`]: this kernel has no 802.1Q
 /// devices, so its address sits on the port and the programs pop and push its tag.
-pub fn entry_for(inst: &Instance) -> InstanceEntry {
-    let mut e = InstanceEntry::default();
+pub fn entry_for(inst: &Instance, owner: &EntryOwner) -> InstanceEntry {
+    let mut e = InstanceEntry {
+        id: owner.id,
+        owner_ifindex: owner.ifindex,
+        mac: owner.port_mac,
+        ports: owner.counted,
+        ..Default::default()
+    };
     if let Some(mac) = inst.mac {
         e.mac = mac;
         e.flags |= flags::OWN_MAC;

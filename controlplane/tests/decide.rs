@@ -1,5 +1,5 @@
 //! The decision engine, rule by rule (seed FIG. 3A blocks 310-320).
-use baton_config::decide::*;
+use baton::decide::*;
 use baton_config::{Config, Host, parse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -46,6 +46,7 @@ struct World {
     ports: BTreeMap<String, PortState>,
     cluster: ClusterView,
     in_use: BTreeSet<(String, String)>,
+    retry_at: BTreeMap<(String, String), Duration>,
     placement: BTreeMap<String, String>,
 }
 
@@ -57,6 +58,7 @@ impl World {
             ports,
             cluster: ClusterView::default(),
             in_use: BTreeSet::new(),
+            retry_at: BTreeMap::new(),
             placement: BTreeMap::new(),
         }
     }
@@ -66,6 +68,7 @@ impl World {
             ports: &self.ports,
             cluster: &self.cluster,
             in_use: &self.in_use,
+            retry_at: &self.retry_at,
             placement: &self.placement,
             now,
         })
@@ -311,6 +314,18 @@ fn an_address_in_use_on_the_wire_is_refused() {
         refused(&w.step(10 * S), "a"),
         vec![pair("ge1", "address-in-use")]
     );
+}
+
+#[test]
+fn a_failed_move_is_retried_only_after_its_backoff() {
+    let mut w = World::new(config(&one(r#"["ge0", "ge1"]"#)));
+    w.step(Duration::ZERO);
+    w.retry_at.insert(("a".into(), "ge1".into()), 11 * S);
+    w.link("ge0", Link::Down, S);
+    let plan = w.step(10 * S);
+    assert_eq!(refused(&plan, "a"), vec![pair("ge1", "retry-backoff")]);
+    assert_eq!(plan.next_check, Some(11 * S), "woken when the pause ends");
+    assert!(w.step(11 * S).moves.iter().any(|m| m.to == "ge1"));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! `decide(config, port states, cluster view, probe results, current
 //! placement, now) -> Plan`. Time is the caller's monotonic clock, as a
 //! `Duration` since the daemon started.
-use crate::model::{Config, Failback, Instance};
+use baton_config::model::{Config, Failback, Instance};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -59,6 +59,9 @@ pub struct Inputs<'a> {
     pub cluster: &'a ClusterView,
     /// (instance, port) pairs whose RFC 5227 / DAD probe found the address in use.
     pub in_use: &'a BTreeSet<(String, String)>,
+    /// (instance, port) pairs whose last move failed, and until when the
+    /// move is not tried again (the daemon's backoff).
+    pub retry_at: &'a BTreeMap<(String, String), Time>,
     /// instance -> the port its address is on now.
     pub placement: &'a BTreeMap<String, String>,
     pub now: Time,
@@ -87,6 +90,10 @@ pub enum Reason {
     },
     /// Another device answered the RFC 5227 / DAD probe on this port.
     AddressInUse,
+    /// The last move to this port failed; it is tried again after a pause.
+    RetryBackoff {
+        remaining: Duration,
+    },
     AddressCapReached {
         cap: u32,
     },
@@ -107,6 +114,7 @@ impl Reason {
             Reason::VlanNotAllowed { .. } => "vlan-not-allowed",
             Reason::ClaimedByMember { .. } => "claimed-by-member",
             Reason::AddressInUse => "address-in-use",
+            Reason::RetryBackoff { .. } => "retry-backoff",
             Reason::AddressCapReached { .. } => "address-cap-reached",
             Reason::MacCapReached { .. } => "mac-cap-reached",
         }
@@ -116,7 +124,7 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reason::PortSettling { remaining } => {
+            Reason::PortSettling { remaining } | Reason::RetryBackoff { remaining } => {
                 write!(f, "{} ({}ms left)", self.name(), remaining.as_millis())
             }
             Reason::VlanNotAllowed { vlan } => write!(f, "{} (VLAN {vlan})", self.name()),
@@ -445,6 +453,13 @@ fn ineligible(
     if inp.in_use.contains(&(name.to_string(), port.to_string())) {
         return Some(Reason::AddressInUse);
     }
+    if let Some(until) = inp.retry_at.get(&(name.to_string(), port.to_string()))
+        && *until > inp.now
+    {
+        return Some(Reason::RetryBackoff {
+            remaining: *until - inp.now,
+        });
+    }
     let (addrs, macs) = load.get(port);
     if addrs >= c.address_cap(port) {
         return Some(Reason::AddressCapReached {
@@ -472,6 +487,7 @@ fn next_check(inp: &Inputs) -> Option<Time> {
             ],
             Link::Down => vec![s.since + t.hold_down],
         })
+        .chain(inp.retry_at.values().copied())
         .filter(|at| *at > inp.now)
         .min()
 }

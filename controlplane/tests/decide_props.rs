@@ -1,6 +1,6 @@
 //! Properties of the decision engine over random configurations and random
 //! sequences of port events and clock steps.
-use baton_config::decide::*;
+use baton::decide::*;
 use baton_config::model::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -166,6 +166,7 @@ impl<'a> Sim<'a> {
             ports: &self.ports,
             cluster: &self.cluster,
             in_use: &BTreeSet::new(),
+            retry_at: &BTreeMap::new(),
             placement: &self.placement,
             now: self.now,
         })
