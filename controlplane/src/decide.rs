@@ -67,8 +67,10 @@ pub struct Inputs<'a> {
     pub now: Time,
 }
 
-/// Why a port cannot take an instance (seed block 315), as shown in status and logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a port cannot take an instance (seed block 315), as shown in status
+/// and logs; in JSON `{"reason": "port-settling", "remaining": 1500}` (ms).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Reason {
     /// baton has never seen this port (missing device).
     PortMissing,
@@ -76,6 +78,7 @@ pub enum Reason {
     PortDown,
     /// Link up, but not yet for `hold_up` (or `failback_delay` for a failback).
     PortSettling {
+        #[serde(with = "millis")]
         remaining: Duration,
     },
     /// The port reaches none of the instance's networks.
@@ -92,6 +95,7 @@ pub enum Reason {
     AddressInUse,
     /// The last move to this port failed; it is tried again after a pause.
     RetryBackoff {
+        #[serde(with = "millis")]
         remaining: Duration,
     },
     AddressCapReached {
@@ -100,6 +104,20 @@ pub enum Reason {
     MacCapReached {
         cap: u32,
     },
+}
+
+/// A `Duration` as whole milliseconds in JSON.
+mod millis {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 impl Reason {

@@ -1,5 +1,6 @@
 //! The control protocol between `baton` CLI commands and the daemon: one
 //! JSON object per line over a root-only Unix socket. Version 1.
+pub use crate::decide::Reason;
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
@@ -58,7 +59,7 @@ pub struct InstanceStatus {
     pub ports: Vec<String>,
     pub owner: Option<String>,
     /// Why it is not where the engine would like it (no eligible port), per port.
-    pub refused: Vec<(String, String)>,
+    pub refused: Vec<Refusal>,
     pub last_move: Option<MoveRecord>,
     /// The last repair baton made to it (drift another tool caused).
     pub last_repair: Option<RepairRecord>,
@@ -68,6 +69,20 @@ pub struct InstanceStatus {
     pub conflict: Option<ConflictRecord>,
     /// Per port: frames addressed to it and ms since the last one.
     pub traffic: Vec<PortTraffic>,
+}
+
+/// One port's refusal of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub port: String,
+    #[serde(flatten)]
+    pub reason: Reason,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.port, self.reason)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -138,7 +153,8 @@ pub enum Event {
         at_ms: u64,
         instance: String,
         port: String,
-        reason: String,
+        #[serde(flatten)]
+        reason: Reason,
     },
     MoveFailed {
         at_ms: u64,

@@ -51,7 +51,7 @@ pub fn render_status(s: &Status) -> String {
             traffic(i),
             i.refused
                 .iter()
-                .map(|(p, r)| format!("{p}: {r}"))
+                .map(|r| r.to_string())
                 .collect::<Vec<_>>()
                 .join("; "),
         ]);

@@ -67,11 +67,17 @@ fn another_host_claiming_a_placed_address_is_reported_and_defended() -> anyhow::
         defences, 2,
         "one defence (both GARP forms) from ge0: {lines:#?}"
     );
+    // A repair beside it: the address deleted by hand comes back.
+    lab.gw(0)
+        .ns
+        .ip(&["addr", "del", "192.0.2.100/24", "dev", "ge0"])?;
+    std::thread::sleep(Duration::from_millis(300));
     let text = String::from_utf8_lossy(&daemon.cli(&["status"])?.stdout).into_owned();
     assert!(
         text.contains("address conflict: 02:ee:00:00:00:66"),
         "{text}"
     );
+    assert!(text.contains("repaired address"), "{text}");
     println!("{text}");
     // The address stays: a stranger's claim does not take a service address away.
     assert_eq!(daemon.owner("iscsi-a")?.as_deref(), Some("ge0"));
@@ -172,4 +178,60 @@ vlan = 100
         "announcements not tagged once: {garps:#?}"
     );
     Ok(())
+}
+
+#[test]
+fn another_host_advertising_a_placed_ipv6_address_is_a_conflict() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec {
+        ipv6: true,
+        ..LabSpec::default()
+    })?;
+    let config = lab_config("hold_down = \"0\"\nannounce_count = 1", "").replace(
+        "subnets = [\"192.0.2.0/24\"]",
+        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+    ) + "[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    daemon.wait_owner("iscsi-v6", "ge0", Duration::from_secs(3))?;
+    // An unsolicited NA (override) for the address from the intruder's MAC.
+    let target: std::net::Ipv6Addr = "2001:db8::100".parse()?;
+    let mut payload = target.octets().to_vec();
+    payload.extend_from_slice(&[2, 1]);
+    payload.extend_from_slice(&INTRUDER);
+    let na = etherparse::icmpv6::NeighborAdvertisementHeader {
+        router: false,
+        solicited: false,
+        r#override: true,
+    };
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(INTRUDER, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(
+            "fe80::ee:ff:fe00:66"
+                .parse::<std::net::Ipv6Addr>()?
+                .octets(),
+            "ff02::1".parse::<std::net::Ipv6Addr>()?.octets(),
+            255,
+        )
+        .icmpv6(etherparse::Icmpv6Type::NeighborAdvertisement(na))
+        .write(&mut frame, &payload)?;
+    baton_lab::traffic::send_raw(&lab.client, "eth0", &frame)?;
+    let sent = Instant::now();
+    loop {
+        let status = daemon.status()?;
+        let v6 = status["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["name"] == "iscsi-v6")
+            .cloned()
+            .unwrap_or_default();
+        if v6["conflict"]["by"] == "02:ee:00:00:00:66" {
+            assert_eq!(v6["conflict"]["defended"], true, "{v6}");
+            return Ok(());
+        }
+        anyhow::ensure!(
+            sent.elapsed() < Duration::from_secs(1),
+            "no conflict reported: {v6}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -334,17 +334,11 @@ ports = ["ge0", "ge1"]
             .find(|i| i["name"] == n)
             .cloned()
             .unwrap_or_default();
-        i["refused"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                format!(
-                    "{}: {}",
-                    r[0].as_str().unwrap_or(""),
-                    r[1].as_str().unwrap_or("")
-                )
-            })
+        // The daemon's own types: the reason's name and detail, not a parse of its text.
+        serde_json::from_value::<Vec<baton::protocol::Refusal>>(i["refused"].clone())
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
             .collect()
     };
     let started = Instant::now();

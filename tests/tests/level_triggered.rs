@@ -351,3 +351,129 @@ fn accept_errors_back_off_instead_of_spinning() -> anyhow::Result<()> {
     daemon.status()?;
     Ok(())
 }
+
+#[test]
+fn the_kernel_refusing_one_instance_stops_no_other() -> anyhow::Result<()> {
+    // IPv6 is off in this lab's gateway: the kernel refuses every IPv6
+    // address, so instance v6-broken can never be placed.
+    let lab = Lab::build(&LabSpec::default())?;
+    let config = lab_config(TIMERS, "").replace(
+        "subnets = [\"192.0.2.0/24\"]",
+        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+    ) + "[instances.v6-broken]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    wait_for("the refusal recorded", Duration::from_secs(3), || {
+        Ok(daemon.status()?.to_string().contains("retry-backoff"))
+    })?;
+    // The other instance still fails over.
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    assert!(reachable(&lab)?);
+    // The failing one is retried with a growing pause, not in a tight loop.
+    std::thread::sleep(Duration::from_secs(3));
+    let tries = daemon.log_text().matches("move failed").count();
+    assert!(
+        (2..=6).contains(&tries),
+        "{tries} failed moves in ~4 s: {}",
+        daemon.log_text()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restart_with_another_ingress_hook_moves_the_ports_to_it() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let mut daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let g = lab.gw(0);
+    assert!(g.ns.ip(&["link", "show", "dev", "ge0"])?.contains("xdp"));
+    daemon.stop();
+    std::fs::write(
+        &daemon.config,
+        format!("[daemon]\ningress = \"tcx\"\n\n{}", lab_config(TIMERS, "")),
+    )?;
+    let daemon = daemon.restart(&[])?;
+    for port in ["ge0", "ge1"] {
+        assert!(
+            !g.ns.ip(&["link", "show", "dev", port])?.contains("xdp"),
+            "{port} still has XDP"
+        );
+        let pins: Vec<String> = std::fs::read_dir(g.pin_dir.join("links"))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        assert!(
+            pins.contains(&format!("tc-ingress-{port}")) && !pins.contains(&format!("xdp-{port}")),
+            "pins: {pins:?}"
+        );
+    }
+    // The restart moved nothing, and the instance still fails over.
+    assert_eq!(daemon.owner("iscsi-a")?.as_deref(), Some("ge0"));
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    assert!(reachable(&lab)?);
+    Ok(())
+}
+
+#[test]
+fn a_reload_refuses_what_needs_a_restart_and_says_why() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config(TIMERS, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    std::fs::write(
+        &daemon.config,
+        format!("[daemon]\ningress = \"tcx\"\n\n{}", lab_config(TIMERS, "")),
+    )?;
+    let out = daemon.cli(&["reload"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "reload accepted an ingress change");
+    assert!(err.contains("[daemon] ingress changed"), "{err}");
+    // Nothing changed: XDP still on the ports.
+    assert!(
+        lab.gw(0)
+            .ns
+            .ip(&["link", "show", "dev", "ge0"])?
+            .contains("xdp")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_later_move_cancels_the_earlier_moves_announcements() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    // Ten announcements 100 ms apart: a second still going when we move back.
+    let timers =
+        "hold_down = \"0\"\nhold_up = \"0\"\nannounce_count = 10\nannounce_interval = \"100ms\"";
+    let daemon = Daemon::start(&lab, 0, &lab_config(timers, ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let ge1 = lab.gw(0).ns.mac("ge1")?;
+    let capture = lab.capture(&lab.client, "eth0", "arp")?;
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+    lab.plug_cable(0, 0)?;
+    std::thread::sleep(Duration::from_millis(250));
+    let out = daemon.cli(&["move", "iscsi-a", "ge0"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved_back = Instant::now();
+    std::thread::sleep(Duration::from_millis(1300));
+    let lines = capture.lines()?;
+    // The reply form names the MAC in the ARP payload (TC egress may have
+    // sent a stale one out of the new owner, but it still says ge1).
+    let for_ge1: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("192.0.2.100 is-at {ge1}")))
+        .collect();
+    // One per round; the move back came after about three rounds.
+    assert!(
+        !for_ge1.is_empty() && for_ge1.len() <= 5,
+        "{} announcements of ge1's MAC (all 10 rounds: 10); moved back {:?} ago: {lines:#?}",
+        for_ge1.len(),
+        moved_back.elapsed()
+    );
+    Ok(())
+}

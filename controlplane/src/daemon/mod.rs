@@ -100,6 +100,8 @@ struct Daemon {
     in_use: BTreeMap<(String, String), Instant>,
     /// (instance, port) -> until when a failed move is not retried.
     failed: BTreeMap<(String, String), Instant>,
+    /// (instance, port) -> failed moves in a row (the pause doubles with each).
+    move_failures: BTreeMap<(String, String), u32>,
     refused: BTreeMap<String, Vec<(String, Reason)>>,
     /// Port conditions last reported, so timer-driven changes (held-down ->
     /// failed, settling -> up) become events too.
@@ -216,6 +218,7 @@ impl Daemon {
             placement: BTreeMap::new(),
             in_use: BTreeMap::new(),
             failed: BTreeMap::new(),
+            move_failures: BTreeMap::new(),
             refused: BTreeMap::new(),
             port_states: BTreeMap::new(),
             last_move: BTreeMap::new(),

@@ -21,8 +21,10 @@ struct NewAddress {
 
 /// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
 const CONFLICT_HOLD: Duration = Duration::from_secs(10);
-/// How long a failed move waits before it is tried again.
+/// How long a failed move first waits before it is tried again; each
+/// failure in a row doubles it, up to [`RETRY_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 fn kind_of(m: &Move) -> MoveKind {
     match m.kind {
@@ -113,7 +115,7 @@ impl Daemon {
                             at_ms: self.at_ms(),
                             instance: name.clone(),
                             port: port.clone(),
-                            reason: reason.to_string(),
+                            reason: reason.clone(),
                         });
                     }
                 }
@@ -214,6 +216,8 @@ impl Daemon {
                     took_us,
                 });
                 self.placement.insert(m.instance.clone(), m.to.clone());
+                self.move_failures
+                    .retain(|(instance, _), _| *instance != m.instance);
                 self.last_move.insert(m.instance.clone(), record);
                 self.metrics.moves.get_or_create(&labels("done")).inc();
                 self.metrics.move_seconds.observe(took_us as f64 / 1e6);
@@ -232,10 +236,11 @@ impl Daemon {
                     to: m.to.clone(),
                     error: format!("{e:#}"),
                 });
-                self.failed.insert(
-                    (m.instance.clone(), m.to.clone()),
-                    Instant::now() + RETRY_AFTER,
-                );
+                let key = (m.instance.clone(), m.to.clone());
+                let streak = self.move_failures.entry(key.clone()).or_insert(0);
+                *streak += 1;
+                let pause = (RETRY_AFTER * 2u32.saturating_pow(*streak - 1)).min(RETRY_MAX);
+                self.failed.insert(key, Instant::now() + pause);
                 // Leave the address on exactly one port: look at the kernel again.
                 self.dirty.instances.insert(m.instance.clone());
                 false

@@ -2,7 +2,7 @@
 use super::Daemon;
 use super::ports::link_condition;
 use crate::dataplane;
-use crate::protocol::{InstanceStatus, PortStatus, PortTraffic, Status};
+use crate::protocol::{InstanceStatus, PortStatus, PortTraffic, Refusal, Status};
 
 impl Daemon {
     /// Tells the metrics where every instance is and what the ids mean.
@@ -76,7 +76,10 @@ impl Daemon {
                         .get(name)
                         .map(|r| {
                             r.iter()
-                                .map(|(p, why)| (p.clone(), why.to_string()))
+                                .map(|(port, reason)| Refusal {
+                                    port: port.clone(),
+                                    reason: reason.clone(),
+                                })
                                 .collect()
                         })
                         .unwrap_or_default(),
