@@ -8,6 +8,7 @@ mod diagnostic;
 pub mod duration;
 pub mod model;
 mod reader;
+pub mod schema;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -34,50 +34,8 @@ impl Spans {
 /// Largest address or MAC cap a port may have.
 const MAX_CAP: u32 = 100_000;
 
-const TOP: &[&str] = &[
-    "ports",
-    "networks",
-    "instances",
-    "timers",
-    "limits",
-    "cluster",
-    "metrics",
-    "daemon",
-];
-const METRICS: &[&str] = &["listen", "enabled"];
-const DAEMON: &[&str] = &["realtime_priority", "ingress", "resync_interval"];
-const PORT: &[&str] = &["networks", "subnets", "vlans", "max_addresses", "max_macs"];
-const NETWORK: &[&str] = &["subnets", "vlans"];
-const INSTANCE: &[&str] = &[
-    "address",
-    "ports",
-    "vlan",
-    "mac",
-    "routes",
-    "services",
-    "iscsi_ports",
-    "iscsi_digests",
-    "cpus",
-    "failback",
-];
-const ROUTE: &[&str] = &["to", "via", "replaces_default"];
-const TIMERS: &[&str] = &[
-    "hold_down",
-    "hold_up",
-    "failback_delay",
-    "announce_count",
-    "announce_interval",
-    "probe_time",
-];
-const LIMITS: &[&str] = &["addresses_per_port", "macs_per_port"];
-const CLUSTER: &[&str] = &[
-    "member_id",
-    "ha_port",
-    "peers",
-    "key_file",
-    "heartbeat",
-    "dead_after",
-];
+// The keys each table accepts: one list, shared with baton.toml(5).
+use crate::schema::{Table, names};
 
 struct Reader<'t> {
     file: &'t str,
@@ -116,7 +74,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         return (None, r.spans, r.errors);
     }
     let doc = doc.get_ref();
-    r.keys(doc, "", TOP);
+    r.keys(doc, "", &names(Table::Top));
 
     let mut config = Config {
         ports: BTreeMap::new(),
@@ -145,7 +103,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         config.timers = r.timers(t);
     }
     if let Some(t) = r.table_at(doc, "", "limits") {
-        r.keys(t, "limits", LIMITS);
+        r.keys(t, "limits", &names(Table::Limits));
         let d = Limits::default();
         config.limits = Limits {
             addresses_per_port: r
@@ -157,7 +115,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         };
     }
     if let Some(t) = r.table_at(doc, "", "daemon") {
-        r.keys(t, "daemon", DAEMON);
+        r.keys(t, "daemon", &names(Table::Daemon));
         if let Some(p) = r.u32(t, "daemon", "realtime_priority", 0, 99) {
             config.daemon.realtime_priority = p;
         }
@@ -175,7 +133,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         }
     }
     if let Some(t) = r.table_at(doc, "", "metrics") {
-        r.keys(t, "metrics", METRICS);
+        r.keys(t, "metrics", &names(Table::Metrics));
         let listen = r.value(t, "metrics", "listen").and_then(|v| {
             r.parsed::<std::net::SocketAddr>(
                 "metrics.listen",
@@ -446,7 +404,7 @@ impl<'t> Reader<'t> {
     }
 
     fn port(&mut self, t: &DeTable, path: &str) -> Port {
-        self.keys(t, path, PORT);
+        self.keys(t, path, &names(Table::Port));
         let networks = self.strings(t, path, "networks");
         if t.get("networks").is_none() {
             self.error(&format!("{path}.networks"), None, "is missing; name the networks this port is plugged into, e.g. networks = [\"storage\"]");
@@ -461,7 +419,7 @@ impl<'t> Reader<'t> {
     }
 
     fn network(&mut self, t: &DeTable, path: &str) -> Network {
-        self.keys(t, path, NETWORK);
+        self.keys(t, path, &names(Table::Network));
         Network {
             subnets: self.subnets(t, path, "subnets"),
             vlans: self.vlans(t, path, "vlans"),
@@ -469,7 +427,7 @@ impl<'t> Reader<'t> {
     }
 
     fn instance(&mut self, t: &DeTable, path: &str) -> Option<Instance> {
-        self.keys(t, path, INSTANCE);
+        self.keys(t, path, &names(Table::Instance));
         let address = match t.get("address") {
             None => {
                 self.error(
@@ -513,7 +471,7 @@ impl<'t> Reader<'t> {
                 );
                 return None;
             };
-            r.keys(rt, p, ROUTE);
+            r.keys(rt, p, &names(Table::Route));
             let to = r
                 .value(rt, p, "to")
                 .and_then(|v| r.net(&format!("{p}.to"), v));
@@ -611,7 +569,7 @@ impl<'t> Reader<'t> {
     }
 
     fn timers(&mut self, t: &DeTable) -> Timers {
-        self.keys(t, "timers", TIMERS);
+        self.keys(t, "timers", &names(Table::Timers));
         let d = Timers::default();
         Timers {
             hold_down: self
@@ -635,7 +593,7 @@ impl<'t> Reader<'t> {
 
     fn cluster(&mut self, t: &DeTable) -> Option<Cluster> {
         let p = "cluster";
-        self.keys(t, p, CLUSTER);
+        self.keys(t, p, &names(Table::Cluster));
         let missing: Vec<&str> = ["member_id", "ha_port", "peers", "key_file"]
             .into_iter()
             .filter(|k| t.get(*k).is_none())

@@ -4,13 +4,13 @@ use baton::dataplane::{self, AttachMode, DEFAULT_PIN_DIR, PinDir};
 use baton::protocol::Request;
 use baton::{client, render};
 use baton_common::names;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
     name = "baton",
-    version,
+    version = baton::VERSION,
     about = "Keeps service addresses reachable when a port fails"
 )]
 struct Cli {
@@ -20,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write baton(8), baton.toml(5) and shell completions into a directory (packaging).
+    #[command(hide = true)]
+    Manual {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run the daemon: watch the ports, move instances, serve status.
     Run {
         #[arg(short, long, default_value = "/etc/baton/baton.toml")]
@@ -218,6 +224,7 @@ fn default_log_level() -> &'static str {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Manual { out } => baton::manual::write_all(Cli::command(), &out),
         Command::Dataplane(cmd) => dataplane_cmd(cmd),
         Command::Run {
             config,

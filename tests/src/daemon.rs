@@ -38,6 +38,8 @@ pub struct Daemon {
     pub log: PathBuf,
     pin_dir: PathBuf,
     ns_path: String,
+    /// A command baton runs under (empty: none).
+    pub wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -53,6 +55,17 @@ impl Daemon {
         config: &str,
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
+        Self::start_wrapped(lab, gw, config, env, &[])
+    }
+
+    /// Starts baton under `wrapper` (a command that execs its arguments).
+    pub fn start_wrapped(
+        lab: &Lab,
+        gw: usize,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Daemon> {
         let g = lab.gw(gw);
         let dir = std::env::temp_dir().join(format!("{}-gw{gw}-daemon", lab.prefix));
         std::fs::create_dir_all(&dir)?;
@@ -64,6 +77,7 @@ impl Daemon {
             dir,
             pin_dir: g.pin_dir.clone(),
             ns_path: g.ns.path(),
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
         };
         std::fs::write(&d.config, config)?;
         d.launch(env)
@@ -75,9 +89,9 @@ impl Daemon {
             .append(true)
             .open(&self.log)?;
         let mut cmd = std::process::Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.ns_path))
-            .arg("--")
-            .arg(baton_bin()?);
+        cmd.arg(format!("--net={}", self.ns_path)).arg("--");
+        // A wrapper (e.g. setpriv with a capability set) execs baton: same pid.
+        cmd.args(&self.wrapper).arg(baton_bin()?);
         cmd.args(["run", "-c"])
             .arg(&self.config)
             .arg("--pin-dir")

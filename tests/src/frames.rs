@@ -184,6 +184,27 @@ pub fn set_u8(mut frame: Vec<u8>, offset: usize, value: u8) -> Vec<u8> {
     frame
 }
 
+/// A gratuitous ARP reply: `mac` claims `addr` (what another host sends when
+/// it takes an address).
+pub fn gratuitous_arp(mac: [u8; 6], addr: [u8; 4]) -> Vec<u8> {
+    let arp = ArpPacket::new(
+        ArpHardwareId::ETHERNET,
+        EtherType::IPV4,
+        ArpOperation::REPLY,
+        &mac,
+        &addr,
+        &[0xff; 6],
+        &addr,
+    )
+    .expect("valid lengths by construction");
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(mac, [0xff; 6])
+        .arp(arp)
+        .write(&mut out)
+        .expect("etherparse writes into a Vec");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

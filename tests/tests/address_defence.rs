@@ -4,30 +4,13 @@
 //! a VLAN instance's probes and announcements carry its tag.
 use baton_lab::daemon::{Daemon, lab_config};
 use baton_lab::{Lab, LabSpec};
-use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+use etherparse::PacketBuilder;
 use std::time::{Duration, Instant};
 
 const INTRUDER: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x66];
 
-/// A gratuitous ARP reply claiming 192.0.2.100 for the intruder's MAC.
 fn claim_frame() -> Vec<u8> {
-    let addr = [192, 0, 2, 100];
-    let arp = ArpPacket::new(
-        ArpHardwareId::ETHERNET,
-        EtherType::IPV4,
-        ArpOperation::REPLY,
-        &INTRUDER,
-        &addr,
-        &[0xff; 6],
-        &addr,
-    )
-    .expect("valid ARP");
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(INTRUDER, [0xff; 6])
-        .arp(arp)
-        .write(&mut out)
-        .expect("etherparse writes into a Vec");
-    out
+    baton_lab::frames::gratuitous_arp(INTRUDER, [192, 0, 2, 100])
 }
 
 #[test]

@@ -477,3 +477,53 @@ fn a_later_move_cancels_the_earlier_moves_announcements() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[test]
+fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    // In the daemon's own directory: removed with it, also on failure.
+    let dir = std::env::temp_dir().join(format!("{}-gw0-daemon", lab.prefix));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let path_s = path.display().to_string();
+    let daemon = Daemon::start_with_env(
+        &lab,
+        0,
+        &lab_config(TIMERS, ""),
+        &[("NOTIFY_SOCKET", &path_s), ("WATCHDOG_USEC", "200000")],
+    )?;
+    // What arrives in `window`: (READY seen, WATCHDOG count).
+    let listen = |window: Duration| {
+        let (mut ready, mut dogs) = (false, 0);
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        while started.elapsed() < window {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                ready |= msg.contains("READY=1");
+                dogs += msg.matches("WATCHDOG=1").count();
+            }
+        }
+        (ready, dogs)
+    };
+    let (ready, dogs) = listen(Duration::from_millis(1000));
+    assert!(ready, "no READY=1");
+    // Fed every 100 ms (half of WATCHDOG_USEC).
+    assert!((6..=14).contains(&dogs), "{dogs} WATCHDOG=1 in 1 s");
+    let pid = daemon
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("no pid"))?
+        .to_string();
+    baton_lab::run_checked("kill", &["-STOP", &pid])?;
+    let (_, stopped) = listen(Duration::from_millis(600));
+    baton_lab::run_checked("kill", &["-CONT", &pid])?;
+    assert_eq!(
+        stopped, 0,
+        "the watchdog was fed while the loop was stopped"
+    );
+    let (_, again) = listen(Duration::from_millis(500));
+    assert!(again >= 3, "{again} WATCHDOG=1 after SIGCONT");
+    Ok(())
+}

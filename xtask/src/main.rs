@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod bench;
 mod demo;
+mod package;
 mod report;
 mod setup;
 
@@ -44,6 +45,11 @@ enum Cmd {
         #[arg(value_enum)]
         which: BenchKind,
     },
+    /// The Debian package (target/debian/baton_VERSION_amd64.deb); --check proves it.
+    Package {
+        #[arg(long)]
+        check: bool,
+    },
     /// The fault soak for longer than CI's minute (seconds; default 600).
     Soak {
         #[arg(default_value_t = 600)]
@@ -86,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             demo::run(&bin)
         }
         Cmd::Test { rest } => test(&rest),
+        Cmd::Package { check } => package::package(check),
         Cmd::Soak { seconds } => {
             setup::setup()?;
             sh("cargo", &["build", "--quiet", "-p", "baton"])?;
@@ -146,7 +153,7 @@ pub fn sh(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn build_release() -> Result<PathBuf> {
+pub fn build_release() -> Result<PathBuf> {
     setup::setup()?;
     sh("cargo", &["build", "--release", "--quiet", "-p", "baton"])?;
     Ok(workspace_root().join("target/release/baton"))

@@ -21,6 +21,10 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "procps",
+    // Packaging checks and the dashboard's queries.
+    "lintian",
+    "prometheus",
+    "man-db",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -18,6 +18,7 @@ mod lock;
 mod metrics;
 mod monitor;
 mod moves;
+mod notify;
 mod observed;
 mod ports;
 mod reconcile;
@@ -70,6 +71,12 @@ pub fn run(opts: Options) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let mut daemon = Daemon::start(opts, lock).await?;
+        // After the first reconcile: systemd's READY.
+        daemon.notify.send(&format!(
+            "READY=1\nSTATUS=placed {} of {} instances",
+            daemon.placement.len(),
+            daemon.config.instances.len()
+        ));
         daemon.main_loop().await
     })
 }
@@ -128,26 +135,43 @@ struct Daemon {
     metrics: std::sync::Arc<metrics::Metrics>,
     /// When the last link change arrived: a move's reaction time is logged.
     last_link_event: Instant,
+    notify: notify::Notifier,
+    /// When the main loop next feeds systemd's watchdog.
+    next_watchdog: Option<Instant>,
     _lock: lock::PinDirLock,
 }
 
 /// Attaches the programs to ports, one port at a time so that one that
 /// refuses does not keep the others bare. A pin of another hook (after
 /// `[daemon] ingress` changed) or of a device that is gone is replaced.
-fn attach(pins: &PinDir, config: &Config, ports: &[String]) {
+fn attach(pins: &PinDir, config: &Config, ports: &[String]) -> Result<()> {
     let programs = match config.daemon.ingress {
         baton_config::model::IngressHook::Xdp => dataplane::ProgramSet::Baton,
         baton_config::model::IngressHook::Tcx => dataplane::ProgramSet::TcIngress,
     };
+    let mut first_error = None;
+    let mut attached = 0;
     for port in ports {
         match dataplane::attach_set(pins, std::slice::from_ref(port), AttachMode::Auto, programs) {
             Ok(done) => {
+                attached += 1;
                 for a in done.iter().filter(|a| !a.already()) {
                     info!(port = %a.port, mode = %a.mode, "dataplane attached");
                 }
             }
-            Err(e) => warn!(%port, error = %format!("{e:#}"), "could not attach the dataplane"),
+            Err(e) => {
+                warn!(%port, error = %format!("{e:#}"), "could not attach the dataplane");
+                first_error.get_or_insert(e);
+            }
         }
+    }
+    // Some ports without programs: a warning each. None at all: baton
+    // would run blind (no ARP ownership, no steering), so it says so and stops.
+    match first_error {
+        Some(e) if attached == 0 => {
+            Err(e.context("the dataplane could not be attached to any port"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -192,7 +216,7 @@ impl Daemon {
             .filter(|(_, p)| p.ifindex.is_some())
             .map(|(n, _)| n.clone())
             .collect();
-        attach(&pins, &config, &present);
+        attach(&pins, &config, &present)?;
         let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
@@ -239,6 +263,8 @@ impl Daemon {
             calls,
             metrics,
             last_link_event: start,
+            next_watchdog: None,
+            notify: notify::Notifier::from_env(),
             _lock: lock,
         };
         d.reconcile().await;
@@ -264,7 +290,8 @@ impl Daemon {
 
     /// [`attach`] with this daemon's pins and config (a port that appeared).
     fn attach(&self, ports: &[String]) {
-        attach(&self.pins, &self.config, ports);
+        // Its error is logged per port; the daemon goes on with the others.
+        let _ = attach(&self.pins, &self.config, ports);
     }
 
     async fn main_loop(&mut self) -> Result<()> {
@@ -272,6 +299,7 @@ impl Daemon {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         loop {
+            self.feed_watchdog();
             if self.run_plan().await {
                 continue;
             }
@@ -311,6 +339,7 @@ impl Daemon {
                         break;
                     }
                     _ = tokio::time::sleep_until(wake.into()) => {
+                        self.feed_watchdog();
                         if Instant::now() >= self.next_resync {
                             self.next_resync = Instant::now() + self.config.daemon.resync_interval;
                             self.dirty.all = true;
@@ -324,6 +353,7 @@ impl Daemon {
                     }
                     _ = term.recv() => {
                         info!("SIGTERM: exiting; addresses and dataplane stay as they are");
+                        self.notify.send("STOPPING=1");
                         return Ok(());
                     }
                 }
@@ -334,7 +364,7 @@ impl Daemon {
     /// The earliest timer: a port's hold timer, a conflict or failed move
     /// expiring, a retry, the periodic resync.
     fn next_wake(&self) -> Instant {
-        [self.next_check, Some(self.next_resync)]
+        [self.next_check, Some(self.next_resync), self.next_watchdog]
             .into_iter()
             .flatten()
             .chain(self.in_use.values().copied())
@@ -342,6 +372,19 @@ impl Daemon {
             .chain(self.trouble.values().map(|t| t.retry_at))
             .min()
             .unwrap_or(self.next_resync)
+    }
+
+    /// WATCHDOG=1 when due: only this loop feeds it, so a loop that hangs
+    /// (however its threads are doing) gets restarted by systemd.
+    fn feed_watchdog(&mut self) {
+        let Some(every) = self.notify.watchdog_every() else {
+            return;
+        };
+        let now = Instant::now();
+        if self.next_watchdog.is_none_or(|t| t <= now) {
+            self.notify.send("WATCHDOG=1");
+            self.next_watchdog = Some(now + every);
+        }
     }
 
     /// Takes in one observation; true when it concerns a port or an instance.

@@ -26,6 +26,13 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
 
 impl Daemon {
     pub(super) async fn reload(&mut self) -> Result<String> {
+        self.notify.send("RELOADING=1");
+        let result = self.reload_file().await;
+        self.notify.send("READY=1");
+        result
+    }
+
+    async fn reload_file(&mut self) -> Result<String> {
         let refuse = |d: &Daemon, message: String| -> Result<String> {
             d.emit(Event::Reload {
                 at_ms: d.at_ms(),

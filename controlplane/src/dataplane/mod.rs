@@ -84,12 +84,21 @@ pub fn load_program(ebpf: &mut Ebpf, program: &str) -> Result<u32> {
     let prog = ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("program {program} missing from the BPF object"))?;
-    match prog {
+    let loaded = match prog {
         aya::programs::Program::Xdp(p) => p.load(),
         aya::programs::Program::SchedClassifier(p) => p.load(),
         _ => bail!("{program} is neither XDP nor TC"),
+    };
+    if let Err(e) = loaded {
+        // EPERM/EACCES before or in the verifier: a capability is missing.
+        let text = format!("{e:#}");
+        if text.contains("os error 1)") || text.contains("os error 13)") {
+            return Err(anyhow!(e).context(format!(
+                "the kernel refused to load {program}: baton needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
+            )));
+        }
+        return Err(anyhow!(e).context(format!("verifier rejected {program}")));
     }
-    .with_context(|| format!("verifier rejected {program}"))?;
     Ok(prog
         .info()
         .ok()

@@ -1,0 +1,454 @@
+//! Every key of baton.toml, once: the reader accepts exactly these (its
+//! unknown-key check reads this list) and `baton.toml(5)` is generated from
+//! it, with defaults taken from the model's own `Default`s, so the manual
+//! cannot drift from the code.
+use crate::model::{DaemonSettings, Limits, Metrics, Timers};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Top,
+    Port,
+    Network,
+    Instance,
+    Route,
+    Timers,
+    Limits,
+    Cluster,
+    Metrics,
+    Daemon,
+}
+
+impl Table {
+    pub const ALL: [Table; 10] = [
+        Table::Top,
+        Table::Port,
+        Table::Network,
+        Table::Instance,
+        Table::Route,
+        Table::Timers,
+        Table::Limits,
+        Table::Cluster,
+        Table::Metrics,
+        Table::Daemon,
+    ];
+
+    /// How the table is written in the file.
+    pub fn heading(self) -> &'static str {
+        match self {
+            Table::Top => "(top level)",
+            Table::Port => "[ports.NAME]",
+            Table::Network => "[networks.NAME]",
+            Table::Instance => "[instances.NAME]",
+            Table::Route => "routes = [{ ... }] (in an instance)",
+            Table::Timers => "[timers]",
+            Table::Limits => "[limits]",
+            Table::Cluster => "[cluster]",
+            Table::Metrics => "[metrics]",
+            Table::Daemon => "[daemon]",
+        }
+    }
+}
+
+pub struct Key {
+    pub table: Table,
+    pub name: &'static str,
+    /// The value's form.
+    pub kind: &'static str,
+    /// The value when the file is silent (None: required, or no default).
+    pub default: Option<fn() -> String>,
+    /// What values are accepted, beyond the form.
+    pub limits: &'static str,
+    pub doc: &'static str,
+}
+
+fn ms(d: std::time::Duration) -> String {
+    crate::duration::display(d)
+}
+
+macro_rules! key {
+    ($t:ident, $n:literal, $k:literal, $d:expr, $l:literal, $doc:literal) => {
+        Key {
+            table: Table::$t,
+            name: $n,
+            kind: $k,
+            default: $d,
+            limits: $l,
+            doc: $doc,
+        }
+    };
+}
+
+pub const KEYS: &[Key] = &[
+    key!(
+        Top,
+        "ports",
+        "tables",
+        None,
+        "at least one",
+        "The data ports (NICs) of this host, by interface name."
+    ),
+    key!(
+        Top,
+        "networks",
+        "tables",
+        None,
+        "",
+        "Named L2 segments with their subnets and VLANs."
+    ),
+    key!(
+        Top,
+        "instances",
+        "tables",
+        None,
+        "at most 4096 dataplane entries (a VLAN instance takes two)",
+        "The services, each with one address."
+    ),
+    key!(
+        Top,
+        "timers",
+        "table",
+        None,
+        "",
+        "Detection, failback and announcement timers."
+    ),
+    key!(Top, "limits", "table", None, "", "Per-port caps."),
+    key!(
+        Top,
+        "cluster",
+        "table",
+        None,
+        "",
+        "Membership in a cluster of gateways (optional)."
+    ),
+    key!(
+        Top,
+        "metrics",
+        "table",
+        None,
+        "",
+        "The Prometheus endpoint."
+    ),
+    key!(Top, "daemon", "table", None, "", "How the daemon runs."),
+    key!(
+        Port,
+        "networks",
+        "list of network names",
+        None,
+        "defined networks",
+        "The networks this port reaches."
+    ),
+    key!(
+        Port,
+        "subnets",
+        "list of prefixes",
+        Some(|| "its networks' subnets".into()),
+        "",
+        "Narrows the subnets this port serves."
+    ),
+    key!(
+        Port,
+        "vlans",
+        "list of VLAN ids",
+        Some(|| "none".into()),
+        "1..=4094",
+        "The VLANs this port carries."
+    ),
+    key!(
+        Port,
+        "max_addresses",
+        "integer",
+        Some(|| Limits::default().addresses_per_port.to_string()),
+        "1..=100000",
+        "Addresses this port may hold (overrides limits.addresses_per_port)."
+    ),
+    key!(
+        Port,
+        "max_macs",
+        "integer",
+        Some(|| Limits::default().macs_per_port.to_string()),
+        "1..=100000",
+        "Instance MACs this port may hold (overrides limits.macs_per_port)."
+    ),
+    key!(
+        Network,
+        "subnets",
+        "list of prefixes",
+        None,
+        "at least one",
+        "The subnets of this segment."
+    ),
+    key!(
+        Network,
+        "vlans",
+        "list of VLAN ids",
+        Some(|| "none".into()),
+        "1..=4094",
+        "The VLANs of this segment."
+    ),
+    key!(
+        Instance,
+        "address",
+        "address/prefix",
+        None,
+        "required; unique; inside a subnet of one of its ports",
+        "The service address (IPv4 or IPv6)."
+    ),
+    key!(
+        Instance,
+        "ports",
+        "list of port names",
+        None,
+        "required; each once",
+        "Where it may live, primary first."
+    ),
+    key!(
+        Instance,
+        "vlan",
+        "VLAN id",
+        Some(|| "none".into()),
+        "1..=4094, carried by one of its ports",
+        "Its 802.1Q tag (pushed and popped by the dataplane)."
+    ),
+    key!(
+        Instance,
+        "mac",
+        "MAC address",
+        Some(|| "the owner port's".into()),
+        "unicast, unique",
+        "Its own MAC, carried by a macvlan on the owner port."
+    ),
+    key!(
+        Instance,
+        "routes",
+        "list of routes",
+        Some(|| "none".into()),
+        "gateways on-link; no default route unless replaces_default",
+        "Static routes that follow it."
+    ),
+    key!(
+        Instance,
+        "services",
+        "list of ports",
+        Some(|| "none".into()),
+        "1..=65535",
+        "The L4 ports it serves."
+    ),
+    key!(
+        Instance,
+        "iscsi_ports",
+        "list of ports",
+        Some(|| "its services that are 3260".into()),
+        "at most 4",
+        "Where the dataplane counts iSCSI PDUs."
+    ),
+    key!(
+        Instance,
+        "iscsi_digests",
+        "\"none\" | \"header\" | \"data\" | \"both\"",
+        Some(|| "none".into()),
+        "",
+        "The digests its logins negotiate."
+    ),
+    key!(
+        Instance,
+        "cpus",
+        "list of CPU ids",
+        Some(|| "none".into()),
+        "at most 8, CPUs of this host",
+        "Steer its flows to these CPUs (XDP only)."
+    ),
+    key!(
+        Instance,
+        "failback",
+        "\"never\" | \"auto\"",
+        Some(|| "never".into()),
+        "",
+        "Go back to the primary once it is stable for failback_delay."
+    ),
+    key!(
+        Route,
+        "to",
+        "prefix",
+        None,
+        "required; 0.0.0.0/0 or ::/0 only with replaces_default",
+        "The destination."
+    ),
+    key!(
+        Route,
+        "via",
+        "address",
+        None,
+        "required; inside the instance's subnet",
+        "The gateway."
+    ),
+    key!(
+        Route,
+        "replaces_default",
+        "boolean",
+        Some(|| "false".into()),
+        "only on a default route",
+        "Says a default route is meant to replace the host's."
+    ),
+    key!(
+        Timers,
+        "hold_down",
+        "duration",
+        Some(|| ms(Timers::default().hold_down)),
+        "0 allowed",
+        "How long a port must stay down before it counts as failed (the seed's 2 s)."
+    ),
+    key!(
+        Timers,
+        "hold_up",
+        "duration",
+        Some(|| ms(Timers::default().hold_up)),
+        "",
+        "How long a port must stay up before it counts as up again."
+    ),
+    key!(
+        Timers,
+        "failback_delay",
+        "duration",
+        Some(|| ms(Timers::default().failback_delay)),
+        "",
+        "How long the primary must be stable before an auto failback."
+    ),
+    key!(
+        Timers,
+        "announce_count",
+        "integer",
+        Some(|| Timers::default().announce_count.to_string()),
+        "1..=100",
+        "Rounds of gratuitous ARP / unsolicited NA after a move."
+    ),
+    key!(
+        Timers,
+        "announce_interval",
+        "duration",
+        Some(|| ms(Timers::default().announce_interval)),
+        "at most 10s",
+        "Time between announcement rounds."
+    ),
+    key!(
+        Timers,
+        "probe_time",
+        "duration",
+        Some(|| ms(Timers::default().probe_time)),
+        "1ms..=5s",
+        "How long an RFC 5227 / DAD probe listens before an address is taken."
+    ),
+    key!(
+        Limits,
+        "addresses_per_port",
+        "integer",
+        Some(|| Limits::default().addresses_per_port.to_string()),
+        "1..=100000",
+        "Addresses one port may hold (the seed's 15)."
+    ),
+    key!(
+        Limits,
+        "macs_per_port",
+        "integer",
+        Some(|| Limits::default().macs_per_port.to_string()),
+        "1..=100000",
+        "Instance MACs one port may hold."
+    ),
+    key!(
+        Cluster,
+        "member_id",
+        "integer",
+        None,
+        "required; 1..",
+        "This member's id."
+    ),
+    key!(
+        Cluster,
+        "ha_port",
+        "interface name",
+        None,
+        "required; not a data port",
+        "The HA link's port."
+    ),
+    key!(
+        Cluster,
+        "peers",
+        "list of addresses",
+        None,
+        "required; at least one",
+        "The other members' HA addresses."
+    ),
+    key!(
+        Cluster,
+        "key_file",
+        "path",
+        None,
+        "required; readable by root only",
+        "The cluster's shared key."
+    ),
+    key!(
+        Cluster,
+        "heartbeat",
+        "duration",
+        Some(|| "100ms".into()),
+        "",
+        "How often members say they are alive."
+    ),
+    key!(
+        Cluster,
+        "dead_after",
+        "duration",
+        Some(|| "1s".into()),
+        "",
+        "Silence after which a member counts as dead."
+    ),
+    key!(
+        Metrics,
+        "listen",
+        "address:port",
+        Some(|| Metrics::default()
+            .listen
+            .map_or("none".into(), |a| a.to_string())),
+        "",
+        "Where /metrics is served."
+    ),
+    key!(
+        Metrics,
+        "enabled",
+        "boolean",
+        Some(|| "true".into()),
+        "",
+        "false turns the endpoint off."
+    ),
+    key!(
+        Daemon,
+        "realtime_priority",
+        "integer",
+        Some(|| DaemonSettings::default().realtime_priority.to_string()),
+        "0..=99 (0: not real-time)",
+        "SCHED_FIFO priority of the main loop."
+    ),
+    key!(
+        Daemon,
+        "ingress",
+        "\"xdp\" | \"tcx\"",
+        Some(|| "xdp".into()),
+        "needs a restart to change",
+        "Where the ingress logic runs."
+    ),
+    key!(
+        Daemon,
+        "resync_interval",
+        "duration",
+        Some(|| ms(DaemonSettings::default().resync_interval)),
+        "100ms..=1h",
+        "How often the whole kernel state is read again and repaired, whatever events said."
+    ),
+];
+
+/// The key names a table accepts.
+pub fn names(table: Table) -> Vec<&'static str> {
+    KEYS.iter()
+        .filter(|k| k.table == table)
+        .map(|k| k.name)
+        .collect()
+}

@@ -1,0 +1,121 @@
+//! The systemd unit's capability list, proven: the daemon runs and fails
+//! over with exactly that bounding set and no_new_privs (setpriv), and
+//! taking any one of them away makes it fail, or say what it cannot do.
+use baton_lab::daemon::{Daemon, lab_config};
+use baton_lab::{Lab, LabSpec};
+use std::time::Duration;
+
+/// CapabilityBoundingSet= of contrib/systemd/baton.service, read from it.
+fn unit_caps() -> anyhow::Result<Vec<String>> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/baton.service"),
+    )?;
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .ok_or_else(|| anyhow::anyhow!("the unit has no CapabilityBoundingSet="))?;
+    Ok(line
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect())
+}
+
+fn setpriv(caps: &[String]) -> Vec<String> {
+    let bounding = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set={bounding}"),
+        "--inh-caps=-all".into(),
+        "--no-new-privs".into(),
+        "--".into(),
+    ]
+}
+
+const TIMERS: &str = "hold_down = \"0\"\nannounce_count = 1";
+
+#[test]
+fn the_daemon_fails_over_with_exactly_the_units_capabilities() -> anyhow::Result<()> {
+    let caps = unit_caps()?;
+    let lab = Lab::build(&LabSpec::default())?;
+    let wrapper = setpriv(&caps);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let config = lab_config(TIMERS, "mac = \"02:ba:70:00:00:01\"");
+    let daemon = Daemon::start_wrapped(&lab, 0, &config, &[], &wrapper)?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let pid = daemon.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let bnd = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .unwrap_or(0);
+    assert_eq!(
+        bnd.count_ones() as usize,
+        caps.len(),
+        "CapBnd {bnd:#x} for {caps:?}"
+    );
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
+    assert!(
+        !daemon
+            .log_text()
+            .contains("could not run with real-time priority"),
+        "{}",
+        daemon.log_text()
+    );
+    Ok(())
+}
+
+#[test]
+fn each_capability_of_the_unit_is_needed() -> anyhow::Result<()> {
+    let caps = unit_caps()?;
+    let mut report = Vec::new();
+    for drop in &caps {
+        let lab = Lab::build(&LabSpec::default())?;
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != drop).cloned().collect();
+        let wrapper = setpriv(&fewer);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let config = lab_config(TIMERS, "mac = \"02:ba:70:00:00:01\"");
+        let outcome = match Daemon::start_wrapped(&lab, 0, &config, &[], &wrapper) {
+            Err(e) => format!("refused to start: {}", last_line(&format!("{e:#}"))),
+            Ok(d) => {
+                let placed = d
+                    .wait_owner("iscsi-a", "ge0", Duration::from_secs(3))
+                    .is_ok();
+                let log = d.log_text();
+                let said = log
+                    .lines()
+                    .find(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .map(last_line)
+                    .unwrap_or_default();
+                if placed && said.is_empty() {
+                    "RAN FINE without it: not needed, remove it from the unit".to_string()
+                } else {
+                    format!("ran degraded (placed: {placed}): {said}")
+                }
+            }
+        };
+        println!("without CAP_{}: {outcome}", drop.to_uppercase());
+        report.push((drop.clone(), outcome));
+    }
+    let unneeded: Vec<&(String, String)> = report
+        .iter()
+        .filter(|(_, o)| o.starts_with("RAN FINE"))
+        .collect();
+    assert!(unneeded.is_empty(), "{unneeded:#?}");
+    Ok(())
+}
+
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(300)
+        .collect()
+}
