@@ -450,3 +450,48 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use baton_config::schema::{KEYS, Table};
+    use clap::CommandFactory as _;
+
+    fn every_subcommand(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = format!("{path} {}", sub.get_name());
+            out.push(name.clone());
+            every_subcommand(sub, &name, out);
+        }
+    }
+
+    #[test]
+    fn the_manual_lists_every_subcommand_and_every_config_key() {
+        let page = String::from_utf8(baton::manual::command_page(Cli::command()).unwrap()).unwrap();
+        let mut names = Vec::new();
+        every_subcommand(&Cli::command(), "baton", &mut names);
+        assert!(names.len() >= 15, "{names:?}");
+        for name in &names {
+            assert!(
+                page.contains(&format!(".SS \"{name}\"")),
+                "baton(8) lacks {name}"
+            );
+        }
+        let toml = String::from_utf8(baton::manual::config_page()).unwrap();
+        for table in Table::ALL {
+            let at = toml
+                .find(&format!(".SH \"{}\"", table.heading()))
+                .unwrap_or_else(|| panic!("baton.toml(5) lacks {}", table.heading()));
+            let section = &toml[at..];
+            let end = section[4..].find(".SH ").map_or(section.len(), |e| e + 4);
+            for key in KEYS.iter().filter(|k| k.table == table) {
+                assert!(
+                    section[..end].contains(&format!(".B {}\n", key.name)),
+                    "baton.toml(5) lacks {} in {}",
+                    key.name,
+                    table.heading()
+                );
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ const EXPOSURE_BOUND: f64 = 3.0;
 const FILES: &[&str] = &[
     "./usr/sbin/baton",
     "./etc/baton/baton.toml",
-    "./lib/systemd/system/baton.service",
+    "./usr/lib/systemd/system/baton.service",
     "./usr/share/man/man8/baton.8.gz",
     "./usr/share/man/man5/baton.toml.5.gz",
     "./usr/share/bash-completion/completions/baton",
@@ -28,6 +28,7 @@ const FILES: &[&str] = &[
     "./usr/share/doc/baton/examples/cluster.toml",
     "./usr/share/doc/baton/grafana/baton.json",
     "./usr/share/doc/baton/copyright",
+    "./usr/share/doc/baton/changelog.Debian.gz",
 ];
 
 pub fn package(check: bool) -> Result<()> {
@@ -44,15 +45,17 @@ pub fn package(check: bool) -> Result<()> {
     if !status.success() {
         bail!("baton manual failed");
     }
+    // Debian ships manual pages compressed (-n: no name or time: reproducible).
+    for page in ["baton.8", "baton.toml.5"] {
+        let path = manual.join(page);
+        sh("gzip", &["-9nf", path.to_str().context("path")?])?;
+    }
     // The commented config must be one that `baton check` accepts.
     sh(
         bin.to_str().context("path")?,
         &["check", "-c", "contrib/baton.toml"],
     )?;
-    sh(
-        "cargo",
-        &["deb", "--quiet", "-p", "baton", "--no-build", "--no-strip"],
-    )?;
+    sh("cargo", &["deb", "--quiet", "-p", "baton", "--no-build"])?;
     let deb = deb_path()?;
     println!("{}", deb.display());
     if check {
@@ -137,7 +140,7 @@ fn check_package(deb: &Path) -> Result<()> {
         bail!("postinst enables or starts something:\n{postinst}");
     }
 
-    let lintian = output("lintian", &["--no-tag-display-limit", deb_s])?;
+    let lintian = output("lintian", &["--tag-display-limit", "0", deb_s])?;
     println!("lintian:\n{lintian}");
     let errors: Vec<&str> = lintian.lines().filter(|l| l.starts_with("E:")).collect();
     if !errors.is_empty() {
@@ -156,7 +159,17 @@ fn check_package(deb: &Path) -> Result<()> {
 fn check_unit(deb: &str, root: &Path) -> Result<()> {
     let root_s = root.to_str().context("path")?;
     sh("dpkg-deb", &["-x", deb, root_s])?;
-    let unit = root.join("lib/systemd/system/baton.service");
+    // The host's own units beside ours: verify follows dependencies
+    // (sysinit.target, ...) inside the root it is given.
+    let units = root.join("usr/lib/systemd/system");
+    for entry in std::fs::read_dir("/usr/lib/systemd/system").context("the host's units")? {
+        let entry = entry?;
+        let to = units.join(entry.file_name());
+        if entry.file_type()?.is_file() && !to.exists() {
+            std::fs::copy(entry.path(), to)?;
+        }
+    }
+    let unit = units.join("baton.service");
     let unit_s = unit.to_str().context("path")?;
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no", &format!("--root={root_s}"), unit_s])
