@@ -26,7 +26,7 @@ impl PortSocket {
         };
         if raw < 0 {
             return Err(std::io::Error::last_os_error())
-                .context("opening an AF_PACKET socket (root needed)");
+                .context("opening an AF_PACKET socket (CAP_NET_RAW needed)");
         }
         // SAFETY: raw is a fresh, valid fd.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };

@@ -48,17 +48,24 @@ pub struct Options {
 }
 
 /// SCHED_FIFO for the daemon's main thread.
-fn set_realtime(priority: u32) {
+/// The configured priority, or a clear error: a daemon that was asked to
+/// run real-time and cannot would fail over late on a busy host.
+fn set_realtime(priority: u32) -> Result<()> {
     if priority == 0 {
-        return;
+        return Ok(());
     }
     let param = libc::sched_param {
         sched_priority: priority as i32,
     };
     // SAFETY: plain sched_setscheduler on the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        warn!(priority, error = %std::io::Error::last_os_error(), "could not run with real-time priority");
+        let e = std::io::Error::last_os_error();
+        bail!(
+            "could not run at SCHED_FIFO priority {priority} ({e}; CAP_SYS_NICE is needed); \
+             [daemon] realtime_priority = 0 runs without; nothing was applied"
+        );
     }
+    Ok(())
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -198,7 +205,13 @@ impl Daemon {
     async fn start(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
         let config = baton_config::load(&opts.config)
             .map_err(|d| anyhow::anyhow!("{d}invalid configuration; nothing was applied"))?;
-        set_realtime(config.daemon.realtime_priority);
+        set_realtime(config.daemon.realtime_priority)?;
+        // Raw sockets are how baton announces and probes: without them (no
+        // CAP_NET_RAW) it could move nothing safely, so it stops here.
+        let (claim_tx, claims) = mpsc::channel(256);
+        announce::watch(claim_tx).map_err(|e| {
+            e.context("opening raw sockets for announcements and probes; nothing was applied")
+        })?;
         let start = Instant::now();
         let pins = PinDir::new(&opts.pin_dir);
         // Subscribe before anything else so no change is missed.
@@ -220,10 +233,6 @@ impl Daemon {
         let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
-        let (claim_tx, claims) = mpsc::channel(256);
-        if let Err(e) = announce::watch(claim_tx) {
-            warn!(error = %format!("{e:#}"), "no address watch: conflicts will go unseen");
-        }
         let metrics = metrics::Metrics::new(pins.clone());
         io_thread::spawn(
             control::listen(&opts.socket)?,

@@ -309,10 +309,13 @@ impl Daemon {
             for (mv, port) in expected.iter().filter(|(_, p)| Some(p) != owner.as_ref()) {
                 if let Some(lower) = self.ports.get(port).and_then(|p| p.ifindex) {
                     let seen = observed.link(mv);
-                    if seen.is_some_and(|l| l.lower != Some(lower)) {
+                    let wrong = |l: &&super::monitor::LinkEvent| {
+                        l.lower != Some(lower) || l.mac != Some(mac)
+                    };
+                    if seen.is_some_and(|l| wrong(&l)) {
                         self.actuator.del_link(mv).await?;
                     }
-                    if seen.is_none_or(|l| l.lower != Some(lower)) {
+                    if seen.is_none_or(|l| wrong(&l)) {
                         self.actuator.ensure_macvlan(mv, lower, mac, false).await?;
                     }
                 }

@@ -75,7 +75,9 @@ pub fn load(pins: &PinDir) -> Result<Ebpf> {
     EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)
-        .context("loading baton's BPF object (is this kernel >= 6.6 with BTF, and are we root?)")
+        .context(
+            "loading baton's BPF object (a kernel >= 6.6 with BTF; CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)",
+        )
 }
 
 /// Loads `program` into the kernel (the verifier runs); returns the number
