@@ -405,6 +405,10 @@ pub mod names {
     pub const CPU_MAP: &str = "BATON_CPUS";
     /// Per-CPU array: target CPU -> frames steered to it.
     pub const STEERED_MAP: &str = "BATON_STEERED";
+    /// Array of one [`super::TcpOffsets`] for the socket iterator (not pinned).
+    pub const TCP_OFFSETS_MAP: &str = "BATON_TCP_OFFSETS";
+    /// The `iter/tcp` program.
+    pub const TCP_ITER_PROGRAM: &str = "baton_tcp_sockets";
 }
 
 /// Size of the CPU map (CPU ids below this can be steered to).
@@ -417,8 +421,55 @@ pub const MAX_ISCSI_FLOWS: u32 = 16384;
 /// small ifindexes).
 pub const MAX_PORT_IFINDEX: u32 = 1024;
 
+/// Where the socket iterator finds each field, in bytes from the start of
+/// the kernel's `struct tcp_sock` (read from its BTF by userspace, so the
+/// iterator follows this kernel's layout without CO-RE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOffsets {
+    pub state: u32,
+    pub family: u32,
+    /// skc_num: the local port, host order.
+    pub num: u32,
+    /// skc_dport: the remote port, network order.
+    pub dport: u32,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub snd_una: u32,
+    pub rcv_nxt: u32,
+    pub backoff: u32,
+    pub retransmits: u32,
+}
+
+/// One TCP socket as the iterator (`iter/tcp`) reports it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSocketRecord {
+    /// AF_INET (2) or AF_INET6 (10).
+    pub family: u16,
+    /// The local port, host order.
+    pub lport: u16,
+    /// The remote port, network order (as on the wire).
+    pub rport_be: u16,
+    /// TCP_ESTABLISHED = 1, ... (include/net/tcp_states.h).
+    pub state: u8,
+    /// icsk_backoff: exponential backoff steps of the retransmission timer.
+    pub backoff: u8,
+    pub retransmits: u8,
+    pub _pad: [u8; 3],
+    pub snd_una: u32,
+    pub rcv_nxt: u32,
+    /// Network order bytes; IPv4 in the first four.
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::TcpOffsets {}
+    unsafe impl aya::Pod for super::TcpSocketRecord {}
     // SAFETY: plain #[repr(C)] integers with no padding.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::PortStats {}

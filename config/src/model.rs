@@ -140,6 +140,15 @@ pub struct Instance {
     /// CPUs its flows are steered to (at most [`MAX_INSTANCE_CPUS`]).
     pub cpus: Vec<u32>,
     pub failback: Failback,
+    /// Overrides `timers.revert_backoff` for this instance.
+    pub revert_backoff: Option<bool>,
+}
+
+impl Instance {
+    /// Whether a move of this instance ends its sockets' retransmission backoff.
+    pub fn reverts_backoff(&self, timers: &Timers) -> bool {
+        self.revert_backoff.unwrap_or(timers.revert_backoff)
+    }
 }
 
 /// The IANA port of iSCSI.
@@ -168,6 +177,9 @@ pub struct Timers {
     pub announce_interval: Duration,
     /// How long to wait for an answer to the RFC 5227 / DAD probe.
     pub probe_time: Duration,
+    /// After a move, end the retransmission backoff of the sockets on the
+    /// address (RFC 6069 ICMPs), so a stall lasts the outage and no more.
+    pub revert_backoff: bool,
 }
 
 impl Default for Timers {
@@ -180,6 +192,7 @@ impl Default for Timers {
             announce_count: 5,
             announce_interval: Duration::from_millis(200),
             probe_time: Duration::from_millis(200),
+            revert_backoff: true,
         }
     }
 }

@@ -310,6 +310,18 @@ impl<'t> Reader<'t> {
             .map(|n| n as u32)
     }
 
+    /// `key` as true or false (None when absent; an error when not a boolean).
+    fn boolean(&mut self, t: &DeTable, path: &str, key: &str) -> Option<bool> {
+        match t.get(key).map(|v| v.get_ref()) {
+            None => None,
+            Some(DeValue::Boolean(b)) => Some(*b),
+            Some(_) => {
+                self.error(&Self::join(path, key), None, "must be true or false");
+                None
+            }
+        }
+    }
+
     fn duration(&mut self, t: &DeTable, path: &str, key: &str) -> Option<std::time::Duration> {
         let s = self.string(t, path, key)?;
         match duration::parse(&s) {
@@ -565,6 +577,7 @@ impl<'t> Reader<'t> {
             iscsi_digests,
             cpus,
             failback,
+            revert_backoff: self.boolean(t, path, "revert_backoff"),
         })
     }
 
@@ -588,6 +601,9 @@ impl<'t> Reader<'t> {
             probe_time: self
                 .duration(t, "timers", "probe_time")
                 .unwrap_or(d.probe_time),
+            revert_backoff: self
+                .boolean(t, "timers", "revert_backoff")
+                .unwrap_or(d.revert_backoff),
         }
     }
 

@@ -266,6 +266,14 @@ pub const KEYS: &[Key] = &[
         "Go back to the primary once it is stable for failback_delay."
     ),
     key!(
+        Instance,
+        "revert_backoff",
+        "boolean",
+        Some(|| "timers.revert_backoff".into()),
+        "",
+        "Overrides timers.revert_backoff for this instance."
+    ),
+    key!(
         Route,
         "to",
         "prefix",
@@ -336,6 +344,14 @@ pub const KEYS: &[Key] = &[
         Some(|| ms(Timers::default().probe_time)),
         "1ms..=5s",
         "How long an RFC 5227 / DAD probe listens before an address is taken."
+    ),
+    key!(
+        Timers,
+        "revert_backoff",
+        "boolean",
+        Some(|| Timers::default().revert_backoff.to_string()),
+        "",
+        "After a move, end the TCP retransmission backoff of the sockets on the address (RFC 6069 ICMPs to both ends), so a stall lasts the outage and no more."
     ),
     key!(
         Limits,

@@ -171,6 +171,12 @@ enum DataplaneCmd {
         #[command(flatten)]
         pins: PinArgs,
     },
+    /// The host's TCP sockets as the iter/tcp program reads them (state,
+    /// snd_una, rcv_nxt, backoff): what the backoff revert acts on.
+    Sockets {
+        #[command(flatten)]
+        pins: PinArgs,
+    },
     /// Load and verify every program without attaching; print instruction counts.
     Verify {
         #[command(flatten)]
@@ -380,6 +386,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 iscsi_digests: iscsi_digests.into(),
                 cpus,
                 failback: baton_config::model::Failback::Never,
+                revert_backoff: None,
             };
             // Counted on its owner and the other attached ports.
             let others = pins
@@ -433,6 +440,24 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 for (cpu, n) in steered {
                     println!("cpu {cpu}: {n} frames steered");
                 }
+            }
+        }
+        DataplaneCmd::Sockets { pins } => {
+            let mut sockets = dataplane::sockets::TcpSockets::load(&PinDir::new(pins.pin_dir))?;
+            for s in sockets.read()? {
+                println!(
+                    "{} {}:{} -> {}:{} state {} snd_una {} rcv_nxt {} backoff {} retransmits {}",
+                    if s.local.is_ipv4() { "tcp" } else { "tcp6" },
+                    s.local,
+                    s.local_port,
+                    s.remote,
+                    s.remote_port,
+                    s.state,
+                    s.snd_una,
+                    s.rcv_nxt,
+                    s.backoff,
+                    s.retransmits
+                );
             }
         }
         DataplaneCmd::Verify { pins } => {

@@ -101,6 +101,12 @@ pub struct MoveRecord {
     pub at_ms: u64,
     /// How long the move itself took, in microseconds.
     pub took_us: u64,
+    /// Sockets whose retransmission backoff the move ended (RFC 6069), and
+    /// the ICMPs that took; None until the revert has run (or when off).
+    #[serde(default)]
+    pub revived_sockets: Option<u64>,
+    #[serde(default)]
+    pub revert_icmps: Option<u64>,
 }
 
 /// What `baton events` follows.
@@ -145,6 +151,16 @@ pub enum Event {
         by: String,
         /// baton answered with an announcement (at most one per 10 s).
         defended: bool,
+    },
+    /// A move ended the retransmission backoff of the sockets on the
+    /// instance's address (RFC 6069): how many, with how many ICMPs.
+    Revived {
+        at_ms: u64,
+        instance: String,
+        sockets: u64,
+        icmps: u64,
+        /// Sockets still backed off after the last round.
+        left: u64,
     },
     /// Events may have been missed (netlink overrun, monitor restarted):
     /// baton re-read the kernel's state.

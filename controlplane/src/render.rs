@@ -91,12 +91,16 @@ fn last_move(i: &InstanceStatus) -> String {
     match &i.last_move {
         None => "-".into(),
         Some(m) => format!(
-            "{} {}->{} at {} ({}us)",
+            "{} {}->{} at {} ({}us){}",
             m.kind,
             m.from.as_deref().unwrap_or("none"),
             m.to,
             ago(m.at_ms),
-            m.took_us
+            m.took_us,
+            match m.revived_sockets {
+                Some(n) if n > 0 => format!(", {n} sockets revived"),
+                _ => String::new(),
+            }
         ),
     }
 }
@@ -173,6 +177,15 @@ pub fn render_event(e: &Event) -> String {
         } => format!(
             "{at_ms:>9}ms conflict {instance}: {by} claims its address on {port}{}",
             if *defended { " (defended)" } else { "" }
+        ),
+        Event::Revived {
+            at_ms,
+            instance,
+            sockets,
+            icmps,
+            left,
+        } => format!(
+            "{at_ms:>9}ms revived {instance}: {sockets} sockets out of backoff ({icmps} ICMPs, {left} left)"
         ),
         Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
         Event::Reload { at_ms, ok, message } => format!(

@@ -96,6 +96,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                                 } else {
                                     Failback::Never
                                 },
+                                revert_backoff: None,
                             },
                         )
                     })
@@ -258,7 +259,7 @@ proptest! {
                 networks: BTreeMap::from([("storage".to_string(), Network { subnets: vec!["192.0.2.0/24".parse().expect("net")], vlans: vec![] })]),
                 instances: BTreeMap::from([("a".to_string(), Instance {
                     address: "192.0.2.100/24".parse().expect("addr"), ports: vec!["ge0".into(), "ge1".into()], vlan: None, mac: None,
-                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never },
+                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None,
                 })]),
                 timers: Timers { hold_down: ms(hd), hold_up: ms(hu), failback_delay: ms(fd), ..Timers::default() },
                 limits: Limits::default(),

@@ -16,6 +16,7 @@
 
 mod iscsi;
 mod parse;
+mod sockets;
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},

@@ -65,8 +65,11 @@ enum Cmd {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchKind {
+    /// Pulled cables against a scripted move, floods, scale, the backoff revert.
     Failover,
     Dataplane,
+    /// The backoff revert alone (also part of `failover`).
+    Revert,
 }
 
 fn main() {
@@ -124,6 +127,7 @@ fn run(cli: Cli) -> Result<()> {
             let (name, result) = match which {
                 BenchKind::Failover => ("failover", bench::failover()?),
                 BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
+                BenchKind::Revert => ("revert", bench::revert()?),
             };
             let path = dir.join(format!("{name}.json"));
             std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;

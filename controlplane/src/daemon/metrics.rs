@@ -72,6 +72,8 @@ pub struct Metrics {
     pub repair_failures: Counter,
     pub resyncs: Counter,
     pub conflicts: Family<InstanceLabel, Counter>,
+    pub revived_sockets: Counter,
+    pub revert_icmps: Counter,
     rx_packets: Counters,
     rx_bytes: Counters,
     solicits: Counters,
@@ -100,6 +102,8 @@ impl Metrics {
             repair_failures: Counter::default(),
             resyncs: Counter::default(),
             conflicts: Family::default(),
+            revived_sockets: Counter::default(),
+            revert_icmps: Counter::default(),
             rx_packets: Family::default(),
             rx_bytes: Family::default(),
             solicits: Family::default(),
@@ -157,6 +161,16 @@ impl Metrics {
             "address_conflicts",
             "ARP/ND claims by another host for an address baton holds, per instance",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "revived_sockets",
+            "TCP sockets whose retransmission backoff a move ended (RFC 6069)",
+            m.revived_sockets.clone(),
+        );
+        registry.register(
+            "revert_icmps",
+            "ICMP destination unreachables sent to end a backoff (both ends)",
+            m.revert_icmps.clone(),
         );
         registry.register(
             "dataplane_rx_packets",

@@ -23,6 +23,7 @@ mod observed;
 mod ports;
 mod reconcile;
 mod reload;
+mod revive;
 mod status;
 
 use crate::dataplane::{self, AttachMode, InstanceTable, PinDir};
@@ -133,6 +134,11 @@ struct Daemon {
     claims: mpsc::Receiver<announce::Seen>,
     /// The last conflict of each placed instance (RFC 5227 2.4).
     conflicts: BTreeMap<String, conflict::Conflict>,
+    /// Ends the sockets' retransmission backoff after a move (None when no
+    /// instance asks for it, or the socket iterator could not load).
+    reviver: Option<revive::Reviver>,
+    revived_tx: mpsc::UnboundedSender<revive::Revival>,
+    revived: mpsc::UnboundedReceiver<revive::Revival>,
     /// The background announcements of each instance's last move.
     announcing: BTreeMap<String, tokio::task::AbortHandle>,
     events: broadcast::Sender<Event>,
@@ -231,6 +237,22 @@ impl Daemon {
             .collect();
         attach(&pins, &config, &present)?;
         let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
+        let reviver = if config
+            .instances
+            .values()
+            .any(|i| i.reverts_backoff(&config.timers))
+        {
+            match crate::dataplane::sockets::TcpSockets::load(&pins) {
+                Ok(s) => Some(revive::Reviver::new(s)),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "no backoff revert: the socket iterator did not load");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (revived_tx, revived) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
         let metrics = metrics::Metrics::new(pins.clone());
@@ -262,6 +284,9 @@ impl Daemon {
                 instances: BTreeSet::new(),
             },
             refresh_links: false,
+            reviver,
+            revived_tx,
+            revived,
             claims,
             conflicts: BTreeMap::new(),
             next_check: None,
@@ -332,6 +357,9 @@ impl Daemon {
                         if relevant {
                             break;
                         }
+                    }
+                    Some(r) = self.revived.recv() => {
+                        self.on_revival(r);
                     }
                     Some(seen) = self.claims.recv() => {
                         let mut relevant = self.on_claim(seen);

@@ -205,7 +205,10 @@ impl Daemon {
                     kind,
                     at_ms: self.at_ms(),
                     took_us,
+                    revived_sockets: None,
+                    revert_icmps: None,
                 };
+                self.revive_after(m, kind);
                 info!(instance = %m.instance, from = ?m.from, to = %m.to, %kind, took_us, "move done");
                 self.emit(Event::Move {
                     at_ms: record.at_ms,
@@ -277,6 +280,44 @@ impl Daemon {
         self.actuator.move_instance(&spec).await?;
         self.spawn_announcements(&m.instance, to, spec.entry.mac);
         Ok(())
+    }
+
+    /// After a relocation's first announcement: end the backoff of the
+    /// sockets on the address (a first placement has none).
+    fn revive_after(&self, m: &Move, kind: MoveKind) {
+        let Some(inst) = self.config.instances.get(&m.instance) else {
+            return;
+        };
+        if m.from.is_none() || !inst.reverts_backoff(&self.config.timers) {
+            return;
+        }
+        if let Some(r) = &self.reviver {
+            r.spawn(
+                m.instance.clone(),
+                inst.address.addr(),
+                kind == MoveKind::Failover,
+                self.revived_tx.clone(),
+            );
+        }
+    }
+
+    /// A revert's result: into the move's record, an event, the metrics.
+    pub(super) fn on_revival(&mut self, r: super::revive::Revival) {
+        let (sockets, icmps) = (r.sockets as u64, r.icmps as u64);
+        info!(instance = %r.instance, sockets, icmps, left = r.left, "backoff reverted");
+        self.metrics.revived_sockets.inc_by(sockets);
+        self.metrics.revert_icmps.inc_by(icmps);
+        if let Some(rec) = self.last_move.get_mut(&r.instance) {
+            rec.revived_sockets = Some(sockets);
+            rec.revert_icmps = Some(icmps);
+        }
+        self.emit(Event::Revived {
+            at_ms: self.at_ms(),
+            instance: r.instance,
+            sockets,
+            icmps,
+            left: r.left as u64,
+        });
     }
 
     /// The announcements after the first one, paced, without holding up

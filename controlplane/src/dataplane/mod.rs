@@ -7,7 +7,9 @@
 //! process runs; detaching is removing the pins.
 pub mod bench;
 mod instances;
+pub mod kernel_btf;
 mod pins;
+pub mod sockets;
 pub mod stats;
 pub mod steering;
 
