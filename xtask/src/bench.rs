@@ -613,8 +613,8 @@ const REVERT_REPS: usize = 20;
 
 /// RFC 6069 at the move, under iSCSI (tgtd + iscsi-perf) with the seed's
 /// 2 s hold_down: per pull, the probe's outage and the iSCSI stream's
-/// stall (the longest gap between the target's data segments seen by the
-/// client), with the revert on and off, the runs alternating.
+/// stall (the longest gap between the target's data segments on the
+/// client's cable, from a pcap of 64-byte heads), with the revert on and off.
 pub fn revert() -> Result<serde_json::Value> {
     let mut on = Vec::new();
     let mut off = Vec::new();
@@ -631,40 +631,68 @@ pub fn revert() -> Result<serde_json::Value> {
         let daemon = Daemon::start(&lab, 0, &lab_config(&timers, ""))?;
         daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
         let target = baton_lab::iscsi::Target::start(&lab.gw(0).ns, ADDR.parse()?, 64)?;
-        let echo = probe::Echo::start(&lab.gw(0).ns, ADDR.parse()?)?;
+        let _echo = probe::Echo::start(&lab.gw(0).ns, ADDR.parse()?)?;
         let resets_before = baton_lab::traffic::tcp_counters(&lab)?.0;
-        let secs = (REVERT_REPS as u64 * 6 + 5).to_string();
-        let mut perf = lab
-            .client
-            .command("iscsi-perf")
-            .args(["-m", "8", "-b", "8", "-t", &secs, "-x", "0", &target.url()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let secs = (REVERT_REPS as u64 * 8 + 10).to_string();
+        let _perf = lab.spawn(
+            &lab.client,
+            &[
+                "iscsi-perf",
+                "-m",
+                "8",
+                "-b",
+                "8",
+                "-t",
+                &secs,
+                "-x",
+                "0",
+                &target.url(),
+            ],
+        )?;
         std::thread::sleep(Duration::from_millis(1500));
         let mut owner = 0;
-        for _ in 0..REVERT_REPS {
-            let capture = lab.capture(
+        for rep in 0..REVERT_REPS {
+            let pcap = daemon.dir.join(format!("revert-{rep}.pcap"));
+            let capture = lab.spawn(
                 &lab.client,
-                "eth0",
-                &format!("tcp and src host {ADDR} and src port 3260 and greater 100"),
+                &[
+                    "tcpdump",
+                    "-i",
+                    "eth0",
+                    "-Q",
+                    "in",
+                    "-s",
+                    "64",
+                    "-w",
+                    &pcap.display().to_string(),
+                    &format!("tcp and src host {ADDR} and src port 3260 and greater 100"),
+                ],
             )?;
+            std::thread::sleep(Duration::from_millis(700));
             let run = probe::run(
                 &lab.client,
                 ADDR.parse()?,
                 10_000,
-                Duration::from_millis(3500),
+                Duration::from_millis(4500),
             )?;
             std::thread::sleep(Duration::from_millis(300));
             lab.pull_cable(0, owner)?;
+            // Past hold_down and the move, with room for a late retransmission.
+            std::thread::sleep(Duration::from_millis(3500));
+            lab.plug_cable(0, owner)?;
             let report = run
                 .join()
                 .map_err(|_| anyhow::anyhow!("probe panicked"))??;
-            let lines = capture.lines()?;
-            lab.plug_cable(0, owner)?;
+            lab.kill(capture)?;
+            let times = crate::report::pcap_times_ms(&pcap)?;
+            let stall = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+            anyhow::ensure!(
+                times.len() > 1000,
+                "pull {rep}: only {} iSCSI data segments captured: iscsi-perf stopped?",
+                times.len()
+            );
             owner = 1 - owner;
             daemon.wait_owner("iscsi-a", ["ge0", "ge1"][owner], Duration::from_secs(3))?;
-            let stall = longest_gap_ms(&lines);
             let pair = (report.longest_gap_ms, stall);
             if revert {
                 on.push(pair)
@@ -673,11 +701,8 @@ pub fn revert() -> Result<serde_json::Value> {
             };
             std::thread::sleep(Duration::from_millis(600));
         }
-        let _ = perf.kill();
-        let _ = perf.wait();
         resets += baton_lab::traffic::tcp_counters(&lab)?.0 - resets_before;
-        drop(echo);
-        drop(target);
+        // iscsi-perf stops with the lab, after the resets were counted.
     }
     let excess = |v: &[(f64, f64)]| -> Vec<f64> { v.iter().map(|(o, s)| s - o).collect() };
     let (on_x, off_x) = (excess(&on), excess(&off));
@@ -690,7 +715,7 @@ pub fn revert() -> Result<serde_json::Value> {
         "off_stall_minus_outage_ms_p99": percentile(&off_x, 99.0),
         "on_outage_and_stall_ms": on,
         "off_outage_and_stall_ms": off,
-        "resets": resets,
+        "resets_before_teardown": resets,
     });
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY);
@@ -714,28 +739,11 @@ pub fn revert() -> Result<serde_json::Value> {
         "<= 50 with it on".into(),
     ]);
     t.add_row([
-        "TCP resets (both runs)".to_string(),
+        "TCP resets during the pulls (both runs)".to_string(),
         resets.to_string(),
         String::new(),
         "0".into(),
     ]);
     println!("{t}");
     Ok(result)
-}
-
-/// The longest gap between consecutive tcpdump lines, in ms.
-fn longest_gap_ms(lines: &[String]) -> f64 {
-    let t: Vec<f64> = lines
-        .iter()
-        .map(|l| {
-            l.split_whitespace()
-                .next()
-                .unwrap_or("0:0:0")
-                .split(':')
-                .fold(0.0, |acc, p| acc * 60.0 + p.parse::<f64>().unwrap_or(0.0))
-        })
-        .collect();
-    t.windows(2)
-        .map(|w| (w[1] - w[0]) * 1000.0)
-        .fold(0.0, f64::max)
 }

@@ -57,8 +57,31 @@ pub fn run(bin: &Path) -> Result<()> {
         "[demo] traffic for {}s: iscsi-perf (16 x 8 KiB reads), iperf3, UDP probe at 10 kHz",
         DURATION.as_secs()
     );
+    // The target's data segments as the client receives them (a pcap of
+    // 64-byte heads: cheap at 25,000 IOPS), for the iSCSI stream's stall.
+    let pcap = daemon.dir.join("iscsi-data.pcap");
+    let capture = lab.spawn(
+        &lab.client,
+        &[
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-Q",
+            "in",
+            "-s",
+            "64",
+            "-w",
+            &pcap.display().to_string(),
+            &format!("tcp and src host {addr} and src port 3260 and greater 100"),
+        ],
+    )?;
+    std::thread::sleep(Duration::from_millis(700));
     // Every time in the report is ms after t0.
     let t0 = Instant::now();
+    let t0_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64()
+        * 1000.0;
     let (events, _follower) = follow_events(&daemon, t0)?;
     let events_text = follow_events_text(&daemon)?;
     let ms = move || t0.elapsed().as_secs_f64() * 1000.0;
@@ -139,6 +162,11 @@ pub fn run(bin: &Path) -> Result<()> {
         .wait_with_output()
         .map(|o| iperf_json = String::from_utf8_lossy(&o.stdout).into_owned())?;
     let tcp_after = baton_lab::traffic::tcp_counters(&lab)?;
+    lab.kill(capture)?;
+    let iscsi_segments_ms: Vec<f64> = report::pcap_times_ms(&pcap)?
+        .into_iter()
+        .map(|t| t - t0_unix_ms)
+        .collect();
     let owner_now = daemon.owner(INSTANCE)?;
     let status_text = String::from_utf8_lossy(&daemon.cli(&["status"])?.stdout).into_owned();
     for (t, e) in events
@@ -165,6 +193,7 @@ pub fn run(bin: &Path) -> Result<()> {
         owner_now,
         demo_seconds: 0.0,
         dataplane: daemon.dataplane_instances()?,
+        iscsi_segments_ms,
     })?;
     let mut report = report;
     report.demo_seconds = began.elapsed().as_secs_f64();

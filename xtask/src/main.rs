@@ -68,7 +68,7 @@ enum BenchKind {
     /// Pulled cables against a scripted move, floods, scale, the backoff revert.
     Failover,
     Dataplane,
-    /// The backoff revert alone (also part of `failover`).
+    /// The backoff revert under iSCSI, on and off (also part of `failover`).
     Revert,
 }
 

@@ -67,6 +67,14 @@ impl Mark {
                     s("reason")
                 ),
             }],
+            Some("revived") => vec![Mark {
+                t_ms,
+                label: format!(
+                    "backoff reverted: {} sockets revived ({} ICMPs)",
+                    e["sockets"].as_u64().unwrap_or(0),
+                    e["icmps"].as_u64().unwrap_or(0)
+                ),
+            }],
             Some("move-failed") => vec![Mark {
                 t_ms,
                 label: format!("MOVE FAILED {}: {}", s("instance"), s("error")),
@@ -91,6 +99,8 @@ pub struct Inputs<'a> {
     pub demo_seconds: f64,
     /// `baton dataplane instances --json` at the end.
     pub dataplane: serde_json::Value,
+    /// When the target's iSCSI data segments reached the client (ms after t0).
+    pub iscsi_segments_ms: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,9 +113,14 @@ pub struct Report {
     pub iops_series: Vec<(f64, u64)>,
     /// (start ms, Gbit/s) per iperf3 interval.
     pub tcp_gbps_series: Vec<(f64, f64)>,
-    /// Longest run of iperf3 intervals (0.2 s) without data: TCP's stall,
-    /// which retransmission backoff makes longer than the probe gap.
+    /// Longest run of iperf3 intervals (0.2 s) without data.
     pub tcp_stall_ms: f64,
+    /// The longest gap between the target's data segments on the client's
+    /// cable after the pull: the iSCSI stream's TCP stall, which
+    /// retransmission backoff would make longer than the probe's outage.
+    pub iscsi_stall_ms: f64,
+    /// Sockets baton's backoff revert revived at the failover.
+    pub revived_sockets: u64,
     pub iscsi_errors: u64,
     pub iscsi_exit: String,
     pub nexus_start: Vec<u64>,
@@ -166,6 +181,28 @@ impl Report {
             })
             .collect();
         let tcp_stall_ms = longest_stall(&iperf);
+        let after_pull: Vec<f64> = i
+            .iscsi_segments_ms
+            .iter()
+            .copied()
+            .filter(|t| *t >= pull - 1000.0)
+            .collect();
+        let iscsi_stall_ms = after_pull
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(0.0, f64::max);
+        let revived_sockets = i
+            .marks
+            .iter()
+            .filter_map(|m| {
+                m.label
+                    .strip_prefix("backoff reverted: ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
         let iscsi_errors = i
             .iscsi_text
             .lines()
@@ -195,6 +232,8 @@ impl Report {
             iops_series: i.iops,
             tcp_gbps_series,
             tcp_stall_ms,
+            iscsi_stall_ms,
+            revived_sockets,
             iscsi_errors,
             iscsi_exit,
             nexus_start: i.nexus_start,
@@ -271,6 +310,19 @@ impl Report {
                 format!("{:?} -> {:?}", self.nexus_start, self.nexus_end),
             ),
             (
+                "iSCSI TCP stall (target's data on the client's cable) - longest probe gap",
+                format!(
+                    "{:.1} ms - {:.1} ms = {:.1} ms",
+                    self.iscsi_stall_ms,
+                    p.longest_gap_ms,
+                    self.iscsi_stall_ms - p.longest_gap_ms
+                ),
+            ),
+            (
+                "sockets whose backoff baton ended (RFC 6069)",
+                self.revived_sockets.to_string(),
+            ),
+            (
                 "TCP stall (iperf3, 0.2 s resolution)",
                 format!("{:.0} ms", self.tcp_stall_ms),
             ),
@@ -319,6 +371,40 @@ fn pdus_per_port(instances: &serde_json::Value) -> Vec<(String, u64, u64, u64)> 
     out
 }
 
+/// Packet times in a pcap file (ms since the Unix epoch): the global
+/// header, then a 16-byte header per record (seconds, microseconds, lengths).
+pub fn pcap_times_ms(path: &std::path::Path) -> Result<Vec<f64>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?))
+    };
+    if u32_at(0) != Some(0xa1b2_c3d4) {
+        anyhow::bail!("{} is not a little-endian µs pcap", path.display());
+    }
+    let (mut at, mut out) = (24, Vec::new());
+    while let (Some(sec), Some(usec), Some(len)) = (u32_at(at), u32_at(at + 4), u32_at(at + 8)) {
+        out.push(f64::from(sec) * 1000.0 + f64::from(usec) / 1000.0);
+        at += 16 + len as usize;
+    }
+    Ok(out)
+}
+
+/// Points of a once-a-second series with every missing second drawn as
+/// zero (a second without I/O), instead of a line straight across it.
+pub fn zero_filled(series: &[(f64, u64)]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(series.len());
+    for (i, p) in series.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).and_then(|j| series.get(j))
+            && p.0 - prev.0 > 1500.0
+        {
+            out.push((prev.0 + 1000.0, 0));
+            out.push((p.0 - 1000.0, 0));
+        }
+        out.push(*p);
+    }
+    out
+}
+
 fn longest_stall(iperf: &serde_json::Value) -> f64 {
     let (mut run, mut best) = (0.0, 0.0f64);
     for iv in iperf["intervals"].as_array().into_iter().flatten() {
@@ -349,7 +435,7 @@ pub fn svg(r: &Report, path: &Path) -> Result<()> {
         (
             "iSCSI IOPS (iscsi-perf, 16 x 8 KiB reads)",
             iops_max,
-            r.iops_series
+            zero_filled(&r.iops_series)
                 .iter()
                 .map(|(t, v)| (t / 1000.0, *v as f64))
                 .collect(),
@@ -442,5 +528,32 @@ fn short(label: &str) -> String {
             .unwrap_or("move")
             .to_string()
             + " done"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_filled;
+
+    #[test]
+    fn a_second_without_io_is_drawn_as_zero() {
+        let series = [(1000.0, 900), (2000.0, 910), (5000.0, 880), (6000.0, 905)];
+        let drawn = zero_filled(&series);
+        assert_eq!(
+            drawn,
+            vec![
+                (1000.0, 900),
+                (2000.0, 910),
+                (3000.0, 0),
+                (4000.0, 0),
+                (5000.0, 880),
+                (6000.0, 905)
+            ]
+        );
+        assert_eq!(
+            zero_filled(&series[..2]),
+            series[..2].to_vec(),
+            "no gap, no zero"
+        );
     }
 }
