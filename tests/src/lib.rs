@@ -254,6 +254,28 @@ impl Lab {
         Ok(Capture { peer })
     }
 
+    /// Starts tcpdump writing the 64-byte heads of what `dev` in `ns`
+    /// receives to a pcap at `path` (cheap at line rate, unlike text);
+    /// stop it with [`Lab::kill`] and read it after. Returns its pid.
+    pub fn capture_pcap(
+        &self,
+        ns: &Netns,
+        dev: &str,
+        filter: &str,
+        path: &std::path::Path,
+    ) -> Result<u32> {
+        let path = path.display().to_string();
+        let pid = self.spawn(
+            ns,
+            &[
+                "tcpdump", "-i", dev, "-Q", "in", "-s", "64", "-w", &path, filter,
+            ],
+        )?;
+        // As in `capture`: no readiness signal short of its stderr.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        Ok(pid)
+    }
+
     /// Every namespace name of this lab.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.switch.name.clone(), self.client.name.clone()];

@@ -653,22 +653,12 @@ pub fn revert() -> Result<serde_json::Value> {
         let mut owner = 0;
         for rep in 0..REVERT_REPS {
             let pcap = daemon.dir.join(format!("revert-{rep}.pcap"));
-            let capture = lab.spawn(
+            let capture = lab.capture_pcap(
                 &lab.client,
-                &[
-                    "tcpdump",
-                    "-i",
-                    "eth0",
-                    "-Q",
-                    "in",
-                    "-s",
-                    "64",
-                    "-w",
-                    &pcap.display().to_string(),
-                    &format!("tcp and src host {ADDR} and src port 3260 and greater 100"),
-                ],
+                "eth0",
+                &format!("tcp and src host {ADDR} and src port 3260 and greater 100"),
+                &pcap,
             )?;
-            std::thread::sleep(Duration::from_millis(700));
             let run = probe::run(
                 &lab.client,
                 ADDR.parse()?,

@@ -60,22 +60,12 @@ pub fn run(bin: &Path) -> Result<()> {
     // The target's data segments as the client receives them (a pcap of
     // 64-byte heads: cheap at 25,000 IOPS), for the iSCSI stream's stall.
     let pcap = daemon.dir.join("iscsi-data.pcap");
-    let capture = lab.spawn(
+    let capture = lab.capture_pcap(
         &lab.client,
-        &[
-            "tcpdump",
-            "-i",
-            "eth0",
-            "-Q",
-            "in",
-            "-s",
-            "64",
-            "-w",
-            &pcap.display().to_string(),
-            &format!("tcp and src host {addr} and src port 3260 and greater 100"),
-        ],
+        "eth0",
+        &format!("tcp and src host {addr} and src port 3260 and greater 100"),
+        &pcap,
     )?;
-    std::thread::sleep(Duration::from_millis(700));
     // Every time in the report is ms after t0.
     let t0 = Instant::now();
     let t0_unix_ms = std::time::SystemTime::now()
