@@ -276,6 +276,25 @@ impl Lab {
         Ok(pid)
     }
 
+    /// (device, its lower port — or itself) for each device of gateway `g`
+    /// that holds the IPv4 address `addr`.
+    pub fn holders(&self, g: usize, addr: &str) -> Result<Vec<(String, String)>> {
+        let out = self.gateways[g].ns.ip(&["-br", "-4", "addr", "show"])?;
+        Ok(out
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .skip(2)
+                    .any(|a| a.starts_with(&format!("{addr}/")))
+            })
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|d| match d.split_once('@') {
+                Some((dev, lower)) => (dev.to_string(), lower.to_string()),
+                None => (d.to_string(), d.to_string()),
+            })
+            .collect())
+    }
+
     /// Every namespace name of this lab.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names = vec![self.switch.name.clone(), self.client.name.clone()];

@@ -75,18 +75,23 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() -> anyhow::Result
     // What the panels show, made to happen: iSCSI I/O, a failover, a refusal
     // (both cables out), a repair, a conflict.
     let target = Target::start(gw, "192.0.2.100".parse()?, 8)?;
-    for _ in 0..3 {
-        let out = lab
-            .client
-            .command("iscsi-inq")
-            .args(["-i", "iqn.2026-11.lab.baton:client", &target.url()])
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // Three inquiries through the target (PDUs both ways).
+    let inquire = || -> anyhow::Result<()> {
+        for _ in 0..3 {
+            let out = lab
+                .client
+                .command("iscsi-inq")
+                .args(["-i", "iqn.2026-11.lab.baton:client", &target.url()])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    inquire()?;
     lab.pull_cable(0, 0)?;
     daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
     lab.pull_cable(0, 1)?;
@@ -109,18 +114,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() -> anyhow::Result
     gw.ip(&["addr", "del", "192.0.2.100/24", "dev", &owner_dev])?;
     let claim = baton_lab::frames::gratuitous_arp([0x02, 0xee, 0, 0, 0, 0x66], [192, 0, 2, 100]);
     baton_lab::traffic::send_raw(&lab.client, "eth0", &claim)?;
-    for _ in 0..3 {
-        let out = lab
-            .client
-            .command("iscsi-inq")
-            .args(["-i", "iqn.2026-11.lab.baton:client", &target.url()])
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    inquire()?;
     let scrape_after = gw.http_get("127.0.0.1:9750".parse()?, "/metrics")?;
     for q in &queries {
         for m in metrics_in(q) {

@@ -13,16 +13,10 @@ const MAC: &str = "mac = \"02:ba:70:00:00:01\"";
 
 /// The devices of gateway 0 that hold `addr`.
 fn holders_of(lab: &Lab, addr: &str) -> anyhow::Result<Vec<String>> {
-    let out = lab.gw(0).ns.ip(&["-br", "-4", "addr", "show"])?;
-    Ok(out
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .skip(2)
-                .any(|a| a.starts_with(&format!("{addr}/")))
-        })
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|d| d.split('@').next().unwrap_or(d).to_string())
+    Ok(lab
+        .holders(0, addr)?
+        .into_iter()
+        .map(|(dev, _)| dev)
         .collect())
 }
 

@@ -41,20 +41,7 @@ fn config(with_b: bool) -> String {
 
 /// (device, lower port) for each device of gateway 0 holding `addr`.
 fn holders(lab: &Lab, addr: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let out = lab.gw(0).ns.ip(&["-br", "-4", "addr", "show"])?;
-    Ok(out
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .skip(2)
-                .any(|a| a.starts_with(&format!("{addr}/")))
-        })
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|d| match d.split_once('@') {
-            Some((dev, lower)) => (dev.to_string(), lower.to_string()),
-            None => (d.to_string(), d.to_string()),
-        })
-        .collect())
+    lab.holders(0, addr)
 }
 
 /// What is wrong now, or None when every invariant holds (the client's

@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod bench;
+mod bench_revert;
 mod demo;
 mod package;
 mod report;
@@ -127,7 +128,7 @@ fn run(cli: Cli) -> Result<()> {
             let (name, result) = match which {
                 BenchKind::Failover => ("failover", bench::failover()?),
                 BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
-                BenchKind::Revert => ("revert", bench::revert()?),
+                BenchKind::Revert => ("revert", bench_revert::revert()?),
             };
             let path = dir.join(format!("{name}.json"));
             std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;
