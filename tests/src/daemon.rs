@@ -30,6 +30,15 @@ services = [3260]
     )
 }
 
+/// `config` (a [`lab_config`]) with the storage network's IPv6 subnet and
+/// an IPv6 instance `name`, 2001:db8::100/64 on ge0 then ge1.
+pub fn with_ipv6_instance(config: &str, name: &str) -> String {
+    config.replace(
+        "subnets = [\"192.0.2.0/24\"]",
+        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+    ) + &format!("[instances.{name}]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n")
+}
+
 pub struct Daemon {
     peer: Option<Peer>,
     pub dir: PathBuf,

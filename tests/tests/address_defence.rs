@@ -83,10 +83,8 @@ fn an_ipv6_address_in_use_on_the_wire_is_not_taken() -> anyhow::Result<()> {
         "eth0",
         "nodad",
     ])?;
-    let config = lab_config("hold_down = \"0\"", "").replace(
-        "subnets = [\"192.0.2.0/24\"]",
-        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
-    ) + "[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let config =
+        baton_lab::daemon::with_ipv6_instance(&lab_config("hold_down = \"0\"", ""), "iscsi-v6");
     let daemon = Daemon::start(&lab, 0, &config)?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     std::thread::sleep(Duration::from_millis(800));
@@ -169,10 +167,10 @@ fn another_host_advertising_a_placed_ipv6_address_is_a_conflict() -> anyhow::Res
         ipv6: true,
         ..LabSpec::default()
     })?;
-    let config = lab_config("hold_down = \"0\"\nannounce_count = 1", "").replace(
-        "subnets = [\"192.0.2.0/24\"]",
-        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
-    ) + "[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let config = baton_lab::daemon::with_ipv6_instance(
+        &lab_config("hold_down = \"0\"\nannounce_count = 1", ""),
+        "iscsi-v6",
+    );
     let daemon = Daemon::start(&lab, 0, &config)?;
     daemon.wait_owner("iscsi-v6", "ge0", Duration::from_secs(3))?;
     // An unsolicited NA (override) for the address from the intruder's MAC.

@@ -145,10 +145,10 @@ fn ipv6_instance_moves_with_an_unsolicited_na_and_tcp_survives() -> anyhow::Resu
         "eth0",
         "nodad",
     ])?;
-    let config = lab_config("hold_down = \"0\"\nannounce_count = 2", "").replace(
-        "subnets = [\"192.0.2.0/24\"]",
-        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
-    ) + "[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let config = baton_lab::daemon::with_ipv6_instance(
+        &lab_config("hold_down = \"0\"\nannounce_count = 2", ""),
+        "iscsi-v6",
+    );
     let daemon = Daemon::start(&lab, 0, &config)?;
     daemon.wait_owner("iscsi-v6", "ge0", Duration::from_secs(3))?;
     lab.spawn(

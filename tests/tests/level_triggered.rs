@@ -351,10 +351,7 @@ fn the_kernel_refusing_one_instance_stops_no_other() -> anyhow::Result<()> {
     // IPv6 is off in this lab's gateway: the kernel refuses every IPv6
     // address, so instance v6-broken can never be placed.
     let lab = Lab::build(&LabSpec::default())?;
-    let config = lab_config(TIMERS, "").replace(
-        "subnets = [\"192.0.2.0/24\"]",
-        "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
-    ) + "[instances.v6-broken]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n";
+    let config = baton_lab::daemon::with_ipv6_instance(&lab_config(TIMERS, ""), "v6-broken");
     let daemon = Daemon::start(&lab, 0, &config)?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     wait_for("the refusal recorded", Duration::from_secs(3), || {
