@@ -154,10 +154,12 @@ fn check(reverse: bool, v6: bool) -> anyhow::Result<()> {
         on.after_garp_ms
     );
     // Without the revert the next retransmission waits for the backed-off
-    // timer. Over IPv4 that is seen every time (~1.1 s here); over IPv6
-    // it was seen too, but not in every run (once the stream went on at
-    // once after the NA), so there the difference is printed, not asserted.
-    if !v6 {
+    // timer (~1.1 s here), except where the gateway sends over IPv6: there
+    // the segments queued on the failed port's neighbour entry each make
+    // the kernel send the socket an ICMPv6 address unreachable when baton
+    // flushes that port's neighbours (ndisc_error_report; seen on lo), an
+    // RFC 6069 revert of its own. That case is printed, not asserted.
+    if !(reverse && v6) {
         assert!(
             off.after_garp_ms >= 100.0,
             "{side}: {:.1} ms without the revert: the backoff it ends was not there",
@@ -217,36 +219,164 @@ fn a_planned_move_has_no_outage_and_finds_nothing_to_revert() -> anyhow::Result<
     Ok(())
 }
 
-/// A regression check on real traffic: no handshake in flight is lost to
-/// the revert. (The rule that keeps SYN_SENT/SYN_RECV sockets out is
-/// proven by the unit test in daemon/revive.rs: here the socket's backoff
-/// was still 0 at the revert, so this alone would not catch its removal.)
+/// A Python program in `ns` whose stdin is a pipe: each line it reads
+/// releases its next step.
+fn stepped(ns: &baton_lab::Netns, program: &str) -> anyhow::Result<std::process::Child> {
+    use std::process::Stdio;
+    Ok(ns
+        .command("python3")
+        .args(["-c", program])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+fn release(child: &mut std::process::Child) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdin = child
+        .stdin
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    stdin.write_all(b"go\n")?;
+    Ok(stdin.flush()?)
+}
+
+fn finish(child: std::process::Child) -> anyhow::Result<(String, String)> {
+    let out = child.wait_with_output()?;
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `ss -tni` lines of `state` in the gateway's namespace.
+fn sockets_in(lab: &Lab, state: &str) -> anyhow::Result<String> {
+    lab.gw(0).ns.run(&["ss", "-Htni", "state", state])
+}
+
+/// The gateway's own handshake in flight across the move: its SYNs have
+/// been dropped long enough for a retransmission, so at the revert it is
+/// in SYN_SENT with backoff > 0, where an ICMP would abort it. (The client
+/// drops them by a full accept queue: a listener with backlog 0 and one
+/// connection not accepted yet.) Removing the state rule fails this test.
 #[test]
-fn a_connection_still_in_its_handshake_is_not_aborted() -> anyhow::Result<()> {
+fn the_gateways_handshake_in_flight_is_not_aborted() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::build(&LabSpec::default())?;
     let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"2s\"", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
-    lab.spawn(&lab.client, &["iperf3", "-s", "-p", "5301", "-1"])?;
+    let mut listener = stepped(
+        &lab.client,
+        "import socket, sys\n\
+         l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('192.0.2.1', 5301)); l.listen(0); l.settimeout(30)\n\
+         filler = socket.create_connection(('192.0.2.1', 5301))\n\
+         print('full', flush=True); sys.stdin.readline()\n\
+         l.accept(); c, peer = l.accept(); print('accepted', peer[0], flush=True)\n",
+    )?;
     lab.client.wait_listening(5301)?;
+    std::thread::sleep(Duration::from_millis(200));
+    // This kernel retries its first four SYNs at a constant 1 s with backoff
+    // 0 (tcp_syn_linear_timeouts): with 0, SYN_SENT backs off at once, as
+    // on older kernels and after four retries here.
+    lab.gw(0)
+        .ns
+        .sysctl("net.ipv4.tcp_syn_linear_timeouts", "0")?;
+    let connect = stepped(
+        &lab.gw(0).ns,
+        "import socket\n\
+         s = socket.create_connection(('192.0.2.1', 5301), timeout=30, source_address=('192.0.2.100', 0))\n\
+         print('connected', flush=True)\n",
+    )?;
+    // Past the first SYN retransmission (1 s): backoff 1.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sockets_in(&lab, "syn-sent")?;
+    assert!(
+        before.contains("192.0.2.100") && before.contains("backoff:"),
+        "no backed-off SYN_SENT socket on the instance address before the move: {before:?}"
+    );
     lab.pull_cable(0, 0)?;
-    // From the instance address, during the outage: its SYNs are lost and
-    // retried, so at the move it is in SYN_SENT with backoff > 0, where an
-    // ICMP would abort it.
-    let mut connect = lab.gw(0).ns.command("python3");
-    connect.args([
-        "-c",
-        "import socket; s = socket.create_connection(('192.0.2.1', 5301), timeout=10, source_address=('192.0.2.100', 0)); print('connected')",
-    ]);
-    let handshake = std::thread::spawn(move || connect.output());
     daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(4))?;
     let (sockets, icmps) = revived(&daemon)?;
-    let out = handshake
-        .join()
-        .map_err(|_| anyhow::anyhow!("connect thread panicked"))??;
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("connected"),
-        "the handshake failed: {} (revert: {sockets} sockets, {icmps} ICMPs)",
-        String::from_utf8_lossy(&out.stderr)
+    let after = sockets_in(&lab, "syn-sent")?;
+    release(&mut listener)?;
+    let (connected, error) = finish(connect)?;
+    let (accepted, _) = finish(listener)?;
+    println!(
+        "SYN_SENT before the move: {}; after the revert ({sockets} sockets, {icmps} ICMPs): {}; client: {}",
+        before.trim(),
+        after.trim(),
+        accepted.trim()
     );
+    assert!(
+        connected.contains("connected"),
+        "the gateway's handshake was aborted: {error}"
+    );
+    assert!(accepted.contains("accepted 192.0.2.100"), "{accepted}");
+    Ok(())
+}
+
+/// The client's handshake in flight across the move (the gateway holds it
+/// in SYN_RECV: the client's final ACKs are dropped on its way out by an
+/// htb class whose queue holds nothing) completes after it.
+#[test]
+fn the_clients_handshake_in_flight_completes_after_the_move() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::build(&LabSpec::default())?;
+    let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"2s\"", ""))?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let server = stepped(
+        &lab.gw(0).ns,
+        "import socket\n\
+         l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('192.0.2.100', 5302)); l.listen(8); l.settimeout(30)\n\
+         c, peer = l.accept(); c.settimeout(30); data = c.recv(16); c.sendall(b'ok')\n\
+         print('served', peer[0], data.decode(), flush=True)\n",
+    )?;
+    lab.gw(0).ns.wait_listening(5302)?;
+    let tc = |args: &str| -> anyhow::Result<String> {
+        let mut all = vec!["tc"];
+        all.extend(args.split_whitespace());
+        lab.client.run(&all)
+    };
+    tc("qdisc add dev eth0 root handle 1: htb default 1")?;
+    tc("class add dev eth0 parent 1: classid 1:1 htb rate 10gbit")?;
+    tc("class add dev eth0 parent 1: classid 1:2 htb rate 10gbit")?;
+    tc("qdisc add dev eth0 parent 1:2 handle 20: pfifo limit 0")?;
+    // Pure ACKs (flags 0x10, IPv4 header of 20 bytes) to port 5302.
+    tc(
+        "filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip protocol 6 0xff match ip dport 5302 0xffff match u8 0x10 0xff at 33 flowid 1:2",
+    )?;
+    let mut client = stepped(
+        &lab.client,
+        "import socket, sys\n\
+         s = socket.create_connection(('192.0.2.100', 5302), timeout=30)\n\
+         print('syn-ack', flush=True); sys.stdin.readline()\n\
+         s.sendall(b'hello'); print('reply', s.recv(16).decode(), flush=True)\n",
+    )?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sockets_in(&lab, "syn-recv")?;
+    assert!(
+        before.contains("192.0.2.100:5302"),
+        "no SYN_RECV on the instance address before the move: {before:?}"
+    );
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(4))?;
+    let (sockets, icmps) = revived(&daemon)?;
+    tc("qdisc del dev eth0 root")?;
+    release(&mut client)?;
+    let (reply, error) = finish(client)?;
+    let (served, _) = finish(server)?;
+    println!(
+        "SYN_RECV before the move: {}; revert: {sockets} sockets, {icmps} ICMPs; gateway: {}",
+        before.trim(),
+        served.trim()
+    );
+    assert!(
+        reply.contains("reply ok"),
+        "the client's connection failed: {error}"
+    );
+    assert!(served.contains("served 192.0.2.1 hello"), "{served}");
     Ok(())
 }

@@ -11,9 +11,13 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
+use rtnetlink::packet_route::route::RouteType;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+
+/// How long a move waits for its IPv6 address to become local.
+const LOCAL_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A step of a relocation (not a first placement) after which
 /// `BATON_FAILPOINT=STEP` aborts the daemon: the crash-repair tests.
@@ -63,6 +67,35 @@ impl Actuator {
         req.execute()
             .await
             .with_context(|| format!("adding {net} to ifindex {ifindex}"))
+    }
+
+    /// Waits until the kernel delivers `addr` locally. An IPv6 address,
+    /// even NODAD, is put in the local table by addrconf's DAD work after
+    /// RTM_NEWADDR has been answered (it needs the RTNL our next requests
+    /// hold); announced before that, the client's first answers (its NA to
+    /// our neighbour solicitation, its retransmissions) are dropped, and
+    /// the stream waits a second for the next solicitation. IPv4 local
+    /// routes are in place when the request returns: no wait.
+    pub async fn wait_local(&self, addr: IpAddr) -> Result<()> {
+        let IpAddr::V6(v6) = addr else {
+            return Ok(());
+        };
+        let began = std::time::Instant::now();
+        while began.elapsed() < LOCAL_WAIT_LIMIT {
+            let msg = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(v6, 128)
+                .build();
+            let mut answers = self.handle.route().get(msg).execute();
+            if let Some(route) = answers.next().await {
+                let route = route.with_context(|| format!("looking up {addr}"))?;
+                if route.header.kind == RouteType::Local {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+        }
+        warn!(%addr, "not local after {LOCAL_WAIT_LIMIT:?}: announcing anyway");
+        Ok(())
     }
 
     /// Removes the address from a device if it is there: one RTM_DELADDR,
@@ -243,11 +276,14 @@ impl Actuator {
         self.add_address(to_dev, inst.address).await?;
         let t_addr = began.elapsed();
         self.replace_routes(&inst.routes, to_dev).await?;
+        let t_routes = began.elapsed();
+        self.wait_local(inst.address.addr()).await?;
         debug!(
             instance = m.name,
             mac_us = t_mac.as_micros() as u64,
             addr_us = t_addr.as_micros() as u64,
-            routes_us = began.elapsed().as_micros() as u64,
+            routes_us = t_routes.as_micros() as u64,
+            local_us = began.elapsed().as_micros() as u64,
             "prepare timings"
         );
         debug!(instance = m.name, "prepared");
