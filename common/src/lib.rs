@@ -223,6 +223,9 @@ pub mod flags {
     /// The kernel sees the instance untagged (no 802.1Q netdev): pop its
     /// VLAN tag at ingress, push it at egress.
     pub const VLAN_TAGS: u16 = 8;
+    /// Held under a cluster lease: silent (no ARP/ND answers, no traffic in
+    /// or out) once the member's fence deadline ([`super::names::FENCE_MAP`]) has passed.
+    pub const CLUSTER: u16 = 16;
 }
 
 /// Key of the per-instance, per-port counters.
@@ -391,6 +394,9 @@ pub mod names {
     pub const PORT_STATS_MAP: &str = "BATON_PORT_STATS";
     /// Hash: [`super::InstanceKey`] -> [`super::InstanceEntry`].
     pub const INSTANCES_MAP: &str = "BATON_INSTANCES";
+    /// Array of one u64: the cluster member's fence deadline, in
+    /// bpf_ktime_get_ns() time (CLOCK_MONOTONIC); 0 = none yet (silent).
+    pub const FENCE_MAP: &str = "BATON_FENCE";
     /// Per-CPU array: [`super::InstanceEntry::slot`] -> [`super::SlotCounters`].
     pub const INSTANCE_STATS_MAP: &str = "BATON_INSTANCE_STATS";
     /// The TC egress program of the data ports.

@@ -142,6 +142,8 @@ pub struct Instance {
     pub failback: Failback,
     /// Overrides `timers.revert_backoff` for this instance.
     pub revert_backoff: Option<bool>,
+    /// In a cluster: the members that may hold it, in order of preference.
+    pub members: Vec<String>,
 }
 
 impl Instance {
@@ -214,14 +216,57 @@ impl Default for Limits {
     }
 }
 
+/// Membership in a cluster of gateways through etcd (v3 API).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cluster {
-    pub member_id: u32,
+    /// This member's name, unique in the cluster.
+    pub member_id: String,
+    /// The HA link's port (never a data port).
     pub ha_port: String,
-    pub peers: Vec<IpAddr>,
-    pub key_file: PathBuf,
+    /// etcd client URLs: http://HOST:PORT or https://HOST:PORT.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this cluster in etcd (ends with "/").
+    pub prefix: String,
+    pub tls: Option<Tls>,
+    /// The member's lease (whole seconds, as etcd grants them).
+    pub lease_ttl: Duration,
+    /// An owner drops its addresses this long before its lease could expire.
+    pub fence_margin: Duration,
+    /// How often the member renews its lease and says it is alive.
     pub heartbeat: Duration,
+    /// Silence after which another member revokes this one's lease.
     pub dead_after: Duration,
+    /// D: an owner is silent this long after its last answered keepalive
+    /// (0: no fast path; the lease rule alone, TTL - margin).
+    pub owner_deadline: Duration,
+}
+
+impl Cluster {
+    pub const DEFAULT_PREFIX: &'static str = "/baton/";
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
+    pub const DEFAULT_FENCE_MARGIN: Duration = Duration::from_millis(500);
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(50);
+    pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_millis(400);
+    pub const DEFAULT_OWNER_DEADLINE: Duration = Duration::from_millis(300);
+
+    /// How long an owner may hold its addresses after sending a keepalive
+    /// that was answered: the fast deadline D, or the lease rule.
+    pub fn hold_after_keepalive(&self) -> Duration {
+        if self.owner_deadline.is_zero() {
+            self.lease_ttl.saturating_sub(self.fence_margin)
+        } else {
+            self.owner_deadline
+        }
+    }
+}
+
+/// TLS to etcd, as etcd itself authenticates clients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tls {
+    pub ca_file: PathBuf,
+    /// Client certificate and key (both or neither).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl Config {

@@ -578,6 +578,7 @@ impl<'t> Reader<'t> {
             cpus,
             failback,
             revert_backoff: self.boolean(t, path, "revert_backoff"),
+            members: self.strings(t, path, "members"),
         })
     }
 
@@ -610,35 +611,61 @@ impl<'t> Reader<'t> {
     fn cluster(&mut self, t: &DeTable) -> Option<Cluster> {
         let p = "cluster";
         self.keys(t, p, &names(Table::Cluster));
-        let missing: Vec<&str> = ["member_id", "ha_port", "peers", "key_file"]
+        let missing: Vec<&str> = ["member_id", "ha_port", "endpoints"]
             .into_iter()
             .filter(|k| t.get(*k).is_none())
             .collect();
         if !missing.is_empty() {
             self.error(p, None, format!(
-                "is half configured: {} missing; a cluster needs member_id, ha_port, peers and key_file (or remove [cluster])",
+                "is half configured: {} missing; a cluster needs member_id, ha_port and endpoints (or remove [cluster])",
                 missing.join(", ")
             ));
         }
-        let member_id = self.u32(t, p, "member_id", 1, u32::MAX);
+        let member_id = self.string(t, p, "member_id");
         let ha_port = self.string(t, p, "ha_port");
-        let peers = self.list(t, p, "peers", |r, path, v| {
-            r.parsed::<IpAddr>(path, v, "an IP address")
-        });
-        let key_file = self.string(t, p, "key_file");
-        let heartbeat = self
-            .duration(t, p, "heartbeat")
-            .unwrap_or(std::time::Duration::from_millis(100));
-        let dead_after = self
-            .duration(t, p, "dead_after")
-            .unwrap_or(std::time::Duration::from_secs(1));
+        let endpoints = self.strings(t, p, "endpoints");
+        let path = |r: &mut Self, key: &str| r.string(t, p, key).map(std::path::PathBuf::from);
+        let ca_file = path(self, "ca_file");
+        let cert_file = path(self, "cert_file");
+        let key_file = path(self, "key_file");
+        let tls = match (ca_file, &cert_file, &key_file) {
+            (Some(ca_file), _, _) => Some(Tls {
+                ca_file,
+                cert_file,
+                key_file,
+            }),
+            (None, None, None) => None,
+            (None, _, _) => {
+                self.error(
+                    &format!("{p}.ca_file"),
+                    None,
+                    "is missing: a client certificate is only used over TLS, which needs the CA that signed etcd's certificate",
+                );
+                None
+            }
+        };
+        let d = |r: &mut Self, key: &str, default: std::time::Duration| {
+            r.duration(t, p, key).unwrap_or(default)
+        };
+        let lease_ttl = d(self, "lease_ttl", Cluster::DEFAULT_LEASE_TTL);
+        let fence_margin = d(self, "fence_margin", Cluster::DEFAULT_FENCE_MARGIN);
+        let heartbeat = d(self, "heartbeat", Cluster::DEFAULT_HEARTBEAT);
+        let dead_after = d(self, "dead_after", Cluster::DEFAULT_DEAD_AFTER);
+        let owner_deadline = d(self, "owner_deadline", Cluster::DEFAULT_OWNER_DEADLINE);
+        let prefix = self
+            .string(t, p, "prefix")
+            .unwrap_or_else(|| Cluster::DEFAULT_PREFIX.into());
         Some(Cluster {
             member_id: member_id?,
             ha_port: ha_port?,
-            peers,
-            key_file: key_file?.into(),
+            endpoints,
+            prefix,
+            tls,
+            lease_ttl,
+            fence_margin,
             heartbeat,
             dead_after,
+            owner_deadline,
         })
     }
 }

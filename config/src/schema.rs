@@ -2,7 +2,8 @@
 //! unknown-key check reads this list) and `baton.toml(5)` is generated from
 //! it, with defaults taken from the model's own `Default`s, so the manual
 //! cannot drift from the code.
-use crate::model::{DaemonSettings, Limits, Metrics, Timers};
+use crate::duration;
+use crate::model::{Cluster, DaemonSettings, Limits, Metrics, Timers};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
@@ -274,6 +275,14 @@ pub const KEYS: &[Key] = &[
         "Overrides timers.revert_backoff for this instance."
     ),
     key!(
+        Instance,
+        "members",
+        "list of member ids",
+        None,
+        "required with [cluster], else not allowed",
+        "The cluster members that may hold it, in order of preference."
+    ),
+    key!(
         Route,
         "to",
         "prefix",
@@ -372,10 +381,10 @@ pub const KEYS: &[Key] = &[
     key!(
         Cluster,
         "member_id",
-        "integer",
+        "name",
         None,
-        "required; 1..",
-        "This member's id."
+        "required; letters, digits, '-', 1..=32",
+        "This member's name, unique in the cluster."
     ),
     key!(
         Cluster,
@@ -383,39 +392,87 @@ pub const KEYS: &[Key] = &[
         "interface name",
         None,
         "required; not a data port",
-        "The HA link's port."
+        "The HA link's port (etcd is reached over it)."
     ),
     key!(
         Cluster,
-        "peers",
-        "list of addresses",
+        "endpoints",
+        "list of URLs",
         None,
-        "required; at least one",
-        "The other members' HA addresses."
+        "required; http:// or https://HOST:PORT",
+        "etcd's client URLs (three or more members: a pair needs a third vote)."
+    ),
+    key!(
+        Cluster,
+        "prefix",
+        "string",
+        Some(|| Cluster::DEFAULT_PREFIX.into()),
+        "starts and ends with '/'",
+        "The cluster's keys in etcd."
+    ),
+    key!(
+        Cluster,
+        "ca_file",
+        "path",
+        None,
+        "required for https endpoints",
+        "CA of etcd's certificates (TLS)."
+    ),
+    key!(
+        Cluster,
+        "cert_file",
+        "path",
+        None,
+        "with key_file",
+        "Client certificate for etcd."
     ),
     key!(
         Cluster,
         "key_file",
         "path",
         None,
-        "required; readable by root only",
-        "The cluster's shared key."
+        "with cert_file; readable by root only",
+        "Client key for etcd."
+    ),
+    key!(
+        Cluster,
+        "lease_ttl",
+        "duration",
+        Some(|| duration::display(Cluster::DEFAULT_LEASE_TTL)),
+        "whole seconds, 1s..=60s",
+        "The member's etcd lease; its owner keys live under it."
+    ),
+    key!(
+        Cluster,
+        "fence_margin",
+        "duration",
+        Some(|| duration::display(Cluster::DEFAULT_FENCE_MARGIN)),
+        "shorter than lease_ttl",
+        "An owner that cannot renew drops its addresses this long before the lease could expire."
     ),
     key!(
         Cluster,
         "heartbeat",
         "duration",
-        Some(|| "100ms".into()),
-        "",
-        "How often members say they are alive."
+        Some(|| duration::display(Cluster::DEFAULT_HEARTBEAT)),
+        "10ms..; shorter than owner_deadline and dead_after",
+        "How often the member renews its lease and says it is alive."
     ),
     key!(
         Cluster,
         "dead_after",
         "duration",
-        Some(|| "1s".into()),
+        Some(|| duration::display(Cluster::DEFAULT_DEAD_AFTER)),
         "",
-        "Silence after which a member counts as dead."
+        "Silence after which another member revokes this one's lease and takes over."
+    ),
+    key!(
+        Cluster,
+        "owner_deadline",
+        "duration",
+        Some(|| duration::display(Cluster::DEFAULT_OWNER_DEADLINE)),
+        "0 (fast path off) or shorter than lease_ttl - fence_margin",
+        "An owner goes silent this long after its last answered keepalive (daemon and dataplane)."
     ),
     key!(
         Metrics,

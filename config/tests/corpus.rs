@@ -53,14 +53,11 @@ fn every_example_is_valid() {
     // The cluster example names a root-only key file; make one for it.
     let key_dir = std::env::temp_dir().join(format!("baton-key-{}", std::process::id()));
     std::fs::create_dir_all(&key_dir).expect("temp dir");
-    let key = key_dir.join("cluster.key");
-    std::fs::write(&key, [7u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    tls_files(&key_dir, 0o600);
     for path in examples {
         let text = std::fs::read_to_string(&path)
             .expect("read")
-            .replace("/etc/baton/cluster.key", &key.to_string_lossy());
+            .replace("/etc/baton/", &format!("{}/", key_dir.display()));
         let name = path.display().to_string();
         if let Err(e) = parse(&name, &text, &HOST) {
             panic!("{name} is invalid:\n{e}");
@@ -69,19 +66,30 @@ fn every_example_is_valid() {
     let _ = std::fs::remove_dir_all(&key_dir);
 }
 
+/// The example's CA, client certificate and key (contents are not read by
+/// `baton check`), the key with `mode`.
+fn tls_files(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for f in ["etcd-ca.pem", "etcd-client.pem", "etcd-client.key"] {
+        std::fs::write(dir.join(f), [7u8; 32]).expect("tls file");
+    }
+    std::fs::set_permissions(
+        dir.join("etcd-client.key"),
+        std::fs::Permissions::from_mode(mode),
+    )
+    .expect("chmod");
+}
+
 #[test]
 fn a_key_file_others_can_read_is_refused() {
     let dir = std::env::temp_dir().join(format!("baton-key-open-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, [7u8; 32]).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    tls_files(&dir, 0o644);
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster.toml"),
     )
     .expect("read")
-    .replace("/etc/baton/cluster.key", &key.to_string_lossy());
+    .replace("/etc/baton/", &format!("{}/", dir.display()));
     let err = parse("cluster.toml", &text, &HOST).expect_err("accepted a world-readable key");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(err.0.len(), 1);

@@ -1,17 +1,18 @@
 //! `baton check -c FILE`: validate and summarise a configuration.
-use crate::decide::{self, ClusterView, Inputs, Placement};
+use crate::decide::{self, Inputs, Placement};
 use baton_config::{Config, duration};
 use comfy_table::{Table, presets::NOTHING};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Where each instance goes with every port up (what the daemon does at start).
+/// Where each instance goes with every port up (what the daemon does at
+/// start; in a cluster, once this member holds the instance).
 pub fn placement_all_up(config: &Config) -> BTreeMap<String, Placement> {
     let ports = decide::all_ports_up(config);
     let plan = decide::decide(&Inputs {
         config,
         ports: &ports,
-        cluster: &ClusterView::default(),
+        cluster: None,
         in_use: &BTreeSet::new(),
         retry_at: &BTreeMap::new(),
         placement: &BTreeMap::new(),
@@ -90,6 +91,7 @@ pub fn summary(config: &Config) -> String {
                 let why: Vec<String> = refused.iter().map(|(p, r)| format!("{p}: {r}")).collect();
                 format!("unplaced ({})", why.join("; "))
             }
+            Some(Placement::Withheld { reason, .. }) => format!("not here ({reason})"),
             None => "?".into(),
         };
         insts.add_row([
@@ -106,14 +108,20 @@ pub fn summary(config: &Config) -> String {
     out.push_str(&format!("{insts}\n"));
     if let Some(c) = &config.cluster {
         out.push_str(&format!(
-            "\ncluster: member {} on {}, peers {}\n",
+            "\ncluster: member {} on {}, etcd {}{}, lease {}, fence margin {}, heartbeat {}, dead after {}, owner deadline {}\n",
             c.member_id,
             c.ha_port,
-            c.peers
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+            c.endpoints.join(","),
+            if c.tls.is_some() { " (TLS)" } else { "" },
+            baton_config::duration::display(c.lease_ttl),
+            baton_config::duration::display(c.fence_margin),
+            baton_config::duration::display(c.heartbeat),
+            baton_config::duration::display(c.dead_after),
+            if c.owner_deadline.is_zero() {
+                "off (lease rule)".to_string()
+            } else {
+                baton_config::duration::display(c.owner_deadline)
+            },
         ));
     }
     out

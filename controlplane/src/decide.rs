@@ -6,7 +6,6 @@
 use baton_config::model::{Config, Failback, Instance};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 pub type Time = Duration;
@@ -46,17 +45,56 @@ pub fn all_ports_up(config: &Config) -> BTreeMap<String, PortState> {
         .collect()
 }
 
-/// Addresses live cluster members claim: address -> member id.
-#[derive(Clone, Debug, Default)]
+/// The cluster's word on each instance (seed FIG. 1B, block 315): only
+/// the member holding an instance's owner key may place it.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterView {
-    pub claims: BTreeMap<IpAddr, u32>,
+    /// Instances whose owner key this member holds.
+    pub held: BTreeSet<String>,
+    /// Why this member may not hold the others now (absent: not-claimed).
+    pub withheld: BTreeMap<String, Reason>,
+}
+
+impl ClusterView {
+    /// None when `instance` may be placed here.
+    pub fn refusal(&self, instance: &str) -> Option<Reason> {
+        if self.held.contains(instance) {
+            return None;
+        }
+        Some(
+            self.withheld
+                .get(instance)
+                .cloned()
+                .unwrap_or(Reason::NotClaimed),
+        )
+    }
+}
+
+/// Why a member holds nothing (its addresses are dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceCause {
+    /// etcd did not answer a keepalive before the owner's deadline.
+    NoQuorum,
+    /// The lease is gone (expired, or revoked by a member that found this one silent).
+    LeaseLost,
+}
+
+impl fmt::Display for FenceCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FenceCause::NoQuorum => "no quorum",
+            FenceCause::LeaseLost => "lease lost",
+        })
+    }
 }
 
 #[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     pub config: &'a Config,
     pub ports: &'a BTreeMap<String, PortState>,
-    pub cluster: &'a ClusterView,
+    /// None: a single host, every instance is this host's.
+    pub cluster: Option<&'a ClusterView>,
     /// (instance, port) pairs whose RFC 5227 / DAD probe found the address in use.
     pub in_use: &'a BTreeSet<(String, String)>,
     /// (instance, port) pairs whose last move failed, and until when the
@@ -88,8 +126,21 @@ pub enum Reason {
     VlanNotAllowed {
         vlan: u16,
     },
+    /// Another live member holds the instance's owner key.
     ClaimedByMember {
-        member: u32,
+        member: String,
+    },
+    /// Nobody holds it and this member is not the one to claim it now (a
+    /// member before it in `members` is alive, or a takeover waits out the
+    /// old owner's deadline).
+    NotClaimed,
+    /// This member fenced itself: it holds nothing until etcd answers again.
+    Fenced {
+        cause: FenceCause,
+    },
+    /// A member with a different definition of the instance is alive: no takeover.
+    ConfigDiffers {
+        member: String,
     },
     /// Another device answered the RFC 5227 / DAD probe on this port.
     AddressInUse,
@@ -131,6 +182,9 @@ impl Reason {
             Reason::SubnetMismatch => "subnet-mismatch",
             Reason::VlanNotAllowed { .. } => "vlan-not-allowed",
             Reason::ClaimedByMember { .. } => "claimed-by-member",
+            Reason::NotClaimed => "not-claimed",
+            Reason::Fenced { .. } => "fenced",
+            Reason::ConfigDiffers { .. } => "config-differs",
             Reason::AddressInUse => "address-in-use",
             Reason::RetryBackoff { .. } => "retry-backoff",
             Reason::AddressCapReached { .. } => "address-cap-reached",
@@ -146,7 +200,10 @@ impl fmt::Display for Reason {
                 write!(f, "{} ({}ms left)", self.name(), remaining.as_millis())
             }
             Reason::VlanNotAllowed { vlan } => write!(f, "{} (VLAN {vlan})", self.name()),
-            Reason::ClaimedByMember { member } => write!(f, "{} (member {member})", self.name()),
+            Reason::ClaimedByMember { member } | Reason::ConfigDiffers { member } => {
+                write!(f, "{} (member {member})", self.name())
+            }
+            Reason::Fenced { cause } => write!(f, "{} ({cause})", self.name()),
             Reason::AddressCapReached { cap } | Reason::MacCapReached { cap } => {
                 write!(f, "{} (cap {cap})", self.name())
             }
@@ -158,6 +215,11 @@ impl fmt::Display for Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Placement {
     On(String),
+    /// The cluster says it is not this member's: off every port here.
+    Withheld {
+        at: Option<String>,
+        reason: Reason,
+    },
     /// No port can take it: it stays where it is (or unplaced), with the
     /// reason each port refused.
     Stays {
@@ -300,6 +362,16 @@ fn plan_once(inp: &Inputs) -> Plan {
     // Pass 1: who stays (their load counts first), who must or may move.
     for (name, inst) in &c.instances {
         let owner = inp.placement.get(name).filter(|o| inst.ports.contains(o));
+        if let Some(reason) = inp.cluster.and_then(|v| v.refusal(name)) {
+            placements.insert(
+                name.clone(),
+                Placement::Withheld {
+                    at: owner.cloned(),
+                    reason,
+                },
+            );
+            continue;
+        }
         match owner {
             Some(o) if !matches!(health_of(o), Health::Failed | Health::Missing) => {
                 load.add(o, inst, 1);
@@ -465,8 +537,8 @@ fn ineligible(
     {
         return Some(Reason::VlanNotAllowed { vlan });
     }
-    if let Some(member) = inp.cluster.claims.get(&addr) {
-        return Some(Reason::ClaimedByMember { member: *member });
+    if let Some(reason) = inp.cluster.and_then(|v| v.refusal(name)) {
+        return Some(reason);
     }
     if inp.in_use.contains(&(name.to_string(), port.to_string())) {
         return Some(Reason::AddressInUse);

@@ -17,6 +17,7 @@ pub const VERSION: &str = concat!(
 
 pub mod check;
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod dataplane;
 pub mod decide;

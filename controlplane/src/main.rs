@@ -42,10 +42,15 @@ enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Planned move of an instance to another of its ports (make-before-break).
+    /// Planned move of an instance to another of its ports (make-before-break),
+    /// or with --member to another cluster member (released, then taken).
     Move {
         instance: String,
-        port: String,
+        #[arg(required_unless_present = "member", conflicts_with = "member")]
+        port: Option<String>,
+        /// Hand the instance over to this cluster member.
+        #[arg(long)]
+        member: Option<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -253,15 +258,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Move {
             instance,
             port,
+            member,
             socket,
         } => {
-            println!(
-                "{}",
-                client::done(client::call(
-                    &socket.socket,
-                    Request::Move { instance, port }
-                )?)?
-            );
+            let request = match (port, member) {
+                (_, Some(member)) => Request::Handover { instance, member },
+                (Some(port), None) => Request::Move { instance, port },
+                (None, None) => anyhow::bail!("give a PORT or --member ID"),
+            };
+            println!("{}", client::done(client::call(&socket.socket, request)?)?);
             Ok(())
         }
         Command::Reload { socket } => {
@@ -387,6 +392,7 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 cpus,
                 failback: baton_config::model::Failback::Never,
                 revert_backoff: None,
+                members: vec![],
             };
             // Counted on its owner and the other attached ports.
             let others = pins

@@ -10,7 +10,15 @@ pub const DEFAULT_SOCKET: &str = "/run/baton/baton.sock";
 #[serde(tag = "cmd", rename_all = "lowercase")]
 pub enum Request {
     Status,
-    Move { instance: String, port: String },
+    Move {
+        instance: String,
+        port: String,
+    },
+    /// Planned handover to another cluster member.
+    Handover {
+        instance: String,
+        member: String,
+    },
     Reload,
     Events,
 }
@@ -36,6 +44,36 @@ pub struct Status {
     pub uptime_ms: u64,
     pub ports: Vec<PortStatus>,
     pub instances: Vec<InstanceStatus>,
+    #[serde(default)]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// This member's place in the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub member: String,
+    pub lease: Option<i64>,
+    /// Why it holds nothing now.
+    pub fenced: Option<crate::decide::FenceCause>,
+    /// Until its deadline (daemon and dataplane), ms; 0 when passed.
+    pub deadline_left_ms: u64,
+    pub members: Vec<MemberStatus>,
+    /// instance -> the member holding it.
+    pub owners: std::collections::BTreeMap<String, String>,
+}
+
+/// Another member (or this one) as the cluster sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: String,
+    /// Its alive counter moved within dead_after.
+    pub alive: bool,
+    /// Since its alive counter last moved (ms).
+    pub silent_ms: Option<u64>,
+    /// Its definitions of the instances this member knows are the same.
+    pub digests_match: bool,
+    pub held: Vec<String>,
+    pub leaving: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,6 +107,12 @@ pub struct InstanceStatus {
     pub conflict: Option<ConflictRecord>,
     /// Per port: frames addressed to it and ms since the last one.
     pub traffic: Vec<PortTraffic>,
+    /// In a cluster: the member holding its owner key.
+    #[serde(default)]
+    pub cluster_owner: Option<String>,
+    /// In a cluster: why this member may not hold it now.
+    #[serde(default)]
+    pub withheld: Option<Reason>,
 }
 
 /// One port's refusal of an instance.
@@ -164,7 +208,10 @@ pub enum Event {
     },
     /// Events may have been missed (netlink overrun, monitor restarted):
     /// baton re-read the kernel's state.
-    Resync { at_ms: u64, reason: String },
+    Resync {
+        at_ms: u64,
+        reason: String,
+    },
     Refused {
         at_ms: u64,
         instance: String,
@@ -182,6 +229,44 @@ pub enum Event {
         at_ms: u64,
         ok: bool,
         message: String,
+    },
+    /// This member took the instance's owner key (`from`: the member that
+    /// handed it over).
+    Claimed {
+        at_ms: u64,
+        instance: String,
+        from: Option<String>,
+    },
+    /// This member let the instance go (to `to`, if named).
+    Released {
+        at_ms: u64,
+        instance: String,
+        to: Option<String>,
+    },
+    /// This member's owner key vanished (its lease was revoked or expired).
+    OwnerLost {
+        at_ms: u64,
+        instance: String,
+    },
+    /// A member was silent for dead_after: this one revoked its lease.
+    MemberRevoked {
+        at_ms: u64,
+        member: String,
+        silent_ms: u64,
+    },
+    Fenced {
+        at_ms: u64,
+        cause: crate::decide::FenceCause,
+    },
+    Unfenced {
+        at_ms: u64,
+    },
+    /// The cluster says the instance is not this member's: its address left.
+    Withdrawn {
+        at_ms: u64,
+        instance: String,
+        #[serde(flatten)]
+        reason: Reason,
     },
 }
 

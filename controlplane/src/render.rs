@@ -49,11 +49,15 @@ pub fn render_status(s: &Status) -> String {
             i.ports.join(","),
             last_move(i),
             traffic(i),
-            i.refused
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join("; "),
+            match &i.withheld {
+                Some(r) => r.to_string(),
+                None => i
+                    .refused
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
         ]);
         if let Some(r) = &i.last_repair {
             notes.push(format!(
@@ -80,10 +84,44 @@ pub fn render_status(s: &Status) -> String {
         }
     }
     let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
+    let cluster = s.cluster.as_ref().map_or(String::new(), render_cluster);
     format!(
-        "config {} up {}\n{ports}\n{insts}\n{notes}",
+        "config {} up {}\n{ports}\n{insts}\n{notes}{cluster}",
         s.config,
         ago(s.uptime_ms)
+    )
+}
+
+/// This member's lease and deadline, then one line per member.
+fn render_cluster(c: &crate::protocol::ClusterStatus) -> String {
+    let state = match c.fenced {
+        Some(cause) => format!("fenced: {cause}"),
+        None => format!("holding, deadline in {}", ago(c.deadline_left_ms)),
+    };
+    let mut members = Table::new();
+    members.load_preset(NOTHING);
+    members.set_header(["member", "alive", "silent", "config", "holds"]);
+    for m in &c.members {
+        members.add_row([
+            m.id.clone(),
+            match (m.alive, m.leaving) {
+                (_, true) => "leaving".to_string(),
+                (true, _) => "yes".into(),
+                (false, _) => "no".into(),
+            },
+            m.silent_ms.map_or("-".into(), ago),
+            if m.digests_match { "same" } else { "differs" }.into(),
+            if m.held.is_empty() {
+                "-".into()
+            } else {
+                m.held.join(",")
+            },
+        ]);
+    }
+    format!(
+        "cluster member {} lease {} {state}\n{members}\n",
+        c.member,
+        c.lease.map_or("-".into(), |l| format!("{l:x}")),
     )
 }
 
@@ -188,6 +226,37 @@ pub fn render_event(e: &Event) -> String {
             "{at_ms:>9}ms revived {instance}: {sockets} sockets out of backoff ({icmps} ICMPs, {left} left)"
         ),
         Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
+        Event::Claimed {
+            at_ms,
+            instance,
+            from,
+        } => match from {
+            Some(f) => format!("{at_ms:>9}ms claimed {instance} (handed over by {f})"),
+            None => format!("{at_ms:>9}ms claimed {instance}"),
+        },
+        Event::Released {
+            at_ms,
+            instance,
+            to,
+        } => match to {
+            Some(t) => format!("{at_ms:>9}ms released {instance} to {t}"),
+            None => format!("{at_ms:>9}ms released {instance}"),
+        },
+        Event::OwnerLost { at_ms, instance } => {
+            format!("{at_ms:>9}ms lost {instance}: its owner key is gone")
+        }
+        Event::MemberRevoked {
+            at_ms,
+            member,
+            silent_ms,
+        } => format!("{at_ms:>9}ms revoked member {member}: silent {silent_ms}ms"),
+        Event::Fenced { at_ms, cause } => format!("{at_ms:>9}ms fenced: {cause}"),
+        Event::Unfenced { at_ms } => format!("{at_ms:>9}ms unfenced"),
+        Event::Withdrawn {
+            at_ms,
+            instance,
+            reason,
+        } => format!("{at_ms:>9}ms withdrew {instance}: {reason}"),
         Event::Reload { at_ms, ok, message } => format!(
             "{at_ms:>9}ms reload {}: {message}",
             if *ok { "ok" } else { "refused" }

@@ -44,7 +44,7 @@ subnets = ["198.51.100.0/24"]
 struct World {
     config: Config,
     ports: BTreeMap<String, PortState>,
-    cluster: ClusterView,
+    cluster: Option<ClusterView>,
     in_use: BTreeSet<(String, String)>,
     retry_at: BTreeMap<(String, String), Duration>,
     placement: BTreeMap<String, String>,
@@ -56,7 +56,7 @@ impl World {
         World {
             config,
             ports,
-            cluster: ClusterView::default(),
+            cluster: None,
             in_use: BTreeSet::new(),
             retry_at: BTreeMap::new(),
             placement: BTreeMap::new(),
@@ -66,7 +66,7 @@ impl World {
         decide(&Inputs {
             config: &self.config,
             ports: &self.ports,
-            cluster: &self.cluster,
+            cluster: self.cluster.as_ref(),
             in_use: &self.in_use,
             retry_at: &self.retry_at,
             placement: &self.placement,
@@ -279,28 +279,54 @@ fn vlan_not_supported_on_the_target_is_refused() {
 }
 
 #[test]
-fn an_address_claimed_by_a_cluster_member_is_never_taken() {
+fn an_instance_another_member_holds_is_never_taken() {
     let mut w = World::new(config(&one(r#"["ge0", "ge1"]"#)));
-    w.cluster
-        .claims
-        .insert("192.0.2.100".parse().expect("ip"), 2);
+    let claimed = Reason::ClaimedByMember {
+        member: "gw2".into(),
+    };
+    w.cluster = Some(ClusterView {
+        withheld: [("a".to_string(), claimed.clone())].into(),
+        ..ClusterView::default()
+    });
     let plan = w.step(Duration::ZERO);
-    assert_eq!(
-        refused(&plan, "a"),
-        vec![
-            pair("ge0", "claimed-by-member"),
-            pair("ge1", "claimed-by-member")
-        ]
-    );
+    assert!(plan.moves.is_empty(), "{plan:?}");
     assert_eq!(
         plan.placements["a"],
-        Placement::Stays {
+        Placement::Withheld {
             at: None,
-            refused: vec![
-                ("ge0".into(), Reason::ClaimedByMember { member: 2 }),
-                ("ge1".into(), Reason::ClaimedByMember { member: 2 })
-            ]
+            reason: claimed
         }
+    );
+    // A planned move is refused with the same reason.
+    let inputs_refusal = w.cluster.as_ref().and_then(|v| v.refusal("a"));
+    assert_eq!(inputs_refusal.map(|r| r.name()), Some("claimed-by-member"));
+}
+
+#[test]
+fn a_held_instance_is_placed_and_withheld_once_the_member_is_fenced() {
+    let mut w = World::new(config(&one(r#"["ge0", "ge1"]"#)));
+    w.cluster = Some(ClusterView {
+        held: ["a".to_string()].into(),
+        ..ClusterView::default()
+    });
+    let plan = w.step(Duration::ZERO);
+    assert_eq!(plan.placements["a"], Placement::On("ge0".into()));
+    let fenced = Reason::Fenced {
+        cause: baton::decide::FenceCause::NoQuorum,
+    };
+    w.cluster = Some(ClusterView {
+        withheld: [("a".to_string(), fenced.clone())].into(),
+        ..ClusterView::default()
+    });
+    let plan = w.step(S);
+    assert!(plan.moves.is_empty(), "{plan:?}");
+    assert_eq!(
+        plan.placements["a"],
+        Placement::Withheld {
+            at: Some("ge0".into()),
+            reason: fenced
+        },
+        "the daemon withdraws what the plan withholds"
     );
 }
 

@@ -97,6 +97,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                                     Failback::Never
                                 },
                                 revert_backoff: None,
+                                members: vec![],
                             },
                         )
                     })
@@ -145,10 +146,18 @@ struct Sim<'a> {
 impl<'a> Sim<'a> {
     fn new(s: &'a Scenario) -> Self {
         let ports = all_ports_up(&s.config);
+        // Every instance held here but the claimed ones, which gw9 holds.
         let mut cluster = ClusterView::default();
-        for &c in &s.claims {
-            if let Some(inst) = s.config.instances.values().nth(c) {
-                cluster.claims.insert(inst.address.addr(), 9);
+        for (i, name) in s.config.instances.keys().enumerate() {
+            if s.claims.contains(&i) {
+                cluster.withheld.insert(
+                    name.clone(),
+                    Reason::ClaimedByMember {
+                        member: "gw9".into(),
+                    },
+                );
+            } else {
+                cluster.held.insert(name.clone());
             }
         }
         Sim {
@@ -165,7 +174,7 @@ impl<'a> Sim<'a> {
         decide(&Inputs {
             config: &self.s.config,
             ports: &self.ports,
-            cluster: &self.cluster,
+            cluster: Some(&self.cluster),
             in_use: &BTreeSet::new(),
             retry_at: &BTreeMap::new(),
             placement: &self.placement,
@@ -187,11 +196,8 @@ impl<'a> Sim<'a> {
                 self.now
             );
             prop_assert!(
-                !self
-                    .cluster
-                    .claims
-                    .contains_key(&c.instances[&m.instance].address.addr()),
-                "took a claimed address: {m:?}"
+                self.cluster.held.contains(&m.instance),
+                "took an instance another member holds: {m:?}"
             );
             self.placement.insert(m.instance.clone(), m.to.clone());
             self.moves.push((self.now, m.clone()));
@@ -259,7 +265,7 @@ proptest! {
                 networks: BTreeMap::from([("storage".to_string(), Network { subnets: vec!["192.0.2.0/24".parse().expect("net")], vlans: vec![] })]),
                 instances: BTreeMap::from([("a".to_string(), Instance {
                     address: "192.0.2.100/24".parse().expect("addr"), ports: vec!["ge0".into(), "ge1".into()], vlan: None, mac: None,
-                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None,
+                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None, members: vec![],
                 })]),
                 timers: Timers { hold_down: ms(hd), hold_up: ms(hu), failback_delay: ms(fd), ..Timers::default() },
                 limits: Limits::default(),

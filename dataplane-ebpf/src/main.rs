@@ -21,11 +21,11 @@ mod sockets;
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
     helpers::{
-        bpf_ktime_get_coarse_ns, bpf_redirect, bpf_skb_load_bytes, bpf_skb_vlan_pop,
-        bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect, bpf_skb_load_bytes,
+        bpf_skb_vlan_pop, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_load_bytes,
     },
     macros::{classifier, map, xdp},
-    maps::{CpuMap, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, CpuMap, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{TcContext, XdpContext},
 };
 use baton_common::{
@@ -48,6 +48,24 @@ static INSTANCES: HashMap<InstanceKey, InstanceEntry> = HashMap::pinned(MAX_INST
 
 /// slot -> counters per port of the instance. An array: its lookup is
 /// inlined, where a per-CPU hash cost ~20 ns a frame.
+/// The cluster member's fence deadline (ns, bpf_ktime_get_ns): its
+/// daemon moves it on with every answered keepalive. Past it, the
+/// instances it holds fall silent here even if the daemon is dead.
+#[map(name = "BATON_FENCE")]
+static FENCE: Array<u64> = Array::pinned(1, 0);
+
+/// A cluster instance whose member's deadline has passed.
+#[inline(always)]
+fn fenced(entry: &InstanceEntry) -> bool {
+    if entry.flags & flags::CLUSTER == 0 {
+        return false;
+    }
+    let deadline = FENCE.get(0).copied().unwrap_or(0);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    now >= deadline
+}
+
 #[map(name = "BATON_INSTANCE_STATS")]
 static INSTANCE_STATS: PerCpuArray<SlotCounters> = PerCpuArray::pinned(MAX_INSTANCE_SLOTS, 0);
 
@@ -201,6 +219,14 @@ fn ingress<P: Bytes>(pkt: &P, frame: &parse::Frame, ifindex: u32, hw_vlan: u16) 
     if entry.vlan != p.dst.vlan {
         return PASS;
     }
+    // Fenced: neither this host's ARP/ND answers nor its sockets may
+    // take the address while another member may hold it.
+    if fenced(entry) {
+        return Verdict {
+            pass: false,
+            ..PASS
+        };
+    }
     let mine = entry.owner_ifindex == ifindex;
     let mut counters = instance_counters(entry, ifindex);
     if let Some(c) = counters.as_deref_mut() {
@@ -318,6 +344,9 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     // Tagged for another VLAN than the instance's: not its frame.
     if p.src.vlan != 0 && p.src.vlan != entry.vlan {
         return TC_ACT_OK;
+    }
+    if fenced(entry) {
+        return TC_ACT_SHOT;
     }
     let out = if entry.owner_ifindex == 0 {
         ifindex

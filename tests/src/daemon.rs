@@ -143,6 +143,13 @@ impl Daemon {
         )
     }
 
+    /// SIGKILLs the daemon and starts it again with the same files (a
+    /// crash and systemd's restart).
+    pub fn crash_and_restart(mut self) -> Result<Daemon> {
+        self.kill();
+        self.launch(&[])
+    }
+
     /// Stops the daemon (SIGTERM) and starts it again with the same files.
     pub fn restart(mut self, env: &[(&str, &str)]) -> Result<Daemon> {
         self.stop();
@@ -171,6 +178,15 @@ impl Daemon {
 
     pub fn stop(&mut self) {
         if let Some(p) = self.peer.take() {
+            let _ = p.stop();
+        }
+    }
+
+    /// SIGKILL: the daemon dies at whatever instruction it was on.
+    pub fn kill(&mut self) {
+        if let Some(p) = self.peer.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) };
             let _ = p.stop();
         }
     }

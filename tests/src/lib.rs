@@ -5,11 +5,12 @@
 //!  client[eth0] ── c0 ┐
 //!                     ├─ br0 (switch) ─┬─ g0p0 ── [ge0] gateway 0
 //!                     │                └─ g0p1 ── [ge1]
-//!                     └─ (g1p0, g1p1 for a second gateway; ha0 <-> ha0 between gateways)
+//!                     └─ (g1p0, g1p1 for a second gateway; the HA network: [`cluster`])
 //! ```
 //! Every namespace and bpffs directory is named `bt<pid>x<seq>-ROLE`, so tests
 //! run in parallel, and everything is removed on drop (also on panic).
 //! [`sweep_stale`] removes what a killed test process left behind.
+pub mod cluster;
 pub mod daemon;
 pub mod dataplane;
 pub mod frames;
@@ -44,7 +45,6 @@ pub fn unique_prefix() -> String {
 #[derive(Clone, Debug)]
 pub struct LabSpec {
     pub gateways: usize,
-    pub ha_link: bool,
     /// Leave IPv6 enabled (off by default: its autoconfiguration chatter
     /// would make exact packet counts impossible).
     pub ipv6: bool,
@@ -54,7 +54,6 @@ impl Default for LabSpec {
     fn default() -> Self {
         LabSpec {
             gateways: 1,
-            ha_link: false,
             ipv6: false,
         }
     }
@@ -151,16 +150,6 @@ impl Lab {
                     addr,
                 });
             }
-        }
-        if spec.ha_link && spec.gateways == 2 {
-            let (a, b) = (&lab.gateways[0].ns, &lab.gateways[1].ns);
-            a.ip(&[
-                "link", "add", "ha0", "type", "veth", "peer", "name", "ha0", "netns", &b.name,
-            ])?;
-            a.ip(&["addr", "add", "198.51.100.1/30", "dev", "ha0"])?;
-            b.ip(&["addr", "add", "198.51.100.2/30", "dev", "ha0"])?;
-            a.ip(&["link", "set", "ha0", "up"])?;
-            b.ip(&["link", "set", "ha0", "up"])?;
         }
         Ok(lab)
     }
@@ -336,6 +325,17 @@ impl Capture {
 
 /// One cable: a veth pair from the switch's bridge to `host`'s `name`.
 fn cable(switch: &Netns, switch_side: &str, host: &Netns, name: &str) -> Result<()> {
+    cable_to(switch, "br0", switch_side, host, name)
+}
+
+/// A cable from `bridge` in the switch namespace to `host`'s `name`.
+pub(crate) fn cable_to(
+    switch: &Netns,
+    bridge: &str,
+    switch_side: &str,
+    host: &Netns,
+    name: &str,
+) -> Result<()> {
     switch.ip(&[
         "link",
         "add",
@@ -348,7 +348,7 @@ fn cable(switch: &Netns, switch_side: &str, host: &Netns, name: &str) -> Result<
         "netns",
         &host.name,
     ])?;
-    switch.ip(&["link", "set", switch_side, "master", "br0", "up"])?;
+    switch.ip(&["link", "set", switch_side, "master", bridge, "up"])?;
     host.ip(&["link", "set", name, "up"])?;
     Ok(())
 }
@@ -385,7 +385,11 @@ pub fn sweep_stale() -> Result<Vec<String>> {
             removed.push(name.to_string());
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
+    // Pins, and the cluster lab's etcd data on tmpfs.
+    for root in ["/sys/fs/bpf", "/dev/shm"] {
+        let Ok(dir) = std::fs::read_dir(root) else {
+            continue;
+        };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with("bt") && !alive(&name) {

@@ -19,14 +19,21 @@ fn check(path: &Path) -> std::process::Output {
 fn every_example_checks_ok_with_its_placement() {
     let dir = std::env::temp_dir().join(format!("{}-check", baton_lab::unique_prefix()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, [1u8; 32]).expect("key");
+    // The cluster example's TLS files (only their presence and the key's
+    // mode are checked).
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for f in ["etcd-ca.pem", "etcd-client.pem", "etcd-client.key"] {
+        std::fs::write(dir.join(f), [1u8; 32]).expect("tls file");
+    }
+    std::fs::set_permissions(
+        dir.join("etcd-client.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
     for name in ["lab.toml", "ipv6.toml", "vlan.toml", "cluster.toml"] {
         let text = std::fs::read_to_string(examples().join(name))
             .expect("example")
-            .replace("/etc/baton/cluster.key", &key.to_string_lossy());
+            .replace("/etc/baton/", &format!("{}/", dir.display()));
         let copy = dir.join(name);
         std::fs::write(&copy, text).expect("copy");
         let out = check(&copy);

@@ -12,7 +12,6 @@ fn namespaces_and_pins_are_removed_after_a_panic() {
     let result = std::panic::catch_unwind(|| {
         let lab = Lab::build(&LabSpec {
             gateways: 2,
-            ha_link: true,
             ipv6: false,
         })
         .expect("lab");

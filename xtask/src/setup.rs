@@ -25,6 +25,9 @@ const APT_PACKAGES: &[&str] = &[
     "lintian",
     "prometheus",
     "man-db",
+    // The cluster: etcd members in the lab; protoc for etcd-client's build.
+    "etcd-server",
+    "protobuf-compiler",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

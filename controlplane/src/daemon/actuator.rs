@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
-use rtnetlink::packet_route::route::RouteType;
+use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
 use tracing::{debug, info, warn};
@@ -69,32 +69,41 @@ impl Actuator {
             .with_context(|| format!("adding {net} to ifindex {ifindex}"))
     }
 
-    /// Waits until the kernel delivers `addr` locally. An IPv6 address,
-    /// even NODAD, is put in the local table by addrconf's DAD work after
-    /// RTM_NEWADDR has been answered (it needs the RTNL our next requests
-    /// hold); announced before that, the client's first answers (its NA to
-    /// our neighbour solicitation, its retransmissions) are dropped, and
-    /// the stream waits a second for the next solicitation. IPv4 local
-    /// routes are in place when the request returns: no wait.
-    pub async fn wait_local(&self, addr: IpAddr) -> Result<()> {
+    /// Waits until the kernel has the local route of `addr` on `dev`. An
+    /// IPv6 address, even NODAD, gets it from addrconf's DAD work after
+    /// RTM_NEWADDR has been answered (the work needs the RTNL our next
+    /// requests hold). Until then only the old port's local route makes the
+    /// address local, and once the old port is cleaned nothing does: the
+    /// client's answers (its NA to our solicitation, its retransmissions)
+    /// are dropped and the stream waits a second for the next
+    /// solicitation. A route lookup cannot tell whose local route answers,
+    /// so this reads the IPv6 routes (the local table's entries name their
+    /// device). IPv4 local routes are in place when the request returns.
+    pub async fn wait_local(&self, addr: IpAddr, dev: u32) -> Result<()> {
         let IpAddr::V6(v6) = addr else {
             return Ok(());
         };
         let began = std::time::Instant::now();
         while began.elapsed() < LOCAL_WAIT_LIMIT {
-            let msg = RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .destination_prefix(v6, 128)
-                .build();
-            let mut answers = self.handle.route().get(msg).execute();
-            if let Some(route) = answers.next().await {
-                let route = route.with_context(|| format!("looking up {addr}"))?;
-                if route.header.kind == RouteType::Local {
-                    return Ok(());
-                }
+            let all = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
+            let mut dump = self.handle.route().get(all).execute();
+            let mut found = false;
+            while let Some(route) = dump.next().await {
+                let route = route.context("reading the IPv6 routes")?;
+                found |= route.header.kind == RouteType::Local
+                    && route.header.destination_prefix_length == 128
+                    && super::monitor::route_destination(&route) == Some(addr)
+                    && route
+                        .attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == dev));
+            }
+            if found {
+                return Ok(());
             }
             tokio::time::sleep(std::time::Duration::from_micros(200)).await;
         }
-        warn!(%addr, "not local after {LOCAL_WAIT_LIMIT:?}: announcing anyway");
+        warn!(addr = %v6, dev, "no local route after {LOCAL_WAIT_LIMIT:?}: announcing anyway");
         Ok(())
     }
 
@@ -277,7 +286,7 @@ impl Actuator {
         let t_addr = began.elapsed();
         self.replace_routes(&inst.routes, to_dev).await?;
         let t_routes = began.elapsed();
-        self.wait_local(inst.address.addr()).await?;
+        self.wait_local(inst.address.addr(), to_dev).await?;
         debug!(
             instance = m.name,
             mac_us = t_mac.as_micros() as u64,

@@ -41,6 +41,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabel {
     pub instance: String,
 }
@@ -74,6 +79,7 @@ pub struct Metrics {
     pub conflicts: Family<InstanceLabel, Counter>,
     pub revived_sockets: Counter,
     pub revert_icmps: Counter,
+    pub cluster_events: Family<KindLabel, Counter>,
     rx_packets: Counters,
     rx_bytes: Counters,
     solicits: Counters,
@@ -102,6 +108,7 @@ impl Metrics {
             repair_failures: Counter::default(),
             resyncs: Counter::default(),
             conflicts: Family::default(),
+            cluster_events: Family::default(),
             revived_sockets: Counter::default(),
             revert_icmps: Counter::default(),
             rx_packets: Family::default(),
@@ -161,6 +168,11 @@ impl Metrics {
             "address_conflicts",
             "ARP/ND claims by another host for an address baton holds, per instance",
             m.conflicts.clone(),
+        );
+        registry.register(
+            "cluster_events",
+            "Cluster events of this member: claimed, released, lost, revoked (a silent member), fenced, unfenced, withdrawn",
+            m.cluster_events.clone(),
         );
         registry.register(
             "revived_sockets",

@@ -15,6 +15,7 @@ mod control;
 mod frames;
 mod io_thread;
 mod lock;
+mod membership;
 mod metrics;
 mod monitor;
 mod moves;
@@ -151,6 +152,16 @@ struct Daemon {
     notify: notify::Notifier,
     /// When the main loop next feeds systemd's watchdog.
     next_watchdog: Option<Instant>,
+    /// The cluster agent (None on a single host).
+    cluster: Option<crate::cluster::ClusterLink>,
+    /// What the engine is told of the cluster (None on a single host).
+    cluster_view: Option<crate::decide::ClusterView>,
+    cluster_state: crate::cluster::ClusterState,
+    cluster_deadline: Option<Instant>,
+    /// The hostable set the agent was last told.
+    hostable_sent: Option<BTreeSet<String>>,
+    /// Instances being handed over: off this host, never re-adopted.
+    releasing: BTreeSet<String>,
     _lock: lock::PinDirLock,
 }
 
@@ -253,6 +264,10 @@ impl Daemon {
             None
         };
         let (revived_tx, revived) = mpsc::unbounded_channel();
+        let cluster = match &config.cluster {
+            Some(_) => Some(crate::cluster::spawn(&config, &pins)?),
+            None => None,
+        };
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
         let metrics = metrics::Metrics::new(pins.clone());
@@ -263,6 +278,7 @@ impl Daemon {
             config.metrics.listen,
             metrics.clone(),
         )?;
+        let cluster_view = Daemon::initial_view(&config);
         let mut d = Daemon {
             opts,
             next_resync: Instant::now() + config.daemon.resync_interval,
@@ -299,6 +315,12 @@ impl Daemon {
             last_link_event: start,
             next_watchdog: None,
             notify: notify::Notifier::from_env(),
+            cluster_view,
+            cluster,
+            cluster_state: Default::default(),
+            cluster_deadline: None,
+            hostable_sent: None,
+            releasing: BTreeSet::new(),
             _lock: lock,
         };
         d.reconcile().await;
@@ -370,6 +392,18 @@ impl Daemon {
                             break;
                         }
                     }
+                    w = membership::wake(&mut self.cluster) => {
+                        let relevant = match w {
+                            membership::Wake::Changed => self.refresh_cluster(),
+                            membership::Wake::Event(e) => {
+                                self.on_cluster_event(e);
+                                self.refresh_cluster()
+                            }
+                        };
+                        if relevant {
+                            break;
+                        }
+                    }
                     Some((req, reply)) = self.calls.recv() => {
                         let response = self.on_request(req).await;
                         let _ = reply.send(response);
@@ -377,6 +411,7 @@ impl Daemon {
                     }
                     _ = tokio::time::sleep_until(wake.into()) => {
                         self.feed_watchdog();
+                        self.refresh_cluster();
                         if Instant::now() >= self.next_resync {
                             self.next_resync = Instant::now() + self.config.daemon.resync_interval;
                             self.dirty.all = true;
@@ -389,6 +424,12 @@ impl Daemon {
                         break;
                     }
                     _ = term.recv() => {
+                        if self.cluster.is_some() {
+                            info!("SIGTERM: releasing this member's instances, then exiting");
+                            self.notify.send("STOPPING=1");
+                            self.leave_cluster().await;
+                            return Ok(());
+                        }
                         info!("SIGTERM: exiting; addresses and dataplane stay as they are");
                         self.notify.send("STOPPING=1");
                         return Ok(());
@@ -401,14 +442,19 @@ impl Daemon {
     /// The earliest timer: a port's hold timer, a conflict or failed move
     /// expiring, a retry, the periodic resync.
     fn next_wake(&self) -> Instant {
-        [self.next_check, Some(self.next_resync), self.next_watchdog]
-            .into_iter()
-            .flatten()
-            .chain(self.in_use.values().copied())
-            .chain(self.failed.values().copied())
-            .chain(self.trouble.values().map(|t| t.retry_at))
-            .min()
-            .unwrap_or(self.next_resync)
+        [
+            self.next_check,
+            Some(self.next_resync),
+            self.next_watchdog,
+            self.cluster_wake_at(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.in_use.values().copied())
+        .chain(self.failed.values().copied())
+        .chain(self.trouble.values().map(|t| t.retry_at))
+        .min()
+        .unwrap_or(self.next_resync)
     }
 
     /// WATCHDOG=1 when due: only this loop feeds it, so a loop that hangs
@@ -508,6 +554,7 @@ impl Daemon {
         let result = match req {
             Request::Status => return Response::Status(self.status()),
             Request::Move { instance, port } => self.planned_move(&instance, &port).await,
+            Request::Handover { instance, member } => self.handover(&instance, &member).await,
             Request::Reload => self.reload().await,
             Request::Events => {
                 return Response::Error {

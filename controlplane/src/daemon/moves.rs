@@ -41,9 +41,12 @@ impl Daemon {
         let now = Instant::now();
         self.in_use.retain(|_, until| *until > now);
         self.failed.retain(|_, until| *until > now);
+        self.refresh_cluster();
         let plan = self.with_inputs(decide::decide);
         self.next_check = plan.next_check.map(|t| self.start + t);
         self.note_port_states();
+        self.send_hostable();
+        self.withdraw(&plan);
         self.note_refusals(&plan);
         let (relocations, initial): (Vec<&Move>, Vec<&Move>) =
             plan.moves.iter().partition(|m| m.from.is_some());
@@ -130,7 +133,10 @@ impl Daemon {
     /// moves that may go ahead and how many conflicted.
     async fn probe_new(&mut self, moves: &[Move]) -> (Vec<Move>, usize) {
         let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
-        for m in moves {
+        // Released to us by a live member that took it off first: no probe
+        // (a planned handover's outage is the move alone).
+        let released = self.cluster_state.released_to_us.clone();
+        for m in moves.iter().filter(|m| !released.contains(&m.instance)) {
             if let Some(inst) = self.config.instances.get(&m.instance) {
                 by_port.entry(m.to.clone()).or_default().push(NewAddress {
                     instance: m.instance.clone(),

@@ -2,7 +2,7 @@
 //! from them.
 use super::monitor::LinkEvent;
 use super::{Daemon, metrics};
-use crate::decide::{ClusterView, Inputs, Link, PortState};
+use crate::decide::{Inputs, Link, PortState};
 use crate::protocol::{Event, LinkCondition, PortCondition};
 use baton_common::MAX_COUNTED_PORTS;
 use baton_config::Config;
@@ -195,7 +195,7 @@ impl Daemon {
         f(&Inputs {
             config: &self.config,
             ports: &ports,
-            cluster: &ClusterView::default(),
+            cluster: self.cluster_view.as_ref(),
             in_use: &in_use,
             retry_at: &retry_at,
             placement: &self.placement,

@@ -203,6 +203,7 @@ impl Daemon {
             self.placement.remove(name);
         }
         if !self.placement.contains_key(name)
+            && self.may_hold(name)
             && let Some(p) = self.adopt(name, observed)
         {
             self.placement.insert(name.to_string(), p);

@@ -32,7 +32,7 @@ impl Daemon {
     pub(super) fn status(&self) -> Status {
         let stats = dataplane::read_stats(&self.pins).unwrap_or_default();
         let counters = self.actuator.table.counters().unwrap_or_default();
-        let mono_now = monotonic_ns();
+        let mono_now = crate::dataplane::fence::monotonic_ns();
         let ports = self
             .ports
             .iter()
@@ -88,6 +88,8 @@ impl Daemon {
                     error: self.trouble.get(name).map(|t| t.error.clone()),
                     conflict: self.conflicts.get(name).map(|c| c.record.clone()),
                     traffic,
+                    cluster_owner: self.cluster_state.owners.get(name).cloned(),
+                    withheld: self.cluster_view.as_ref().and_then(|v| v.refusal(name)),
                 }
             })
             .collect();
@@ -96,15 +98,7 @@ impl Daemon {
             uptime_ms: self.at_ms(),
             ports,
             instances,
+            cluster: self.cluster_status(),
         }
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns() reads.
-fn monotonic_ns() -> u64 {
-    // SAFETY: timespec is plain data; clock_gettime fills it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -25,6 +25,7 @@ pub struct EntryOwner {
 /// owner port's), iSCSI ports and digests, CPU set, VLAN, owner.
 /// A VLAN instance gets [`flags::VLAN_TAGS`]: this kernel has no 802.1Q
 /// devices, so its address sits on the port and the programs pop and push its tag.
+/// A cluster instance gets [`flags::CLUSTER`].
 pub fn entry_for(inst: &Instance, owner: &EntryOwner) -> InstanceEntry {
     let mut e = InstanceEntry {
         id: owner.id,
@@ -55,6 +56,11 @@ pub fn entry_for(inst: &Instance, owner: &EntryOwner) -> InstanceEntry {
     if let Some(vlan) = inst.vlan {
         e.vlan = vlan;
         e.flags |= flags::VLAN_TAGS;
+    }
+    // A cluster instance (it names its members) falls silent at the
+    // member's fence deadline.
+    if !inst.members.is_empty() {
+        e.flags |= flags::CLUSTER;
     }
     e
 }

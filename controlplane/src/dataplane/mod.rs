@@ -6,6 +6,7 @@
 //! (TCX egress). Pinned links keep the programs attached while no baton
 //! process runs; detaching is removing the pins.
 pub mod bench;
+pub mod fence;
 mod instances;
 pub mod kernel_btf;
 mod pins;

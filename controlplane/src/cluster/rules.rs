@@ -1,0 +1,224 @@
+//! The cluster's rules, pure: who claims an unowned instance, what the
+//! engine is told, the digest of an instance's definition.
+use super::records::{MemberRecord, OwnerRecord};
+use crate::decide::{ClusterView, FenceCause, Reason};
+use baton_config::model::Instance;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+
+/// The part of an instance's definition members must agree on before one
+/// takes it over from another: address, VLAN, MAC, routes, services, members.
+pub fn digest(inst: &Instance) -> String {
+    let text = format!(
+        "{:?}",
+        (
+            &inst.address,
+            &inst.vlan,
+            &inst.mac,
+            &inst.routes,
+            &inst.services,
+            &inst.members
+        )
+    );
+    let hash = Sha256::digest(text.as_bytes());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `me` should claim the unowned `instance` now: it can host it,
+/// no live member before it in `members` can, and every live member that
+/// knows the instance defines it alike. Err: why not (for status).
+pub fn claim_ok(
+    me: &str,
+    instance: &str,
+    members: &[String],
+    my_digest: &str,
+    hostable_here: bool,
+    live: &BTreeMap<String, MemberRecord>,
+) -> Result<(), Reason> {
+    if !members.iter().any(|m| m == me) || !hostable_here {
+        return Err(Reason::NotClaimed);
+    }
+    for (id, rec) in live.iter().filter(|(id, r)| *id != me && !r.leaving) {
+        if let Some(d) = rec.digests.get(instance)
+            && d != my_digest
+        {
+            return Err(Reason::ConfigDiffers { member: id.clone() });
+        }
+    }
+    for m in members.iter().take_while(|m| *m != me) {
+        if live
+            .get(m)
+            .is_some_and(|r| !r.leaving && r.hostable.contains(instance))
+        {
+            return Err(Reason::NotClaimed);
+        }
+    }
+    Ok(())
+}
+
+/// The engine's view: what `me` holds, and why not the rest.
+pub fn view(
+    me: &str,
+    instances: impl Iterator<Item = String>,
+    owners: &BTreeMap<String, OwnerRecord>,
+    fenced: Option<FenceCause>,
+    why_not: &BTreeMap<String, Reason>,
+) -> ClusterView {
+    let mut v = ClusterView::default();
+    for name in instances {
+        let reason = match (fenced, owners.get(&name)) {
+            (Some(cause), _) => Reason::Fenced { cause },
+            (None, Some(o)) if o.member == me => {
+                v.held.insert(name);
+                continue;
+            }
+            (None, Some(o)) => Reason::ClaimedByMember {
+                member: o.member.clone(),
+            },
+            (None, None) => why_not.get(&name).cloned().unwrap_or(Reason::NotClaimed),
+        };
+        v.withheld.insert(name, reason);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, hostable: &[&str], digests: &[(&str, &str)]) -> (String, MemberRecord) {
+        (
+            id.to_string(),
+            MemberRecord {
+                member: id.into(),
+                lease: 1,
+                hostable: hostable.iter().map(|s| s.to_string()).collect(),
+                digests: digests
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                ..MemberRecord::default()
+            },
+        )
+    }
+
+    fn order() -> Vec<String> {
+        vec!["gw1".into(), "gw2".into()]
+    }
+
+    #[test]
+    fn the_first_live_member_that_can_host_claims() {
+        let live: BTreeMap<_, _> = [
+            rec("gw1", &["a"], &[("a", "d")]),
+            rec("gw2", &["a"], &[("a", "d")]),
+        ]
+        .into();
+        assert_eq!(claim_ok("gw1", "a", &order(), "d", true, &live), Ok(()));
+        assert_eq!(
+            claim_ok("gw2", "a", &order(), "d", true, &live),
+            Err(Reason::NotClaimed)
+        );
+    }
+
+    #[test]
+    fn a_member_before_that_cannot_host_or_is_gone_or_leaving_does_not_block() {
+        let cannot: BTreeMap<_, _> = [rec("gw1", &[], &[]), rec("gw2", &["a"], &[])].into();
+        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &cannot), Ok(()));
+        let gone: BTreeMap<_, _> = [rec("gw2", &["a"], &[])].into();
+        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &gone), Ok(()));
+        let mut leaving: BTreeMap<_, _> = [rec("gw1", &["a"], &[]), rec("gw2", &["a"], &[])].into();
+        if let Some(r) = leaving.get_mut("gw1") {
+            r.leaving = true;
+        }
+        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &leaving), Ok(()));
+    }
+
+    #[test]
+    fn a_member_not_listed_or_without_a_port_never_claims() {
+        let live: BTreeMap<_, _> = [rec("gw3", &["a"], &[])].into();
+        assert_eq!(
+            claim_ok("gw3", "a", &order(), "d", true, &live),
+            Err(Reason::NotClaimed)
+        );
+        assert_eq!(
+            claim_ok("gw2", "a", &order(), "d", false, &BTreeMap::new()),
+            Err(Reason::NotClaimed)
+        );
+    }
+
+    #[test]
+    fn a_live_member_with_another_definition_blocks_only_that_instance() {
+        let live: BTreeMap<_, _> = [rec("gw1", &[], &[("a", "old"), ("b", "same")])].into();
+        assert_eq!(
+            claim_ok("gw2", "a", &order(), "new", true, &live),
+            Err(Reason::ConfigDiffers {
+                member: "gw1".into()
+            })
+        );
+        assert_eq!(claim_ok("gw2", "b", &order(), "same", true, &live), Ok(()));
+    }
+
+    #[test]
+    fn the_view_holds_only_own_keys_and_nothing_when_fenced() {
+        let owners: BTreeMap<_, _> = [
+            (
+                "a".to_string(),
+                OwnerRecord {
+                    member: "gw1".into(),
+                    lease: 1,
+                    digest: "d".into(),
+                },
+            ),
+            (
+                "b".to_string(),
+                OwnerRecord {
+                    member: "gw2".into(),
+                    lease: 2,
+                    digest: "d".into(),
+                },
+            ),
+        ]
+        .into();
+        let names = || ["a", "b", "c"].iter().map(|s| s.to_string());
+        let v = view("gw1", names(), &owners, None, &BTreeMap::new());
+        assert!(v.held.contains("a"));
+        assert_eq!(
+            v.refusal("b"),
+            Some(Reason::ClaimedByMember {
+                member: "gw2".into()
+            })
+        );
+        assert_eq!(v.refusal("c"), Some(Reason::NotClaimed));
+        let f = view(
+            "gw1",
+            names(),
+            &owners,
+            Some(FenceCause::NoQuorum),
+            &BTreeMap::new(),
+        );
+        assert!(f.held.is_empty());
+        assert_eq!(
+            f.refusal("a"),
+            Some(Reason::Fenced {
+                cause: FenceCause::NoQuorum
+            })
+        );
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_definition_not_with_local_tuning() {
+        let text = |extra: &str| {
+            format!(
+                "[networks.n]\nsubnets = [\"192.0.2.0/24\"]\n[ports.ge0]\nnetworks = [\"n\"]\n[ports.ge1]\nnetworks = [\"n\"]\n[instances.a]\nports = [\"ge0\", \"ge1\"]\n{extra}"
+            )
+        };
+        let d = |extra: &str| {
+            let c = baton_config::parse("t.toml", &text(extra), &baton_config::Host { cpus: 4 })
+                .unwrap_or_else(|e| panic!("{e}"));
+            digest(&c.instances["a"])
+        };
+        let base = d("address = \"192.0.2.100/24\"\n");
+        assert_eq!(base, d("address = \"192.0.2.100/24\"\ncpus = [1]\n"));
+        assert_ne!(base, d("address = \"192.0.2.101/24\"\n"));
+    }
+}

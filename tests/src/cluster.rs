@@ -1,0 +1,389 @@
+//! A cluster lab as a real site is built: two gateways (two data ports
+//! each, on the switch's br0, and an HA port `ha0`), a client on the data
+//! network, and three etcd members on the HA network (`brha` in the
+//! switch namespace): one in each gateway's namespace and one in a
+//! witness namespace (a pair of gateways needs a third vote).
+//!
+//! ```text
+//!  gw0[ha0] 198.51.100.1 ─ h0 ┐
+//!  gw1[ha0] 198.51.100.2 ─ h1 ├─ brha (switch)     etcd e0, e1, e2
+//!  witness[ha0] .3        ─ hw ┘
+//! ```
+//! The [`TwoOwnerChecker`] runs beside every cluster test: the client asks
+//! for each instance address every 10 ms and the switch's captures fail the
+//! test if one request is answered from two ports, or a port answers after
+//! another announced the address.
+use crate::{Lab, LabSpec, Netns, cable_to};
+use anyhow::{Context as _, Result, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const HA_NET: &str = "198.51.100";
+
+pub struct ClusterLab {
+    pub lab: Lab,
+    pub witness: Netns,
+    etcd: Vec<Option<u32>>,
+    data: Vec<PathBuf>,
+}
+
+/// Where etcd member `i` runs: gateway 0, gateway 1, the witness.
+fn ha_addr(i: usize) -> String {
+    format!("{HA_NET}.{}", i + 1)
+}
+
+impl ClusterLab {
+    pub fn build() -> Result<ClusterLab> {
+        let lab = Lab::build(&LabSpec {
+            gateways: 2,
+            ..LabSpec::default()
+        })?;
+        let witness = Netns::new(&lab.prefix, "witness", false)?;
+        let mut c = ClusterLab {
+            data: (0..3)
+                .map(|i| PathBuf::from(format!("/dev/shm/{}-etcd{i}", lab.prefix)))
+                .collect(),
+            lab,
+            witness,
+            etcd: vec![None; 3],
+        };
+        let sw = &c.lab.switch;
+        sw.ip(&["link", "add", "brha", "type", "bridge"])?;
+        sw.ip(&["link", "set", "brha", "up"])?;
+        for i in 0..3 {
+            let (ns, side) = match i {
+                0 | 1 => (&c.lab.gateways[i].ns, format!("h{i}")),
+                _ => (&c.witness, "hw".to_string()),
+            };
+            cable_to(sw, "brha", &side, ns, "ha0")?;
+            ns.ip(&["addr", "add", &format!("{}/24", ha_addr(i)), "dev", "ha0"])?;
+            ns.ip(&["link", "set", "lo", "up"])?;
+        }
+        for i in 0..3 {
+            c.start_etcd(i, true)?;
+        }
+        c.wait_healthy(Duration::from_secs(15))?;
+        Ok(c)
+    }
+
+    fn ns_of(&self, i: usize) -> &Netns {
+        match i {
+            0 | 1 => &self.lab.gateways[i].ns,
+            _ => &self.witness,
+        }
+    }
+
+    /// The `endpoints = [...]` line for a gateway's config.
+    pub fn endpoints() -> String {
+        let urls: Vec<String> = (0..3)
+            .map(|i| format!("\"http://{}:2379\"", ha_addr(i)))
+            .collect();
+        format!("endpoints = [{}]", urls.join(", "))
+    }
+
+    /// Starts etcd member `i` (`fresh`: a new cluster; else it rejoins with its data).
+    pub fn start_etcd(&mut self, i: usize, fresh: bool) -> Result<()> {
+        let initial: Vec<String> = (0..3)
+            .map(|j| format!("e{j}=http://{}:2380", ha_addr(j)))
+            .collect();
+        let ip = ha_addr(i);
+        if fresh {
+            let _ = std::fs::remove_dir_all(&self.data[i]);
+        }
+        let data = self.data[i].display().to_string();
+        let client = format!("http://{ip}:2379");
+        let peer = format!("http://{ip}:2380");
+        let initial = initial.join(",");
+        let state = if fresh { "new" } else { "existing" };
+        let args = [
+            "etcd",
+            "--name",
+            &format!("e{i}"),
+            "--data-dir",
+            &data,
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            state,
+            "--initial-cluster-token",
+            &self.lab.prefix,
+            // A LAN's figures: a dead leader is replaced in 0.25-0.5 s,
+            // inside the owners' deadline (no false fence).
+            "--heartbeat-interval",
+            "25",
+            "--election-timeout",
+            "250",
+            "--pre-vote",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
+        ];
+        let pid = self.lab.spawn(self.ns_of(i), &args)?;
+        self.etcd[i] = Some(pid);
+        Ok(())
+    }
+
+    /// SIGKILLs etcd member `i`.
+    pub fn kill_etcd(&mut self, i: usize) -> Result<()> {
+        let pid = self.etcd[i]
+            .take()
+            .context("that etcd member is not running")?;
+        // SAFETY: kill(2) on a child the lab started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        self.lab.kill(pid)
+    }
+
+    /// The etcd member that leads now (from its /metrics).
+    pub fn etcd_leader(&self) -> Result<usize> {
+        for i in (0..3).filter(|i| self.etcd[*i].is_some()) {
+            let addr = format!("{}:2379", ha_addr(i)).parse()?;
+            let m = self.ns_of(i).http_get(addr, "/metrics")?;
+            if m.lines().any(|l| l.trim() == "etcd_server_is_leader 1") {
+                return Ok(i);
+            }
+        }
+        bail!("no etcd member leads")
+    }
+
+    /// Waits until every running member answers /health with true.
+    pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        'outer: while started.elapsed() < timeout {
+            for i in (0..3).filter(|i| self.etcd[*i].is_some()) {
+                let addr = format!("{}:2379", ha_addr(i)).parse()?;
+                let ok = self
+                    .ns_of(i)
+                    .http_get(addr, "/health")
+                    .is_ok_and(|b| b.contains("\"health\":\"true\""));
+                if !ok {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'outer;
+                }
+            }
+            return Ok(());
+        }
+        bail!("etcd not healthy after {timeout:?}")
+    }
+
+    /// Cuts gateway `g` off the HA network (its etcd member goes with it).
+    pub fn pull_ha(&self, g: usize) -> Result<()> {
+        self.lab
+            .switch
+            .ip(&["link", "set", &format!("h{g}"), "down"])?;
+        Ok(())
+    }
+
+    pub fn plug_ha(&self, g: usize) -> Result<()> {
+        self.lab
+            .switch
+            .ip(&["link", "set", &format!("h{g}"), "up"])?;
+        Ok(())
+    }
+
+    /// Gateway `g`'s config: the lab's (`iscsi-a`, gw0 first) with member
+    /// `gw{g}`, `iscsi-b` (192.0.2.101, gw1 first) and `cluster` lines
+    /// added to the [cluster] table.
+    pub fn config(g: usize, timers: &str, cluster: &str) -> String {
+        crate::daemon::lab_config(
+            timers,
+            &format!(
+                r#"members = ["gw0", "gw1"]
+
+[instances.iscsi-b]
+address = "192.0.2.101/24"
+ports = ["ge0", "ge1"]
+services = [3260]
+members = ["gw1", "gw0"]
+
+[cluster]
+member_id = "gw{g}"
+ha_port = "ha0"
+{endpoints}
+{cluster}
+"#,
+                endpoints = Self::endpoints()
+            ),
+        )
+    }
+}
+
+impl Drop for ClusterLab {
+    fn drop(&mut self) {
+        for d in &self.data {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// The two-owner checker: ARP requests from the client for each address
+/// every 10 ms, replies captured on every gateway-facing switch port.
+pub struct TwoOwnerChecker {
+    asker: crate::Peer,
+    captures: Vec<(String, crate::Capture)>,
+    addrs: Vec<String>,
+}
+
+/// What the checker saw.
+#[derive(Debug, Default)]
+pub struct Overlaps {
+    /// Replies to the client (answers) seen in all.
+    pub answers: usize,
+    /// Requests answered from two ports (two answers within 5 ms).
+    pub double_answers: Vec<String>,
+    /// Answers from one port after another port announced the address.
+    pub after_announcement: Vec<String>,
+    /// (address, switch port) -> first and last answer (seconds of the day).
+    pub answered: std::collections::BTreeMap<(String, String), (f64, f64)>,
+}
+
+impl Overlaps {
+    /// Gateway `g`'s last answer for `addr` (seconds of the day; MIN: none).
+    pub fn last_answer(&self, addr: &str, g: usize) -> f64 {
+        self.answers_of(addr, g)
+            .map(|(_, last)| last)
+            .fold(f64::MIN, f64::max)
+    }
+
+    /// Gateway `g`'s first answer for `addr` (MAX: none).
+    pub fn first_answer(&self, addr: &str, g: usize) -> f64 {
+        self.answers_of(addr, g)
+            .map(|(first, _)| first)
+            .fold(f64::MAX, f64::min)
+    }
+
+    fn answers_of(&self, addr: &str, g: usize) -> impl Iterator<Item = (f64, f64)> + '_ {
+        let (addr, ports) = (addr.to_string(), format!("g{g}p"));
+        self.answered
+            .iter()
+            .filter(move |((a, p), _)| *a == addr && p.starts_with(&ports))
+            .map(|(_, t)| *t)
+    }
+
+    pub fn assert_none(&self) {
+        assert!(
+            self.double_answers.is_empty() && self.after_announcement.is_empty(),
+            "two owners: {self:#?}"
+        );
+    }
+}
+
+impl TwoOwnerChecker {
+    pub fn start(lab: &Lab, addrs: &[&str]) -> Result<TwoOwnerChecker> {
+        let mut captures = Vec::new();
+        for g in &lab.gateways {
+            for p in &g.ports {
+                let cap = lab.capture(&lab.switch, &p.switch_side, "arp")?;
+                captures.push((p.switch_side.clone(), cap));
+            }
+        }
+        let mac = lab.client.mac("eth0")?;
+        let targets: Vec<String> = addrs.iter().map(|a| format!("'{a}'")).collect();
+        let program = format!(
+            "import socket, time\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             s.bind(('eth0', 0))\n\
+             me = bytes.fromhex('{mac}'.replace(':', ''))\n\
+             src = socket.inet_aton('192.0.2.1')\n\
+             frames = []\n\
+             for t in [{targets}]:\n\
+             \x20   frames.append(b'\\xff' * 6 + me + b'\\x08\\x06' + bytes.fromhex('0001080006040001') + me + src + b'\\x00' * 6 + socket.inet_aton(t))\n\
+             while True:\n\
+             \x20   for f in frames:\n\
+             \x20       s.send(f)\n\
+             \x20   time.sleep(0.01)\n",
+            targets = targets.join(", ")
+        );
+        let asker = lab.client.spawn(&["python3", "-c", &program])?;
+        Ok(TwoOwnerChecker {
+            asker,
+            captures,
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        })
+    }
+
+    /// Stops and judges: per address, answers (unicast replies) from two
+    /// ports within 5 ms, or an answer from a port after another port's
+    /// announcement (a broadcast reply or a request from the address itself).
+    pub fn finish(mut self) -> Result<Overlaps> {
+        // An asker that died asked nothing: that must fail, not pass.
+        if self.asker.try_wait()?.is_some() {
+            let out = self.asker.stop()?;
+            bail!(
+                "the checker's ARP asker exited early: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        drop(self.asker);
+        let mut seen: Vec<(f64, String, String, bool)> = Vec::new();
+        for (port, cap) in self.captures {
+            for line in cap.lines()? {
+                let t = seconds(&line);
+                for a in &self.addrs {
+                    let answer = line.contains(&format!("Reply {a} is-at"))
+                        && !line.contains("> ff:ff:ff:ff:ff:ff");
+                    let announce = line.contains(&format!("who-has {a} tell {a}"))
+                        || (line.contains(&format!("Reply {a} is-at"))
+                            && line.contains("> ff:ff:ff:ff:ff:ff"));
+                    if answer || announce {
+                        seen.push((t, port.clone(), a.clone(), answer));
+                    }
+                }
+            }
+        }
+        seen.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let mut o = Overlaps::default();
+        let mut last_answer: std::collections::BTreeMap<String, (f64, String)> = Default::default();
+        let mut announced: std::collections::BTreeMap<String, (f64, String)> = Default::default();
+        for (t, port, addr, answer) in seen {
+            if answer {
+                o.answers += 1;
+                o.answered
+                    .entry((addr.clone(), port.clone()))
+                    .and_modify(|(_, last)| *last = t)
+                    .or_insert((t, t));
+                if let Some((t0, p0)) = last_answer.get(&addr)
+                    && *p0 != port
+                    && t - t0 < 0.005
+                {
+                    o.double_answers
+                        .push(format!("{addr}: {p0} at {t0:.6} and {port} at {t:.6}"));
+                }
+                if let Some((ta, pa)) = announced.get(&addr)
+                    && *pa != port
+                    && t > ta + 0.001
+                {
+                    o.after_announcement.push(format!(
+                        "{addr}: {port} answered at {t:.6} after {pa} announced at {ta:.6}"
+                    ));
+                }
+                last_answer.insert(addr, (t, port));
+            } else {
+                announced.insert(addr, (t, port));
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Now as seconds of the day (UTC), tcpdump's clock.
+pub fn now_of_day() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    d.as_secs_f64() % 86_400.0
+}
+
+fn seconds(line: &str) -> f64 {
+    let t = line.split_whitespace().next().unwrap_or("0:0:0");
+    t.split(':').fold(0.0, |acc, part| {
+        acc * 60.0 + part.parse::<f64>().unwrap_or(0.0)
+    })
+}

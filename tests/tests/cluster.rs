@@ -1,0 +1,480 @@
+//! Two gateways sharing instances through three etcd members (FIG. 1B):
+//! ownership by order, takeover of a dead unit, a killed daemon's
+//! dataplane falling silent at its deadline, fencing without quorum,
+//! planned handover. The two-owner checker runs in every test.
+use baton_lab::cluster::{ClusterLab, TwoOwnerChecker};
+use baton_lab::daemon::Daemon;
+use std::time::{Duration, Instant};
+
+const A: &str = "192.0.2.100";
+const B: &str = "192.0.2.101";
+const TIMERS: &str =
+    "hold_down = \"0\"\nprobe_time = \"100ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
+/// The fast path as these tests run it: keepalives every 50 ms, a member
+/// silent 300 ms is revoked, an owner holds 600 ms past its last answered
+/// keepalive (more than an etcd election takes here: no false fence).
+const FAST: &str = "heartbeat = \"50ms\"\ndead_after = \"300ms\"\nowner_deadline = \"600ms\"";
+const DEAD_AFTER: Duration = Duration::from_millis(300);
+const D: Duration = Duration::from_millis(600);
+const HEARTBEAT: Duration = Duration::from_millis(50);
+const PROBE: Duration = Duration::from_millis(100);
+
+/// One cluster lab at a time: each runs three etcd members and two daemons
+/// on this VM's two cores; in parallel their timings would be the VM's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Site {
+    c: ClusterLab,
+    gw: Vec<Daemon>,
+}
+
+fn site(cluster: &str) -> anyhow::Result<Site> {
+    let c = ClusterLab::build()?;
+    let gw = (0..2)
+        .map(|g| Daemon::start(&c.lab, g, &ClusterLab::config(g, TIMERS, cluster)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Site { c, gw })
+}
+
+/// Polls until `gw` places `instance` on some port; how long it took.
+fn wait_placed(d: &Daemon, instance: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if d.owner(instance)?.is_some() {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    anyhow::bail!(
+        "{instance} not placed after {timeout:?}; status:\n{}\nlog:\n{}",
+        text_status(d),
+        d.log_text()
+    )
+}
+
+fn text_status(d: &Daemon) -> String {
+    d.cli(&["status"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Why `d` does not hold `instance`: the cluster's reason, else the
+/// first port's refusal ("" when it holds it).
+fn withheld(d: &Daemon, instance: &str) -> anyhow::Result<String> {
+    let s = d.status()?;
+    let inst = s["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == instance)
+        .cloned()
+        .unwrap_or_default();
+    let reason = inst["withheld"]["reason"]
+        .as_str()
+        .or_else(|| inst["refused"][0]["reason"].as_str());
+    Ok(reason.unwrap_or("").to_string())
+}
+
+#[test]
+fn each_instance_has_one_owner_by_its_members_order() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
+    wait_placed(&s.gw[1], "iscsi-b", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.gw[0].owner("iscsi-b")?, None);
+    assert_eq!(s.gw[1].owner("iscsi-a")?, None);
+    assert_eq!(withheld(&s.gw[0], "iscsi-b")?, "claimed-by-member");
+    assert_eq!(withheld(&s.gw[1], "iscsi-a")?, "claimed-by-member");
+    println!("healthy, gw0:\n{}", text_status(&s.gw[0]));
+    println!("healthy, gw1:\n{}", text_status(&s.gw[1]));
+    let o = checker.finish()?;
+    println!("two-owner checker: {} answers, {o:?}", o.answers);
+    assert!(o.answers > 50, "the checker saw too few answers: {o:?}");
+    o.assert_none();
+    Ok(())
+}
+
+/// Both instances placed where their order says.
+fn healthy(s: &Site) -> anyhow::Result<()> {
+    wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
+    wait_placed(&s.gw[1], "iscsi-b", Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// gw0 as a whole fails: its daemon SIGKILLed, its data and HA cables pulled.
+fn kill_unit(s: &mut Site) -> anyhow::Result<()> {
+    s.gw[0].kill();
+    s.c.lab.pull_cable(0, 0)?;
+    s.c.lab.pull_cable(0, 1)?;
+    s.c.pull_ha(0)
+}
+
+/// The unit failure of the issue: gw0's daemon SIGKILLed and all its
+/// cables (data and HA) pulled; gw1 holds iscsi-a within dead_after + D +
+/// a heartbeat + the probe + the move.
+#[test]
+fn a_dead_unit_is_taken_over_within_its_deadline() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    kill_unit(&mut s)?;
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
+    let bound = DEAD_AFTER + D + HEARTBEAT + PROBE + Duration::from_millis(150);
+    println!(
+        "unit failure: gw1 holds iscsi-a {} ms after the kill (bound {} ms)",
+        took.as_millis(),
+        bound.as_millis()
+    );
+    println!("taken over, gw1:\n{}", text_status(&s.gw[1]));
+    assert!(
+        took <= bound,
+        "takeover took {took:?}; gw1's log:\n{}",
+        s.gw[1].log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let o = checker.finish()?;
+    println!("two-owner checker: {} answers", o.answers);
+    o.assert_none();
+    Ok(())
+}
+
+/// The same without the fast path (owner_deadline = 0): the lease rule
+/// alone, TTL + etcd's expiry lag + margin + probe + move.
+#[test]
+fn without_the_fast_path_the_lease_bounds_the_takeover() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = site("owner_deadline = \"0\"\nlease_ttl = \"2s\"\nfence_margin = \"500ms\"")?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    kill_unit(&mut s)?;
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(8))?;
+    // etcd checks expiry every 500 ms: a lease of T s is gone by T + 0.5 s.
+    let bound = Duration::from_millis(2000 + 500 + 500) + PROBE + Duration::from_millis(300);
+    println!(
+        "unit failure, lease rule: {} ms (bound {} ms)",
+        took.as_millis(),
+        bound.as_millis()
+    );
+    assert!(took <= bound, "takeover took {took:?}");
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
+/// Only the daemon dies (ports and HA link up, the kernel still has the
+/// address): gw0's dataplane stops answering at its deadline on its own,
+/// before gw1 answers.
+#[test]
+fn a_killed_daemons_dataplane_goes_silent_before_the_takeover() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = baton_lab::cluster::now_of_day();
+    s.gw[0].kill();
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let o = checker.finish()?;
+    let last = |g: usize| o.last_answer(A, g);
+    let first_gw1 = o.first_answer(A, 1);
+    let silent_after = (last(0) - killed_at) * 1000.0;
+    println!(
+        "daemon killed: gw0's last answer {silent_after:.0} ms after the kill, gw1's first {:.0} ms after, takeover {} ms",
+        (first_gw1 - killed_at) * 1000.0,
+        took.as_millis()
+    );
+    assert!(
+        last(0) > killed_at,
+        "gw0 never answered after the kill: the test saw nothing"
+    );
+    assert!(
+        silent_after <= (D + Duration::from_millis(60)).as_millis() as f64,
+        "gw0 answered {silent_after:.0} ms after the kill"
+    );
+    assert!(first_gw1 > last(0), "gw1 answered before gw0 fell silent");
+    o.assert_none();
+    Ok(())
+}
+
+fn fenced(d: &Daemon) -> anyhow::Result<Option<String>> {
+    Ok(d.status()?["cluster"]["fenced"]
+        .as_str()
+        .map(str::to_string))
+}
+
+/// gw0 cut from etcd (its HA link down, data ports up): it fences by its
+/// deadline, gw1 takes iscsi-a after revoking gw0's lease; with the link
+/// back gw0 holds nothing new (no ping-pong).
+#[test]
+fn a_member_cut_from_etcd_fences_and_is_taken_over_without_ping_pong() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    s.c.pull_ha(0)?;
+    let started = Instant::now();
+    println!("HA cut at {:.3}", baton_lab::cluster::now_of_day());
+    let mut fenced_after = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        if fenced(&s.gw[0])?.is_some() && s.gw[0].owner("iscsi-a")?.is_none() {
+            fenced_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let fenced_after = fenced_after
+        .ok_or_else(|| anyhow::anyhow!("gw0 did not fence:\n{}", text_status(&s.gw[0])))?;
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
+    println!(
+        "HA cut: gw0 fenced and withdrew after {} ms; gw1 holds iscsi-a after {} ms",
+        fenced_after.as_millis(),
+        (started.elapsed()).as_millis().max(took.as_millis())
+    );
+    println!("fenced, gw0:\n{}", text_status(&s.gw[0]));
+    assert!(
+        fenced_after <= D + Duration::from_millis(200),
+        "{fenced_after:?}; gw0's log:\n{}",
+        s.gw[0].log_text()
+    );
+    s.c.plug_ha(0)?;
+    let back = Instant::now();
+    while back.elapsed() < Duration::from_secs(5) && fenced(&s.gw[0])?.is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fenced(&s.gw[0])?,
+        None,
+        "gw0 stayed fenced with the link back; log:\n{}",
+        s.gw[0].log_text()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        s.gw[0].owner("iscsi-a")?,
+        None,
+        "ping-pong: gw0 took iscsi-a back"
+    );
+    assert!(s.gw[1].owner("iscsi-a")?.is_some(), "gw1 let iscsi-a go");
+    assert!(s.gw[1].owner("iscsi-b")?.is_some(), "gw1 let iscsi-b go");
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
+/// `baton move iscsi-a --member gw1` (or, `sigterm`, gw0 stopping):
+/// released, taken without a probe; the outage the client sees (the last
+/// answer from gw0 to the first from gw1).
+fn handover(sigterm: bool) -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = if sigterm {
+        s.gw[0].stop();
+        "SIGTERM".to_string()
+    } else {
+        let out = s.gw[0].cli(&["move", "iscsi-a", "--member", "gw1"])?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(3))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let o = checker.finish()?;
+    let (last_gw0, first_gw1) = (o.last_answer(A, 0), o.first_answer(A, 1));
+    let outage_ms = (first_gw1 - last_gw0) * 1000.0;
+    println!(
+        "planned handover ({out}): outage (last answer from gw0 to first from gw1) {outage_ms:.1} ms"
+    );
+    assert!(
+        outage_ms > 0.0 && outage_ms < 100.0,
+        "outage {outage_ms:.1} ms: {o:#?}"
+    );
+    o.assert_none();
+    Ok(())
+}
+
+#[test]
+fn a_planned_handover_is_a_short_outage() -> anyhow::Result<()> {
+    handover(false)
+}
+
+#[test]
+fn a_member_stopping_hands_its_instances_over() -> anyhow::Result<()> {
+    handover(true)
+}
+
+/// Fenced events and owners of both gateways, for "nothing moved" checks.
+fn owners(s: &Site) -> anyhow::Result<Vec<Option<String>>> {
+    let mut v = Vec::new();
+    for d in &s.gw {
+        for i in ["iscsi-a", "iscsi-b"] {
+            v.push(d.owner(i)?);
+        }
+    }
+    Ok(v)
+}
+
+/// Watches both daemons for `how_long`: true if either was ever fenced.
+fn ever_fenced(s: &Site, how_long: Duration) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    while started.elapsed() < how_long {
+        for d in &s.gw {
+            if fenced(d)?.is_some() {
+                return Ok(true);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(false)
+}
+
+/// etcd members die: a follower, nothing moves; the leader, no false
+/// fence (an election is shorter than the owners' deadline); two of
+/// three, every member fences; with them back, all recover.
+#[test]
+fn etcd_member_failures_fence_only_without_quorum() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    let before = owners(&s)?;
+    let leader = s.c.etcd_leader()?;
+    let follower = (0..3).find(|i| *i != leader).unwrap_or(0);
+    s.c.kill_etcd(follower)?;
+    assert!(
+        !ever_fenced(&s, Duration::from_secs(2))?,
+        "a follower's death fenced a member"
+    );
+    assert_eq!(owners(&s)?, before, "a follower's death moved an instance");
+    s.c.start_etcd(follower, false)?;
+    s.c.wait_healthy(Duration::from_secs(10))?;
+    let leader = s.c.etcd_leader()?;
+    s.c.kill_etcd(leader)?;
+    assert!(
+        !ever_fenced(&s, Duration::from_secs(3))?,
+        "the leader's death fenced a member"
+    );
+    assert_eq!(owners(&s)?, before, "the leader's death moved an instance");
+    println!(
+        "etcd: follower e{follower} and leader e{leader} killed: nothing fenced, nothing moved"
+    );
+    // Two of three gone: no quorum anywhere.
+    let other = (0..3).find(|i| *i != leader && *i != follower).unwrap_or(0);
+    s.c.kill_etcd(other)?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3)
+        && (fenced(&s.gw[0])?.is_none() || fenced(&s.gw[1])?.is_none())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    assert!(fenced(&s.gw[0])?.is_some() && fenced(&s.gw[1])?.is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        owners(&s)?,
+        vec![None; 4],
+        "a member without quorum still holds"
+    );
+    println!(
+        "etcd: two of three killed: both members fenced within {} ms",
+        took.as_millis()
+    );
+    println!("no quorum, gw1:\n{}", text_status(&s.gw[1]));
+    s.c.start_etcd(leader, false)?;
+    s.c.start_etcd(other, false)?;
+    s.c.wait_healthy(Duration::from_secs(15))?;
+    wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
+    wait_placed(&s.gw[1], "iscsi-b", Duration::from_secs(10))?;
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
+/// Refusals with their reasons: an address another host answers for on
+/// the wire (RFC 5227 probe), a key another member holds, and a
+/// definition that differs between the members: when its holder dies,
+/// only the differing instance is not taken over.
+#[test]
+fn a_conflict_on_the_wire_and_a_differing_definition_are_refused() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let c = ClusterLab::build()?;
+    // A stranger on the data network holds iscsi-a's address.
+    c.lab
+        .client
+        .ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])?;
+    c.lab.client.sysctl("net.ipv4.conf.all.arp_ignore", "0")?;
+    let mut gw0 = Daemon::start(&c.lab, 0, &ClusterLab::config(0, TIMERS, FAST))?;
+    // gw1 comes first for iscsi-b but is not started yet: gw0 holds it.
+    wait_placed(&gw0, "iscsi-b", Duration::from_secs(10))?;
+    // gw1 defines iscsi-b with other services (its port order may differ:
+    // that is local).
+    let gw1_config = ClusterLab::config(1, TIMERS, FAST).replacen(
+        "address = \"192.0.2.101/24\"\nports = [\"ge0\", \"ge1\"]\nservices = [3260]",
+        "address = \"192.0.2.101/24\"\nports = [\"ge1\", \"ge0\"]\nservices = [3260, 860]",
+        1,
+    );
+    let gw1 = Daemon::start(&c.lab, 1, &gw1_config)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let reason = withheld;
+    let (a0, b1) = (reason(&gw0, "iscsi-a")?, reason(&gw1, "iscsi-b")?);
+    println!("gw0 iscsi-a: {a0}; gw1 iscsi-b: {b1}");
+    assert_eq!(
+        gw0.owner("iscsi-a")?,
+        None,
+        "took an address in use on the wire"
+    );
+    assert_eq!(a0, "address-in-use");
+    assert_eq!(b1, "claimed-by-member");
+    // The stranger leaves and gw0 dies: gw1 takes iscsi-a (same
+    // definition), not iscsi-b.
+    c.lab
+        .client
+        .ip(&["addr", "del", "192.0.2.100/24", "dev", "eth0"])?;
+    gw0.kill();
+    wait_placed(&gw1, "iscsi-a", Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        gw1.owner("iscsi-b")?,
+        None,
+        "took over a differing definition"
+    );
+    assert_eq!(reason(&gw1, "iscsi-b")?, "config-differs");
+    println!("differing definition, gw1:\n{}", text_status(&gw1));
+    Ok(())
+}
+
+/// A daemon restarted within its deadline resumes its lease: its owner
+/// keys stay, nothing moves (lease rule; with the fast path a restart must
+/// be shorter than dead_after, or the others revoke the silent member).
+#[test]
+fn a_restart_within_the_deadline_keeps_the_lease_and_the_instances() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cluster = "owner_deadline = \"0\"\nlease_ttl = \"4s\"\nfence_margin = \"1s\"";
+    let mut s = site(cluster)?;
+    healthy(&s)?;
+    let lease = |d: &Daemon| -> anyhow::Result<i64> {
+        d.status()?["cluster"]["lease"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("no lease"))
+    };
+    let before = lease(&s.gw[0])?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    let gw0 = s.gw.remove(0);
+    s.gw.insert(0, gw0.crash_and_restart()?);
+    wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(5))?;
+    assert_eq!(lease(&s.gw[0])?, before, "a new lease after the restart");
+    assert_eq!(
+        s.gw[1].owner("iscsi-a")?,
+        None,
+        "gw1 took iscsi-a during the restart"
+    );
+    let log = s.gw[0].log_text();
+    assert!(log.contains("resuming the lease"), "{log}");
+    checker.finish()?.assert_none();
+    Ok(())
+}
