@@ -238,7 +238,13 @@ impl<B: Backend> Agent<B> {
                     }
                     None => return,
                 },
-                _ = tick.tick() => {}
+                _ = tick.tick() => {
+                    if !self.c.owner_deadline.is_zero() {
+                        self.poll_alive().await;
+                    }
+                }
+                // A takeover's wait ends: claim at once, not at the next tick.
+                _ = sleep_until_first(&self.wait_until) => {}
             }
             let deadline = *s.deadline.borrow();
             // Our own alive counter moves every answered keepalive: if the
@@ -439,6 +445,21 @@ impl<B: Backend> Agent<B> {
         }
     }
 
+    /// Reads every alive counter (one linearizable read, any member that
+    /// answers): liveness does not wait for a watch that is stuck on a
+    /// member that died with its unit.
+    async fn poll_alive(&mut self) {
+        let prefix = format!("{}alive/", self.c.prefix);
+        let read = self.backend.read(&prefix);
+        let Ok(Ok((kvs, _))) = timeout(attempt_limit(&self.c), read).await else {
+            return;
+        };
+        let now = Instant::now();
+        for (k, v) in kvs {
+            self.put(&k, v, now);
+        }
+    }
+
     /// Revokes the lease of a member whose alive counter stood still for
     /// `dead_after`, while this member's own counter moves (its view is
     /// current). Fast path only.
@@ -465,6 +486,27 @@ impl<B: Backend> Agent<B> {
                 Ok(()) => {
                     warn!(%member, lease, silent_ms = quiet.as_millis() as u64, "revoked a silent member's lease");
                     self.revoked.insert(lease);
+                    // Its keys went with the revoke: known here now, not
+                    // when the watch brings the deletes (it may be stuck on
+                    // the member that died with the unit).
+                    let answered = Instant::now();
+                    self.members.remove(&member);
+                    self.alive.remove(&member);
+                    let gone: Vec<String> = self
+                        .owners
+                        .iter()
+                        .filter(|(_, o)| o.lease == lease)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for name in gone {
+                        if let Some(o) = self.owners.remove(&name)
+                            && !o.digest.is_empty()
+                        {
+                            self.last_owner.insert(name.clone(), (o.member, o.digest));
+                        }
+                        self.wait_until
+                            .insert(name, answered + takeover_wait(&self.c));
+                    }
                     let _ = s.events.send(ClusterEvent::Revoked {
                         member,
                         silent_ms: quiet.as_millis() as u64,
@@ -875,4 +917,14 @@ async fn lose(
     }
     let _ = deadline.send(Some(Instant::now()));
     let _ = lost.send(Lease::Lost(lease)).await;
+}
+
+/// Sleeps until the earliest of `until`'s instants still to come (forever
+/// when none: a passed one must not make the loop spin).
+async fn sleep_until_first(until: &BTreeMap<String, Instant>) {
+    let now = Instant::now();
+    match until.values().filter(|t| **t > now).min() {
+        Some(t) => tokio::time::sleep_until((*t).into()).await,
+        None => std::future::pending().await,
+    }
 }
