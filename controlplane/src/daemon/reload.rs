@@ -21,6 +21,22 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     if new.metrics.listen != old.metrics.listen {
         return Some("[metrics] changed (the endpoint is bound at start)");
     }
+    if new.cluster != old.cluster {
+        return Some("[cluster] changed (the lease and the etcd clients are set up at start)");
+    }
+    // The other members compare these digests before a takeover, and the
+    // agent publishes them once: a changed set or definition is a restart.
+    let digests = |c: &Config| -> Vec<(String, String)> {
+        c.instances
+            .iter()
+            .map(|(n, i)| (n.clone(), crate::cluster::rules::digest(i)))
+            .collect()
+    };
+    if old.cluster.is_some() && digests(old) != digests(new) {
+        return Some(
+            "in a cluster, instances were added, removed or redefined (the members compare definitions); restart this member",
+        );
+    }
     None
 }
 
@@ -87,5 +103,40 @@ impl Daemon {
             message: message.clone(),
         });
         Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_restart;
+
+    fn config(cluster: &str, services: &str) -> baton_config::Config {
+        let text = format!(
+            "[networks.n]\nsubnets = [\"192.0.2.0/24\"]\n[ports.ge0]\nnetworks = [\"n\"]\n\
+             [instances.a]\naddress = \"192.0.2.100/24\"\nports = [\"ge0\"]\nservices = [{services}]\n{}\n{cluster}",
+            if cluster.is_empty() {
+                ""
+            } else {
+                "members = [\"gw1\"]"
+            }
+        );
+        baton_config::parse("t.toml", &text, &baton_config::Host { cpus: 2 })
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const CLUSTER: &str = "[cluster]\nmember_id = \"gw1\"\nha_port = \"ha0\"\nendpoints = [\"http://198.51.100.3:2379\"]";
+
+    #[test]
+    fn cluster_settings_and_definitions_need_a_restart_in_a_cluster_only() {
+        let base = config(CLUSTER, "3260");
+        assert_eq!(needs_restart(&base, &config(CLUSTER, "3260")), None);
+        assert!(needs_restart(&base, &config(CLUSTER, "3260, 860")).is_some());
+        let other = CLUSTER.replace("198.51.100.3", "198.51.100.4");
+        assert!(needs_restart(&base, &config(&other, "3260")).is_some());
+        // A single host reloads a changed definition.
+        assert_eq!(
+            needs_restart(&config("", "3260"), &config("", "3260, 860")),
+            None
+        );
     }
 }
