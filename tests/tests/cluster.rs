@@ -242,7 +242,12 @@ fn a_member_cut_from_etcd_fences_and_is_taken_over_without_ping_pong() -> anyhow
         fenced_after.as_millis(),
         (started.elapsed()).as_millis().max(took.as_millis())
     );
-    println!("fenced, gw0:\n{}", text_status(&s.gw[0]));
+    let fenced_status = text_status(&s.gw[0]);
+    println!("fenced, gw0:\n{fenced_status}");
+    assert!(
+        !fenced_status.contains("repaired"),
+        "the withdrawal was reported as drift repaired"
+    );
     assert!(
         fenced_after <= D + Duration::from_millis(200),
         "{fenced_after:?}; gw0's log:\n{}",

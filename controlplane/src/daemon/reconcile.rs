@@ -84,8 +84,15 @@ impl Daemon {
                     if self.trouble.remove(&name).is_some() {
                         info!(instance = %name, "reconciled again after errors");
                     }
+                    // Taking an instance the cluster withholds off this host
+                    // is the withdrawal (its own event), not drift repaired.
+                    let withdrawing = self.cluster_view.is_some() && !self.may_hold(&name);
                     for (what, detail) in repairs {
-                        self.note_repair(&name, what, detail);
+                        if withdrawing {
+                            info!(instance = %name, what = ?what, %detail, "withdrawn from this host");
+                        } else {
+                            self.note_repair(&name, what, detail);
+                        }
                     }
                 }
                 Err(e) => self.note_trouble(&name, format!("{e:#}")),
