@@ -20,6 +20,7 @@ pub mod backend;
 pub mod etcd;
 pub mod records;
 pub mod rules;
+mod streams;
 
 use crate::dataplane::PinDir;
 use crate::decide::{ClusterView, FenceCause};

@@ -2,9 +2,10 @@
 //! engine is told, the digest of an instance's definition.
 use super::records::{MemberRecord, OwnerRecord};
 use crate::decide::{ClusterView, FenceCause, Reason};
-use baton_config::model::Instance;
+use baton_config::model::{Cluster, Instance};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// The part of an instance's definition members must agree on before one
 /// takes it over from another: address, VLAN, MAC, routes, services, members.
@@ -80,6 +81,20 @@ pub fn view(
         v.withheld.insert(name, reason);
     }
     v
+}
+
+/// How long a taker waits after an owner vanished with its member: D and
+/// a guard of one heartbeat. Without the fast path the lease's expiry
+/// already came after the owner's deadline (a lease revoked by hand is
+/// then not waited for: hand over with `baton move --member` instead).
+pub fn takeover_wait(c: &Cluster) -> Duration {
+    if c.owner_deadline.is_zero() {
+        // The lease expired at etcd at least TTL after the owner's last
+        // answered keepalive; the owner dropped out `margin` before that.
+        c.heartbeat
+    } else {
+        c.owner_deadline + c.heartbeat
+    }
 }
 
 #[cfg(test)]
