@@ -195,10 +195,7 @@ impl<B: Backend> Agent<B> {
                 }
                 Some(Lease::Lost(lease)) = lease_rx.recv() => {
                     if self.lease == Some(lease) {
-                        warn!(lease, "the lease is gone: fenced, asking for a new one");
-                        self.lease = None;
-                        self.lease_lost = true;
-                        self.published = None;
+                        self.lose_lease();
                     }
                 }
                 _ = deadline_rx.changed() => {}
@@ -262,11 +259,17 @@ impl<B: Backend> Agent<B> {
     /// A request found the lease gone: fenced until a new one is granted.
     fn note_error(&mut self, e: &anyhow::Error) {
         if lease_gone(e) && self.lease.is_some() {
-            warn!(lease = ?self.lease, "the lease is gone: fenced, asking for a new one");
-            self.lease = None;
-            self.lease_lost = true;
-            self.published = None;
+            self.lose_lease();
         }
+    }
+
+    /// The lease is gone (the keepalives or a request said so): fenced,
+    /// and the next loop asks for a new one.
+    fn lose_lease(&mut self) {
+        warn!(lease = ?self.lease, "the lease is gone: fenced, asking for a new one");
+        self.lease = None;
+        self.lease_lost = true;
+        self.published = None;
     }
 
     /// The lease of a restarted daemon if it still lives (a hitless
@@ -509,11 +512,6 @@ impl<B: Backend> Agent<B> {
         self.wait_until.retain(|_, t| *t > now);
         self.handovers
             .retain(|_, (_, at)| now.duration_since(*at) < HANDOVER_FRESH);
-        let live: BTreeMap<String, MemberRecord> = self
-            .members
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let names: Vec<String> = self.instances.keys().cloned().collect();
         for name in names {
             if let Some(o) = self.owners.get(&name) {
@@ -559,7 +557,7 @@ impl<B: Backend> Agent<B> {
                     &inst.members,
                     &self.digests[&name],
                     self.hostable.contains(&name),
-                    &live,
+                    &self.members,
                 )
             };
             if let Err(r) = verdict {

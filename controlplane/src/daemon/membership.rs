@@ -249,20 +249,14 @@ impl Daemon {
 
     /// The view a daemon starts with in a cluster: nothing held yet.
     pub(super) fn initial_view(config: &baton_config::Config) -> Option<ClusterView> {
-        config.cluster.as_ref().map(|_| ClusterView {
-            held: BTreeSet::new(),
-            withheld: config
-                .instances
-                .keys()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        Reason::Fenced {
-                            cause: FenceCause::NoQuorum,
-                        },
-                    )
-                })
-                .collect(),
+        config.cluster.as_ref().map(|c| {
+            crate::cluster::rules::view(
+                &c.member_id,
+                config.instances.keys().cloned(),
+                &Default::default(),
+                Some(FenceCause::NoQuorum),
+                &Default::default(),
+            )
         })
     }
 }
