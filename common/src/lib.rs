@@ -401,6 +401,8 @@ pub mod names {
     pub const INSTANCE_STATS_MAP: &str = "BATON_INSTANCE_STATS";
     /// The TC egress program of the data ports.
     pub const TC_EGRESS_PROGRAM: &str = "baton_tc_egress";
+    /// On each instance macvlan's egress: counts what it sends.
+    pub const TC_MACVLAN_PROGRAM: &str = "baton_tc_macvlan";
     /// The ingress logic at TCX ingress (the alternative to XDP).
     pub const TC_INGRESS_PROGRAM: &str = "baton_tc_ingress";
     /// Per-CPU hash: [`super::InstancePortKey`] -> [`super::PduCounters`].

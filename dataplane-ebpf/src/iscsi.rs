@@ -199,9 +199,6 @@ impl<P: Bytes> Walk<'_, P> {
         }
         state.ahead = 0;
         let mut off = wanted.wrapping_sub(self.seg.seq);
-        // Landing is checked before and after the segment's walk only: a
-        // walk through the island's bytes inside one segment counts them
-        // itself and passes the island's start, which drops the island.
         if state.have == 0 {
             land(state, counters, self.dir);
             off = state.next.wrapping_sub(self.seg.seq);
@@ -232,9 +229,13 @@ impl<P: Bytes> Walk<'_, P> {
             count(counters, self.dir, opcode);
             state.next = state.next.wrapping_add(pdu_len);
             state.have = 0;
+            // Landing inside the segment too: a retransmission that TCP
+            // collapsed from the lost segments and the island's first ones
+            // reaches the island mid-segment, and the island's later bytes
+            // will not come again.
+            land(state, counters, self.dir);
             off = state.next.wrapping_sub(self.seg.seq);
             if off >= len {
-                land(state, counters, self.dir);
                 return;
             }
         }

@@ -353,17 +353,10 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     } else {
         entry.owner_ifindex
     };
-    if p.tcp && entry.is_iscsi_port(p.sport) {
-        let job = iscsi::Job {
-            flow: flow_key(p),
-            stats: InstancePortKey {
-                id: entry.id,
-                ifindex: out,
-            },
-            dir: TX as u32,
-            flags: entry.flags as u32,
-        };
-        iscsi::baton_iscsi_skb(skb, &p.seg, &job);
+    // What came down through the instance's macvlan was counted there.
+    let via_macvlan = counted_on_macvlan(entry) && ctx.load::<[u8; 6]>(6).ok() == Some(entry.mac);
+    if !via_macvlan {
+        account_tx(skb, p, entry, out);
     }
     // The kernel sent it untagged (no VLAN device): put the instance's tag on.
     if entry.flags & flags::VLAN_TAGS != 0 && entry.vlan != 0 && p.tags == 0 && !tagged {
@@ -386,6 +379,56 @@ pub fn baton_tc_egress(ctx: TcContext) -> i32 {
     }
     // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
     unsafe { bpf_redirect(out, 0) as i32 }
+}
+
+/// On an instance's own macvlan: the PDUs it sends are counted here, not
+/// on the port, because while the port has no carrier the macvlan's qdisc
+/// is noop and drops them before the port's program could see them (until
+/// the move); TCP then sends those bytes again after what followed them,
+/// and a count kept on the port alone would have a gap it cannot fill.
+#[classifier]
+pub fn baton_tc_macvlan(ctx: TcContext) -> i32 {
+    let skb = ctx.skb.skb;
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let len = unsafe { (*skb).len };
+    let frame = parse::Frame::with_wire_len(ctx.data(), ctx.data_end(), len as usize);
+    let mut parsed = parse::Parsed::new();
+    parse::classify(&frame, 0, &mut parsed);
+    let p = &parsed;
+    if !p.addrs {
+        return TC_ACT_OK;
+    }
+    if let Some(entry) = instance(&p.src)
+        && p.src.vlan == 0
+        && counted_on_macvlan(entry)
+    {
+        account_tx(skb, p, entry, entry.owner_ifindex);
+    }
+    TC_ACT_OK
+}
+
+/// An instance with its own MAC, placed: its macvlan's program counts what
+/// it sends (the port's program skips frames with its MAC as source).
+#[inline(always)]
+fn counted_on_macvlan(entry: &InstanceEntry) -> bool {
+    entry.flags & flags::OWN_MAC != 0 && entry.owner_ifindex != 0
+}
+
+/// iSCSI accounting of a frame an instance sends, on port `out`'s counters.
+#[inline(always)]
+fn account_tx(skb: *mut __sk_buff, p: &parse::Parsed, entry: &InstanceEntry, out: u32) {
+    if p.tcp && entry.is_iscsi_port(p.sport) {
+        let job = iscsi::Job {
+            flow: flow_key(p),
+            stats: InstancePortKey {
+                id: entry.id,
+                ifindex: out,
+            },
+            dir: TX as u32,
+            flags: entry.flags as u32,
+        };
+        iscsi::baton_iscsi_skb(skb, &p.seg, &job);
+    }
 }
 
 #[inline(always)]

@@ -380,6 +380,21 @@ fn pdu_accounting_cases() {
             vec![(SCSI_COMMAND, 6)],
         ),
         Case::new(
+            "a retransmission TCP collapsed from the lost segment and the island's first: lands on the island mid-segment",
+            concat(&many[..7]),
+            vec![
+                Seg::Syn,
+                Seg::Bytes(0, 48),
+                // 48..96 lost; the island is 96..240.
+                Seg::Bytes(96, 144),
+                Seg::Bytes(144, 240),
+                // The retransmission carries 48..144; 144..240 never comes again.
+                Seg::Bytes(48, 144),
+                Seg::Bytes(240, 336),
+            ],
+            vec![(SCSI_COMMAND, 7)],
+        ),
+        Case::new(
             "an island that was data, not PDUs: dropped when the walk passes it",
             misleading.clone(),
             vec![

@@ -198,6 +198,7 @@ fn pdu_counts_stay_exact_across_a_failover() -> anyhow::Result<()> {
     let rx = counted(&table, &["ge0", "ge1"], "rx");
     let tx = counted(&table, &["ge0", "ge1"], "tx");
     println!("baton rx {rx:?} tx {tx:?}; capture {truth:?}");
+    println!("dataplane table: {table}");
     assert!(
         counted(&table, &["ge1"], "rx").values().sum::<u64>() > 0,
         "nothing counted on ge1 after the failover"

@@ -33,17 +33,29 @@ pub struct Actuator {
     pub table: InstanceTable,
     /// One AF_PACKET socket per port for announcements.
     sockets: std::collections::BTreeMap<u32, announce::PortSocket>,
+    /// The accounting program every instance macvlan carries.
+    macvlan_tc: crate::dataplane::macvlan::MacvlanTc,
 }
 
 impl Actuator {
-    pub fn new(table: InstanceTable) -> Result<Self> {
+    pub fn new(
+        table: InstanceTable,
+        macvlan_tc: crate::dataplane::macvlan::MacvlanTc,
+    ) -> Result<Self> {
         let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
         tokio::spawn(conn);
         Ok(Actuator {
             handle,
             table,
             sockets: Default::default(),
+            macvlan_tc,
         })
+    }
+
+    /// The accounting program on an instance's macvlan (one a restart
+    /// adopted, or one someone detached it from).
+    pub fn ensure_macvlan_program(&self, name: &str, ifindex: u32) -> Result<()> {
+        self.macvlan_tc.ensure(name, ifindex)
     }
 
     pub fn handle(&self) -> &Handle {
@@ -163,32 +175,44 @@ impl Actuator {
         mac: [u8; 6],
         up: bool,
     ) -> Result<u32> {
-        if let Some(ifindex) = crate::netdev::index_of(name) {
+        let existing = match crate::netdev::index_of(name) {
             // Someone else's device under our name, or a wrong MAC: made anew.
-            if crate::netdev::mac_of(name).ok() == Some(mac) {
-                if up {
-                    let msg = LinkUnspec::new_with_index(ifindex).up().build();
-                    self.handle
-                        .link()
-                        .set(msg)
-                        .execute()
-                        .await
-                        .with_context(|| format!("bringing {name} up"))?;
-                }
-                return Ok(ifindex);
+            Some(ifindex) if crate::netdev::mac_of(name).ok() == Some(mac) => Some(ifindex),
+            Some(_) => {
+                self.del_link(name).await?;
+                None
             }
-            self.del_link(name).await?;
+            None => None,
+        };
+        let ifindex = match existing {
+            Some(ifindex) => ifindex,
+            None => {
+                // Created down: its program goes on before it carries anything.
+                let msg = LinkMacVlan::new(name, lower, MacVlanMode::Bridge)
+                    .address(mac.to_vec())
+                    .down()
+                    .build();
+                self.handle
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("creating macvlan {name}"))?;
+                crate::netdev::index_of(name)
+                    .with_context(|| format!("macvlan {name} vanished after creation"))?
+            }
+        };
+        self.macvlan_tc.ensure(name, ifindex)?;
+        if up {
+            let msg = LinkUnspec::new_with_index(ifindex).up().build();
+            self.handle
+                .link()
+                .set(msg)
+                .execute()
+                .await
+                .with_context(|| format!("bringing {name} up"))?;
         }
-        let builder = LinkMacVlan::new(name, lower, MacVlanMode::Bridge).address(mac.to_vec());
-        let msg = if up { builder.up() } else { builder.down() }.build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .with_context(|| format!("creating macvlan {name}"))?;
-        crate::netdev::index_of(name)
-            .with_context(|| format!("macvlan {name} vanished after creation"))
+        Ok(ifindex)
     }
 
     /// Turns a macvlan into a standby: address removed, down.
@@ -209,6 +233,7 @@ impl Actuator {
 
     /// Deletes a link (an instance's macvlan, with its address) if it exists.
     pub async fn del_link(&self, name: &str) -> Result<bool> {
+        self.macvlan_tc.forget(name)?;
         let Some(ifindex) = crate::netdev::index_of(name) else {
             return Ok(false);
         };

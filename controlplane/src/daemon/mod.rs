@@ -247,7 +247,10 @@ impl Daemon {
             .map(|(n, _)| n.clone())
             .collect();
         attach(&pins, &config, &present)?;
-        let actuator = Actuator::new(InstanceTable::open(&pins)?)?;
+        let actuator = Actuator::new(
+            InstanceTable::open(&pins)?,
+            crate::dataplane::macvlan::MacvlanTc::load(&pins)?,
+        )?;
         let reviver = if config
             .instances
             .values()

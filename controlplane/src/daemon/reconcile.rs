@@ -240,7 +240,10 @@ impl Daemon {
                         repairs.push((Repair::Device, format!("{mv} on {port}: {what}")));
                     }
                     match seen {
-                        Some(l) if right && l.admin_up => l.ifindex,
+                        Some(l) if right && l.admin_up => {
+                            self.actuator.ensure_macvlan_program(&mv, l.ifindex)?;
+                            l.ifindex
+                        }
                         _ => {
                             let ifindex =
                                 self.actuator.ensure_macvlan(&mv, lower, mac, true).await?;

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod fence;
 mod instances;
 pub mod kernel_btf;
+pub mod macvlan;
 mod pins;
 pub mod sockets;
 pub mod stats;
@@ -386,7 +387,7 @@ fn unpin_port(pins: &PinDir, port: &str) -> Result<()> {
 }
 
 /// Removing the only reference (the pin) detaches the link.
-fn unpin(path: &PathBuf) -> Result<()> {
+pub(crate) fn unpin(path: &PathBuf) -> Result<()> {
     let link = PinnedLink::from_pin(path).with_context(|| format!("opening {}", path.display()))?;
     link.unpin()
         .with_context(|| format!("removing {}", path.display()))?;

@@ -30,6 +30,10 @@ impl PinDir {
     pub fn tc_link(&self, port: &str) -> PathBuf {
         self.0.join("links").join(format!("tc-egress-{port}"))
     }
+    /// An instance macvlan's egress link (not a port: `attached_ports` skips it).
+    pub fn macvlan_link(&self, macvlan: &str) -> PathBuf {
+        self.0.join("links").join(format!("tc-macvlan-{macvlan}"))
+    }
 
     /// The ports that have one of baton's links pinned here, sorted.
     pub fn attached_ports(&self) -> Vec<String> {
