@@ -239,6 +239,9 @@ pub struct Cluster {
     /// D: an owner is silent this long after its last answered keepalive
     /// (0: no fast path; the lease rule alone, TTL - margin).
     pub owner_deadline: Duration,
+    /// After a takeover, tickle ACKs to the old owner's client connections
+    /// (they reconnect at once instead of waiting for their own timers).
+    pub tickle: bool,
 }
 
 impl Cluster {

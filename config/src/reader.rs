@@ -652,6 +652,7 @@ impl<'t> Reader<'t> {
         let heartbeat = d(self, "heartbeat", Cluster::DEFAULT_HEARTBEAT);
         let dead_after = d(self, "dead_after", Cluster::DEFAULT_DEAD_AFTER);
         let owner_deadline = d(self, "owner_deadline", Cluster::DEFAULT_OWNER_DEADLINE);
+        let tickle = self.boolean(t, p, "tickle").unwrap_or(true);
         let prefix = self
             .string(t, p, "prefix")
             .unwrap_or_else(|| Cluster::DEFAULT_PREFIX.into());
@@ -666,6 +667,7 @@ impl<'t> Reader<'t> {
             heartbeat,
             dead_after,
             owner_deadline,
+            tickle,
         })
     }
 }

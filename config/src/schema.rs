@@ -475,6 +475,14 @@ pub const KEYS: &[Key] = &[
         "An owner goes silent this long after its last answered keepalive (daemon and dataplane)."
     ),
     key!(
+        Cluster,
+        "tickle",
+        "boolean",
+        Some(|| "true".into()),
+        "",
+        "After a takeover, send the old owner's client connections tickle ACKs: their resets make the clients reconnect at once."
+    ),
+    key!(
         Metrics,
         "listen",
         "address:port",

@@ -151,6 +151,9 @@ pub struct MoveRecord {
     pub revived_sockets: Option<u64>,
     #[serde(default)]
     pub revert_icmps: Option<u64>,
+    /// After a takeover: the old owner's client connections sent tickle ACKs.
+    #[serde(default)]
+    pub tickled: Option<u64>,
 }
 
 /// What `baton events` follows.
@@ -198,6 +201,13 @@ pub enum Event {
     },
     /// A move ended the retransmission backoff of the sockets on the
     /// instance's address (RFC 6069): how many, with how many ICMPs.
+    /// A takeover's tickle ACKs to the old owner's client connections.
+    Tickled {
+        at_ms: u64,
+        instance: String,
+        connections: u64,
+        acks: u64,
+    },
     Revived {
         at_ms: u64,
         instance: String,

@@ -138,6 +138,9 @@ fn last_move(i: &InstanceStatus) -> String {
             match m.revived_sockets {
                 Some(n) if n > 0 => format!(", {n} sockets revived"),
                 _ => String::new(),
+            } + &match m.tickled {
+                Some(n) => format!(", {n} connections tickled"),
+                None => String::new(),
             }
         ),
     }
@@ -224,6 +227,14 @@ pub fn render_event(e: &Event) -> String {
             left,
         } => format!(
             "{at_ms:>9}ms revived {instance}: {sockets} sockets out of backoff ({icmps} ICMPs, {left} left)"
+        ),
+        Event::Tickled {
+            at_ms,
+            instance,
+            connections,
+            acks,
+        } => format!(
+            "{at_ms:>9}ms tickled {instance}: {connections} connections of its last owner ({acks} ACKs)"
         ),
         Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
         Event::Claimed {

@@ -235,3 +235,62 @@ pub fn send_raw(ns: &crate::Netns, dev: &str, frame: &[u8]) -> Result<()> {
     .join()
     .map_err(|_| anyhow::anyhow!("raw sender panicked"))?
 }
+
+/// An idle TCP connection from the client, and when and how it ended.
+pub struct HeldConnection {
+    ended: std::sync::mpsc::Receiver<(std::time::Instant, String)>,
+}
+
+impl HeldConnection {
+    /// Connects from the client to `addr`:`port` and waits on it in a thread
+    /// of its own (in the client's namespace).
+    pub fn open(lab: &Lab, addr: std::net::IpAddr, port: u16) -> Result<HeldConnection> {
+        let path = lab.client.path();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let stream = crate::probe::enter(&path).and_then(|()| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::new(addr, port),
+                    std::time::Duration::from_secs(3),
+                )
+                .context("connecting")
+            });
+            let mut stream = match stream {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut buf = [0u8; 512];
+            let how = loop {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) => break "closed".to_string(),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        break "reset".to_string();
+                    }
+                    Err(e) => break format!("{e}"),
+                }
+            };
+            let _ = ended_tx.send((std::time::Instant::now(), how));
+        });
+        ready
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .context("the connecting thread did not answer")??;
+        Ok(HeldConnection { ended })
+    }
+
+    /// When and how the connection ended ("reset", "closed", an error), if
+    /// it did within `timeout`.
+    pub fn ended_within(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<(std::time::Instant, String)> {
+        self.ended.recv_timeout(timeout).ok()
+    }
+}

@@ -4,6 +4,8 @@
 //! planned handover. The two-owner checker runs in every test.
 use baton_lab::cluster::{ClusterLab, TwoOwnerChecker};
 use baton_lab::daemon::Daemon;
+use baton_lab::iscsi::Target;
+use baton_lab::traffic::HeldConnection;
 use std::time::{Duration, Instant};
 
 const A: &str = "192.0.2.100";
@@ -534,5 +536,98 @@ fn over_tls_only_a_member_with_a_client_certificate_holds_anything() -> anyhow::
     );
     let o = checker.finish()?;
     o.assert_none();
+    Ok(())
+}
+
+/// A unit failure with an idle client connection to iscsi-a on gw0 (tgtd on
+/// both gateways, the same target): how long after the kill gw1 held
+/// iscsi-a, and when and how the client's connection ended (None: not within
+/// a second after the takeover).
+struct ClientTakeover {
+    /// gw1 held iscsi-a this long after the kill.
+    placed: Duration,
+    /// The client's connection ended this long after the kill, and how.
+    ended: Option<(Duration, String)>,
+    s: Site,
+}
+
+fn takeover_with_a_client(tickle: bool) -> anyhow::Result<ClientTakeover> {
+    let cluster = format!("{FAST}\ntickle = {tickle}");
+    let mut s = site(&cluster)?;
+    healthy(&s)?;
+    let a: std::net::IpAddr = A.parse()?;
+    // gw1's tgtd listens on the address before it holds it.
+    s.c.lab
+        .gw(1)
+        .ns
+        .run(&["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
+    let targets = [
+        Target::start(&s.c.lab.gw(0).ns, a, 8)?,
+        Target::start(&s.c.lab.gw(1).ns, a, 8)?,
+    ];
+    let conn = HeldConnection::open(&s.c.lab, a, 3260)?;
+    // gw0 samples its connections every 500 ms and publishes them.
+    std::thread::sleep(Duration::from_millis(1200));
+    let killed = Instant::now();
+    kill_unit(&mut s)?;
+    wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
+    let placed = killed.elapsed();
+    let ended = conn
+        .ended_within(Duration::from_secs(1))
+        .map(|(at, how)| (at.duration_since(killed), how));
+    if ended.is_some() {
+        // A new login to the same target name, now on gw1.
+        let out =
+            s.c.lab
+                .client
+                .command("iscsi-inq")
+                .arg(targets[1].url())
+                .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "a new login after the takeover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(ClientTakeover { placed, ended, s })
+}
+
+/// Tickle ACKs: gw1 tells gw0's client at once that its connection is gone
+/// (the client's answer to the tickle meets a host without that connection,
+/// whose kernel resets it), and the client logs in again on gw1. Without
+/// them an idle client learns nothing until its own timers fire.
+#[test]
+fn a_takeover_resets_the_old_owners_client_connections() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let ClientTakeover { placed, ended, s } = takeover_with_a_client(true)?;
+    println!(
+        "tickles on: gw1 held iscsi-a {placed:?} after the kill; the client's connection: {ended:?}"
+    );
+    let (at, how) = ended.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the client's connection did not end after the takeover; gw1's log:\n{}",
+            s.gw[1].log_text()
+        )
+    })?;
+    assert_eq!(how, "reset");
+    assert!(
+        at <= placed + Duration::from_millis(100),
+        "reset {at:?} after the kill, the takeover at {placed:?}"
+    );
+    let status = s.gw[1].status()?;
+    let tickled = status["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == "iscsi-a")
+        .map(|i| i["last_move"]["tickled"].clone());
+    assert_eq!(tickled, Some(serde_json::json!(1)), "{status}");
+    drop(s);
+
+    let ClientTakeover { placed, ended, .. } = takeover_with_a_client(false)?;
+    println!(
+        "tickles off: gw1 held iscsi-a {placed:?} after the kill; the client's connection: {ended:?}"
+    );
+    assert_eq!(ended, None, "without tickles nothing tells an idle client");
     Ok(())
 }

@@ -3,9 +3,11 @@
 //! members. Every etcd request is bounded; a lost stream is read again.
 use super::backend::{Backend, Change, lease_gone};
 use super::etcd::Etcd;
-use super::records::{Handover, Key, Keys, MemberRecord, OwnerRecord};
+use super::records::{Conn, ConnRecord, Handover, Key, Keys, MemberRecord, OwnerRecord};
 use super::rules::takeover_wait;
 use super::streams::{Lease, Seen, attempt_limit, keepalive_task, watch_task};
+
+mod publish;
 use super::{ClusterEvent, ClusterState, ToAgent, rules};
 use crate::dataplane::fence::FenceClock;
 use crate::decide::{FenceCause, Reason};
@@ -20,6 +22,9 @@ use tracing::{info, warn};
 
 /// A handover names its taker for this long; then any member may claim.
 const HANDOVER_FRESH: Duration = Duration::from_secs(2);
+/// A held instance's connections are written again this often even when
+/// unchanged (a key someone deleted comes back).
+const CONNS_REFRESH: Duration = Duration::from_secs(10);
 
 pub struct Setup {
     pub cluster: Cluster,
@@ -90,6 +95,13 @@ struct Agent<B: Backend> {
     /// instance -> (its last owner, that owner's digest), kept after the
     /// owner vanished: a takeover needs the same definition.
     last_owner: BTreeMap<String, (String, String)>,
+    /// instance -> the last client connections a member published for it,
+    /// kept after the key went (with its owner's lease): a taker's tickles.
+    conns_seen: BTreeMap<String, ConnRecord>,
+    /// instance -> the connections on its address here, from the daemon.
+    conns_here: BTreeMap<String, Vec<Conn>>,
+    /// instance -> what this member last published for it, and when.
+    conns_published: BTreeMap<String, (Vec<Conn>, Instant)>,
     /// Leases this member revoked (not revoked twice).
     revoked: BTreeSet<i64>,
     hostable: BTreeSet<String>,
@@ -140,6 +152,9 @@ impl<B: Backend> Agent<B> {
             handovers: BTreeMap::new(),
             released_to_us: BTreeSet::new(),
             last_owner: BTreeMap::new(),
+            conns_seen: BTreeMap::new(),
+            conns_here: BTreeMap::new(),
+            conns_published: BTreeMap::new(),
             revoked: BTreeSet::new(),
             hostable: BTreeSet::new(),
             why_not: BTreeMap::new(),
@@ -201,6 +216,9 @@ impl<B: Backend> Agent<B> {
                 _ = deadline_rx.changed() => {}
                 cmd = s.from_daemon.recv() => match cmd {
                     Some(ToAgent::Local { hostable }) => self.hostable = hostable,
+                    Some(ToAgent::Connections { instance, conns }) => {
+                        self.conns_here.insert(instance, conns);
+                    }
                     Some(ToAgent::Release { instance, to, done }) => {
                         let r = self.release(&instance, to.clone()).await;
                         if r.is_ok() {
@@ -252,8 +270,18 @@ impl<B: Backend> Agent<B> {
                 self.claim(s).await;
             }
             self.publish_record().await;
+            self.publish_conns().await;
             self.publish_state(s);
         }
+    }
+
+    /// The instances this member holds now.
+    fn held_here(&self) -> BTreeSet<String> {
+        self.owners
+            .iter()
+            .filter(|(_, o)| o.member == self.me)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// A request found the lease gone: fenced until a new one is granted.
@@ -339,6 +367,8 @@ impl<B: Backend> Agent<B> {
                             Some(Key::Handover(i)) => {
                                 self.handovers.remove(&i);
                             }
+                            // Kept: the taker tickles what the owner had.
+                            Some(Key::Conns(_)) => {}
                             None => {}
                         },
                     }
@@ -404,6 +434,12 @@ impl<B: Backend> Agent<B> {
                     self.handovers.insert(i, (h, now));
                 }
             }
+            Some(Key::Conns(i)) => match serde_json::from_slice(&value) {
+                Ok(r) => {
+                    self.conns_seen.insert(i, r);
+                }
+                Err(e) => warn!(%key, error = %e, "unreadable connections record: ignored"),
+            },
             None => {}
         }
     }
@@ -581,11 +617,19 @@ impl<B: Backend> Agent<B> {
             {
                 Ok(true) => {
                     let from = self.handovers.get(&name).map(|(h, _)| h.from.clone());
-                    info!(instance = %name, ?from, "claimed");
+                    // The connections of whoever held it last (not ours).
+                    let conns = self
+                        .conns_seen
+                        .get(&name)
+                        .filter(|r| r.member != self.me)
+                        .map(|r| r.conns.clone())
+                        .unwrap_or_default();
+                    info!(instance = %name, ?from, connections = conns.len(), "claimed");
                     self.owners.insert(name.clone(), rec);
                     let _ = s.events.send(ClusterEvent::Claimed {
                         instance: name,
                         from,
+                        conns,
                     });
                 }
                 Ok(false) => {}
@@ -652,12 +696,7 @@ impl<B: Backend> Agent<B> {
             warn!(error = %format!("{e:#}"), "fence map");
         }
         self.publish_record().await;
-        let held: Vec<String> = self
-            .owners
-            .iter()
-            .filter(|(_, o)| o.member == self.me)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let held = self.held_here();
         for name in held {
             // To the next member that can host it: it takes it without a probe.
             let to = self.instances[&name]
@@ -682,94 +721,6 @@ impl<B: Backend> Agent<B> {
             let _ = bounded(request_limit(&self.c), self.backend.revoke(lease)).await;
         }
         let _ = s.deadline.send(Some(Instant::now()));
-    }
-
-    async fn publish_record(&mut self) {
-        let Some(lease) = self.lease else { return };
-        let rec = MemberRecord {
-            member: self.me.clone(),
-            lease,
-            digests: self.digests.clone(),
-            hostable: self.hostable.clone(),
-            held: self
-                .owners
-                .iter()
-                .filter(|(_, o)| o.member == self.me)
-                .map(|(n, _)| n.clone())
-                .collect(),
-            leaving: self.leaving,
-        };
-        if self.published.as_ref() == Some(&rec) {
-            return;
-        }
-        let Ok(value) = serde_json::to_vec(&rec) else {
-            return;
-        };
-        let key = self.keys.member(&self.me);
-        if Instant::now() < self.publish_retry_at {
-            return;
-        }
-        let put = self.backend.put(&key, &value, lease);
-        match bounded(request_limit(&self.c), put).await {
-            Ok(()) => self.published = Some(rec),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "publishing the member record; again in 200 ms");
-                self.publish_retry_at = Instant::now() + Duration::from_millis(200);
-                self.note_error(&e);
-            }
-        }
-    }
-
-    fn publish_state(&self, s: &Setup) {
-        let now = Instant::now();
-        let view = rules::view(
-            &self.me,
-            self.instances.keys().cloned(),
-            &self.owners,
-            self.fenced,
-            &self.why_not,
-        );
-        let members = self
-            .members
-            .values()
-            .map(|r| MemberStatus {
-                id: r.member.clone(),
-                alive: self
-                    .alive
-                    .get(&r.member)
-                    .is_some_and(|(_, t)| now.duration_since(*t) < self.c.dead_after),
-                silent_ms: self
-                    .alive
-                    .get(&r.member)
-                    .map(|(_, t)| now.duration_since(*t).as_millis() as u64),
-                digests_match: r
-                    .digests
-                    .iter()
-                    .all(|(i, d)| self.digests.get(i).is_none_or(|mine| mine == d)),
-                held: r.held.iter().cloned().collect(),
-                leaving: r.leaving,
-            })
-            .collect();
-        let state = ClusterState {
-            view,
-            fenced: self.fenced,
-            released_to_us: self.released_to_us.clone(),
-            owners: self
-                .owners
-                .iter()
-                .map(|(n, o)| (n.clone(), o.member.clone()))
-                .collect(),
-            members,
-            lease: self.lease,
-        };
-        s.state.send_if_modified(|st| {
-            if *st == state {
-                false
-            } else {
-                *st = state;
-                true
-            }
-        });
     }
 }
 

@@ -51,6 +51,8 @@ pub enum ClusterEvent {
     Claimed {
         instance: String,
         from: Option<String>,
+        /// The client connections its last owner published (for tickles).
+        conns: Vec<records::Conn>,
     },
     Released {
         instance: String,
@@ -77,6 +79,12 @@ pub enum ToAgent {
         instance: String,
         to: Option<String>,
         done: oneshot::Sender<Result<()>>,
+    },
+    /// The client connections on an instance's address here now (published
+    /// while this member holds it).
+    Connections {
+        instance: String,
+        conns: Vec<records::Conn>,
     },
     /// Shutting down: release everything, revoke the lease.
     Leave { done: oneshot::Sender<()> },

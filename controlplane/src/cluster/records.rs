@@ -6,6 +6,8 @@
 //! - `alive/ID`     a counter the member bumps every heartbeat (fast liveness)
 //! - `owners/NAME`  [`OwnerRecord`]: who holds the instance (created only if absent)
 //! - `handover/NAME` [`Handover`]: written with a planned release, names the taker
+//! - `conns/NAME`   [`ConnRecord`]: the owner's client connections, for a
+//!   taker's tickle ACKs (a taker keeps the last one it saw after it went)
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +41,21 @@ pub struct Handover {
     pub to: String,
 }
 
+/// A client connection to an instance's address (the address is the
+/// instance's, so it is not repeated).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Conn {
+    pub local_port: u16,
+    pub remote: std::net::IpAddr,
+    pub remote_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRecord {
+    pub member: String,
+    pub conns: Vec<Conn>,
+}
+
 /// The key layout of one cluster.
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -52,6 +69,7 @@ pub enum Key {
     Alive(String),
     Owner(String),
     Handover(String),
+    Conns(String),
 }
 
 impl Keys {
@@ -67,6 +85,9 @@ impl Keys {
     pub fn handover(&self, instance: &str) -> String {
         format!("{}handover/{instance}", self.prefix)
     }
+    pub fn conns(&self, instance: &str) -> String {
+        format!("{}conns/{instance}", self.prefix)
+    }
 
     /// A key under the prefix, or None for anything else (ignored).
     pub fn parse(&self, key: &str) -> Option<Key> {
@@ -81,6 +102,7 @@ impl Keys {
             "alive" => Key::Alive(name),
             "owners" => Key::Owner(name),
             "handover" => Key::Handover(name),
+            "conns" => Key::Conns(name),
             _ => return None,
         })
     }
@@ -102,6 +124,7 @@ mod tests {
         assert_eq!(k.parse(&k.member("gw1")), Some(Key::Member("gw1".into())));
         assert_eq!(k.parse(&k.alive("gw1")), Some(Key::Alive("gw1".into())));
         assert_eq!(k.parse(&k.handover("x")), Some(Key::Handover("x".into())));
+        assert_eq!(k.parse(&k.conns("x")), Some(Key::Conns("x".into())));
         for stranger in [
             "/other/owners/a",
             "/baton/owners/",

@@ -80,14 +80,24 @@ impl Daemon {
     pub(super) fn on_cluster_event(&mut self, e: ClusterEvent) {
         let at_ms = self.at_ms();
         let (kind, event) = match e {
-            ClusterEvent::Claimed { instance, from } => (
-                "claimed",
-                Event::Claimed {
-                    at_ms,
-                    instance,
-                    from,
-                },
-            ),
+            ClusterEvent::Claimed {
+                instance,
+                from,
+                conns,
+            } => {
+                let tickle = self.config.cluster.as_ref().is_some_and(|c| c.tickle);
+                if tickle && !conns.is_empty() {
+                    self.tickles_due.insert(instance.clone(), conns);
+                }
+                (
+                    "claimed",
+                    Event::Claimed {
+                        at_ms,
+                        instance,
+                        from,
+                    },
+                )
+            }
             ClusterEvent::Released { instance, to } => (
                 "released",
                 Event::Released {

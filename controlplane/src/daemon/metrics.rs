@@ -79,6 +79,7 @@ pub struct Metrics {
     pub conflicts: Family<InstanceLabel, Counter>,
     pub revived_sockets: Counter,
     pub revert_icmps: Counter,
+    pub tickle_acks: Counter,
     pub cluster_events: Family<KindLabel, Counter>,
     rx_packets: Counters,
     rx_bytes: Counters,
@@ -111,6 +112,7 @@ impl Metrics {
             cluster_events: Family::default(),
             revived_sockets: Counter::default(),
             revert_icmps: Counter::default(),
+            tickle_acks: Counter::default(),
             rx_packets: Family::default(),
             rx_bytes: Family::default(),
             solicits: Family::default(),
@@ -183,6 +185,11 @@ impl Metrics {
             "revert_icmps",
             "ICMP destination unreachables sent to end a backoff (both ends)",
             m.revert_icmps.clone(),
+        );
+        registry.register(
+            "tickle_acks",
+            "Tickle ACKs sent to a taken-over instance's client connections (they answer, this host resets them)",
+            m.tickle_acks.clone(),
         );
         registry.register(
             "dataplane_rx_packets",

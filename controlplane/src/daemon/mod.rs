@@ -11,6 +11,7 @@
 pub mod actuator;
 pub mod announce;
 mod conflict;
+mod connections;
 mod control;
 mod frames;
 mod io_thread;
@@ -22,10 +23,12 @@ mod moves;
 mod notify;
 mod observed;
 mod ports;
+mod raw;
 mod reconcile;
 mod reload;
 mod revive;
 mod status;
+mod tickle;
 
 use crate::dataplane::{self, AttachMode, InstanceTable, PinDir};
 use crate::decide::Reason;
@@ -97,6 +100,9 @@ struct Dirty {
     instances: BTreeSet<String>,
 }
 
+/// A takeover's tickles: what they did, or (instance, error).
+type TickleResult = Result<tickle::Tickled, (String, String)>;
+
 /// A reconcile error on one instance, retried with backoff.
 struct Trouble {
     error: String,
@@ -140,6 +146,10 @@ struct Daemon {
     reviver: Option<revive::Reviver>,
     revived_tx: mpsc::UnboundedSender<revive::Revival>,
     revived: mpsc::UnboundedReceiver<revive::Revival>,
+    /// instance -> the connections to tickle once a takeover placed it.
+    tickles_due: BTreeMap<String, Vec<crate::cluster::records::Conn>>,
+    tickled_tx: mpsc::UnboundedSender<TickleResult>,
+    tickled: mpsc::UnboundedReceiver<TickleResult>,
     /// The background announcements of each instance's last move.
     announcing: BTreeMap<String, tokio::task::AbortHandle>,
     events: broadcast::Sender<Event>,
@@ -251,26 +261,42 @@ impl Daemon {
             InstanceTable::open(&pins)?,
             crate::dataplane::macvlan::MacvlanTc::load(&pins)?,
         )?;
-        let reviver = if config
+        // The socket iterator: the backoff revert's, and a cluster member's
+        // connections for a taker's tickles.
+        let reverts = config
             .instances
             .values()
-            .any(|i| i.reverts_backoff(&config.timers))
-        {
+            .any(|i| i.reverts_backoff(&config.timers));
+        let tickles = config.cluster.as_ref().is_some_and(|c| c.tickle);
+        let sockets = if reverts || tickles {
             match crate::dataplane::sockets::TcpSockets::load(&pins) {
-                Ok(s) => Some(revive::Reviver::new(s)),
+                Ok(s) => Some(std::sync::Arc::new(std::sync::Mutex::new(s))),
                 Err(e) => {
-                    warn!(error = %format!("{e:#}"), "no backoff revert: the socket iterator did not load");
+                    warn!(error = %format!("{e:#}"), "no backoff revert and no tickles: the socket iterator did not load");
                     None
                 }
             }
         } else {
             None
         };
+        let reviver = sockets
+            .clone()
+            .filter(|_| reverts)
+            .map(revive::Reviver::new);
         let (revived_tx, revived) = mpsc::unbounded_channel();
+        let (tickled_tx, tickled) = mpsc::unbounded_channel();
         let cluster = match &config.cluster {
             Some(_) => Some(crate::cluster::spawn(&config, &pins)?),
             None => None,
         };
+        if let (Some(link), Some(sockets)) = (&cluster, sockets.filter(|_| tickles)) {
+            let addrs = config
+                .instances
+                .iter()
+                .map(|(n, i)| (n.clone(), i.address.addr()))
+                .collect();
+            connections::spawn(sockets, addrs, link.to_agent.clone());
+        }
         let (events, _) = broadcast::channel(1024);
         let (call_tx, calls) = mpsc::channel(16);
         let metrics = metrics::Metrics::new(pins.clone());
@@ -306,6 +332,9 @@ impl Daemon {
             reviver,
             revived_tx,
             revived,
+            tickles_due: BTreeMap::new(),
+            tickled_tx,
+            tickled,
             claims,
             conflicts: BTreeMap::new(),
             next_check: None,
@@ -385,6 +414,9 @@ impl Daemon {
                     }
                     Some(r) = self.revived.recv() => {
                         self.on_revival(r);
+                    }
+                    Some(t) = self.tickled.recv() => {
+                        self.on_tickled(t);
                     }
                     Some(seen) = self.claims.recv() => {
                         let mut relevant = self.on_claim(seen);

@@ -213,8 +213,10 @@ impl Daemon {
                     took_us,
                     revived_sockets: None,
                     revert_icmps: None,
+                    tickled: None,
                 };
                 self.revive_after(m, kind);
+                self.tickle_after(m);
                 info!(instance = %m.instance, from = ?m.from, to = %m.to, %kind, took_us, "move done");
                 self.emit(Event::Move {
                     at_ms: record.at_ms,
@@ -304,6 +306,47 @@ impl Daemon {
                 kind == MoveKind::Failover,
                 self.revived_tx.clone(),
             );
+        }
+    }
+
+    /// After a takeover's placement: the old owner's clients are told.
+    fn tickle_after(&mut self, m: &Move) {
+        if m.from.is_some() {
+            return;
+        }
+        let (Some(conns), Some(inst)) = (
+            self.tickles_due.remove(&m.instance),
+            self.config.instances.get(&m.instance),
+        ) else {
+            return;
+        };
+        super::tickle::spawn(
+            m.instance.clone(),
+            inst.address.addr(),
+            conns,
+            self.tickled_tx.clone(),
+        );
+    }
+
+    /// Tickles sent: into the move's record, an event, the metrics.
+    pub(super) fn on_tickled(&mut self, t: super::TickleResult) {
+        match t {
+            Ok(t) => {
+                info!(instance = %t.instance, connections = t.connections, acks = t.acks, "tickled the old owner's connections");
+                self.metrics.tickle_acks.inc_by(t.acks as u64);
+                if let Some(rec) = self.last_move.get_mut(&t.instance) {
+                    rec.tickled = Some(t.connections as u64);
+                }
+                self.emit(Event::Tickled {
+                    at_ms: self.at_ms(),
+                    instance: t.instance,
+                    connections: t.connections as u64,
+                    acks: t.acks as u64,
+                });
+            }
+            Err((instance, error)) => {
+                warn!(%instance, %error, "tickles failed");
+            }
         }
     }
 

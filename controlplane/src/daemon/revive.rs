@@ -15,12 +15,12 @@
 //! shortly after, where backoff is still > 0 (the kernel drops the ICMP
 //! while user space holds the socket lock). Never a SYN_SENT/SYN_RECV socket (an ICMP
 //! there aborts the connection), never a guessed sequence number.
+use super::raw::{RawSocket, checksum};
 use crate::dataplane::sockets::{
     TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TcpSocket, TcpSockets,
 };
-use anyhow::{Context as _, Result};
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use anyhow::Result;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -51,10 +51,8 @@ pub struct Reviver {
 }
 
 impl Reviver {
-    pub fn new(sockets: TcpSockets) -> Reviver {
-        Reviver {
-            sockets: Arc::new(Mutex::new(sockets)),
-        }
+    pub fn new(sockets: Arc<Mutex<TcpSockets>>) -> Reviver {
+        Reviver { sockets }
     }
 
     /// Revives the sockets on `addr` off the main loop; the result goes to
@@ -110,7 +108,12 @@ fn revive(
             .map_err(|_| anyhow::anyhow!("socket reader poisoned"))?;
         Ok(synchronised(s.read()?, addr))
     };
-    let raw = RawIcmp::open(addr.is_ipv6())?;
+    let protocol = if addr.is_ipv6() {
+        libc::IPPROTO_ICMPV6
+    } else {
+        libc::IPPROTO_ICMP
+    };
+    let raw = RawSocket::open(addr.is_ipv6(), protocol)?;
     let mut revival = Revival {
         instance: instance.to_string(),
         ..Revival::default()
@@ -207,93 +210,6 @@ fn quote(s: &TcpSocket, to: Toward) -> Vec<u8> {
             m.extend_from_slice(&tcp);
             m
         }
-    }
-}
-
-/// RFC 1071.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// A raw ICMP / ICMPv6 socket (CAP_NET_RAW).
-struct RawIcmp {
-    fd: OwnedFd,
-    v6: bool,
-}
-
-impl RawIcmp {
-    fn open(v6: bool) -> Result<RawIcmp> {
-        let (family, proto) = if v6 {
-            (libc::AF_INET6, libc::IPPROTO_ICMPV6)
-        } else {
-            (libc::AF_INET, libc::IPPROTO_ICMP)
-        };
-        // SAFETY: plain socket(2); ownership moves into OwnedFd.
-        let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("raw ICMP socket");
-        }
-        // SAFETY: a fresh descriptor we own.
-        Ok(RawIcmp {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            v6,
-        })
-    }
-
-    fn send(&self, msg: &[u8], to: IpAddr) -> Result<()> {
-        let to = SocketAddr::new(to, 0);
-        let rc = match (to, self.v6) {
-            (SocketAddr::V4(a), false) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as u16,
-                    sin_port: 0,
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(a.ip().octets()),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: valid fd, buffer and sockaddr_in of the size given.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        msg.as_ptr().cast(),
-                        msg.len(),
-                        0,
-                        (&sin as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as u32,
-                    )
-                }
-            }
-            (SocketAddr::V6(a), true) => {
-                // SAFETY: sockaddr_in6 is plain data.
-                let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-                sin6.sin6_family = libc::AF_INET6 as u16;
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                // SAFETY: valid fd, buffer and sockaddr_in6 of the size given.
-                unsafe {
-                    libc::sendto(
-                        self.fd.as_raw_fd(),
-                        msg.as_ptr().cast(),
-                        msg.len(),
-                        0,
-                        (&sin6 as *const libc::sockaddr_in6).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as u32,
-                    )
-                }
-            }
-            _ => return Ok(()),
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("ICMP to {to}"));
-        }
-        Ok(())
     }
 }
 
