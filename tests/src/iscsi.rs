@@ -13,6 +13,8 @@ pub struct Target {
     ctl: String,
     peer: Option<Peer>,
     lun: PathBuf,
+    /// The LUN file is this target's (deleted with it), not shared.
+    owns_lun: bool,
     portal: std::net::IpAddr,
 }
 
@@ -20,13 +22,30 @@ impl Target {
     /// Starts tgtd on `portal`:3260 in `ns` with a file-backed LUN of `mib` MiB.
     /// The portal address must exist in `ns`.
     pub fn start(ns: &Netns, portal: std::net::IpAddr, mib: u64) -> Result<Target> {
-        // tgtd takes -C up to 32767.
-        let ctl =
-            (1000 + (std::process::id() % 300) * 100 + SEQ.fetch_add(1, Ordering::Relaxed) % 100)
-                .to_string();
+        let ctl = next_ctl();
         let lun = std::env::temp_dir().join(format!("baton-lun-{ctl}.img"));
         let f = std::fs::File::create(&lun)?;
         f.set_len(mib << 20)?;
+        Target::serve(ns, portal, ctl, lun, true)
+    }
+
+    /// The same target name serving an existing file (two gateways of a
+    /// cluster exporting one shared LUN); the file is left in place.
+    pub fn start_shared(
+        ns: &Netns,
+        portal: std::net::IpAddr,
+        lun: &std::path::Path,
+    ) -> Result<Target> {
+        Target::serve(ns, portal, next_ctl(), lun.to_path_buf(), false)
+    }
+
+    fn serve(
+        ns: &Netns,
+        portal: std::net::IpAddr,
+        ctl: String,
+        lun: PathBuf,
+        owns_lun: bool,
+    ) -> Result<Target> {
         let peer = ns.spawn(&[
             "tgtd",
             "-f",
@@ -39,6 +58,7 @@ impl Target {
             ctl,
             peer: Some(peer),
             lun,
+            owns_lun,
             portal,
         };
         ns.wait_listening(3260)
@@ -97,6 +117,12 @@ impl Target {
     }
 }
 
+/// tgtd's control port for the next target (tgtd takes -C up to 32767).
+fn next_ctl() -> String {
+    (1000 + (std::process::id() % 300) * 100 + SEQ.fetch_add(1, Ordering::Relaxed) % 100)
+        .to_string()
+}
+
 impl Drop for Target {
     fn drop(&mut self) {
         let _ = self.adm(&[
@@ -104,7 +130,9 @@ impl Drop for Target {
         ]);
         let _ = self.adm(&["--op", "delete", "--mode", "system"]);
         drop(self.peer.take());
-        let _ = std::fs::remove_file(&self.lun);
+        if self.owns_lun {
+            let _ = std::fs::remove_file(&self.lun);
+        }
     }
 }
 

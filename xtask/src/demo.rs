@@ -18,7 +18,7 @@ const PULL_AT: Duration = Duration::from_secs(6);
 const PLUG_AT: Duration = Duration::from_secs(14);
 const INSTANCE: &str = "iscsi-a";
 
-type Stamped<T> = Arc<Mutex<Vec<(f64, T)>>>;
+pub(crate) type Stamped<T> = Arc<Mutex<Vec<(f64, T)>>>;
 
 pub fn run(bin: &Path) -> Result<()> {
     let began = Instant::now();
@@ -57,15 +57,8 @@ pub fn run(bin: &Path) -> Result<()> {
         "[demo] traffic for {}s: iscsi-perf (16 x 8 KiB reads), iperf3, UDP probe at 10 kHz",
         DURATION.as_secs()
     );
-    // The target's data segments as the client receives them (a pcap of
-    // 64-byte heads: cheap at 25,000 IOPS), for the iSCSI stream's stall.
     let pcap = daemon.dir.join("iscsi-data.pcap");
-    let capture = lab.capture_pcap(
-        &lab.client,
-        "eth0",
-        &format!("tcp and src host {addr} and src port 3260 and greater 100"),
-        &pcap,
-    )?;
+    let capture = capture_iscsi_data(&lab, addr, &pcap)?;
     // Every time in the report is ms after t0.
     let t0 = Instant::now();
     let t0_unix_ms = std::time::SystemTime::now()
@@ -76,7 +69,7 @@ pub fn run(bin: &Path) -> Result<()> {
     let events_text = follow_events_text(&daemon)?;
     let ms = move || t0.elapsed().as_secs_f64() * 1000.0;
     let probe_run = probe::run(&lab.client, addr, 10_000, DURATION)?;
-    let (iops, iscsi_out) = iscsi_perf(&lab, &target.url(), t0)?;
+    let (iops, iscsi_out, _) = iscsi_perf(&lab, &target.url(), t0, DURATION.as_secs() - 1, false)?;
     lab.spawn(
         &lab.gw(0).ns,
         &["iperf3", "-s", "-1", "-B", &addr.to_string()],
@@ -214,6 +207,18 @@ pub fn run(bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The target's data segments as the client receives them (a pcap of
+/// 64-byte heads: cheap at 25,000 IOPS), for the iSCSI stream's stall;
+/// returns the capture's pid.
+pub(crate) fn capture_iscsi_data(lab: &Lab, addr: IpAddr, pcap: &Path) -> Result<u32> {
+    lab.capture_pcap(
+        &lab.client,
+        "eth0",
+        &format!("tcp and src host {addr} and src port 3260 and greater 100"),
+        pcap,
+    )
+}
+
 /// Follows `baton events --json`, stamping each event when it arrives.
 fn follow_events(
     daemon: &Daemon,
@@ -255,22 +260,29 @@ fn follow_events_text(daemon: &Daemon) -> Result<(Arc<Mutex<Vec<String>>>, baton
     Ok((lines, baton_lab::Peer::from_child(child)))
 }
 
-/// iscsi-perf with a line per second; returns the IOPS series and its full output.
+/// iscsi-perf for `secs` with a line per second; returns the IOPS series,
+/// its full output and its pid. Without `reconnect` (-x 0) a broken session shows
+/// as an error; with it libiscsi logs in again (a cluster's takeover).
 #[allow(clippy::type_complexity)]
-fn iscsi_perf(
+pub(crate) fn iscsi_perf(
     lab: &Lab,
     url: &str,
     t0: Instant,
-) -> Result<(Stamped<u64>, std::thread::JoinHandle<Result<String>>)> {
-    let secs = (DURATION.as_secs() - 1).to_string();
-    // -x 0: no silent reconnect; a broken session must show as an error.
+    secs: u64,
+    reconnect: bool,
+) -> Result<(Stamped<u64>, std::thread::JoinHandle<Result<String>>, u32)> {
+    let secs = secs.to_string();
+    let mut args = vec!["-m", "16", "-b", "16", "-t", &secs, "-l"];
+    args.extend(["-x", if reconnect { "3" } else { "0" }]);
+    args.push(url);
     let mut child = lab
         .client
         .command("iscsi-perf")
-        .args(["-m", "16", "-b", "16", "-t", &secs, "-l", "-x", "0", url])
+        .args(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
+    let pid = child.id();
     let mut stdout = child.stdout.take().context("iscsi-perf stdout")?;
     let iops: Stamped<u64> = Arc::default();
     let sink = iops.clone();
@@ -312,5 +324,5 @@ fn iscsi_perf(
             err
         ))
     });
-    Ok((iops, handle))
+    Ok((iops, handle, pid))
 }

@@ -2,6 +2,7 @@
 mod bench;
 mod bench_revert;
 mod demo;
+mod demo_cluster;
 mod package;
 mod report;
 mod setup;
@@ -40,7 +41,11 @@ enum Cmd {
         rest: Vec<String>,
     },
     /// The lab demo: builds a lab, attaches the dataplane, sends traffic, prints counters.
-    Demo,
+    Demo {
+        /// `cluster`: two gateways on etcd, one failing whole, tickles on and off.
+        #[arg(value_enum)]
+        which: Option<DemoKind>,
+    },
     /// Benchmarks with same-run baselines; results in target/bench/NAME.json.
     Bench {
         #[arg(value_enum)]
@@ -62,6 +67,12 @@ enum Cmd {
         #[arg(last = true)]
         rest: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoKind {
+    /// Two gateways sharing instances through etcd; a whole unit fails.
+    Cluster,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,10 +101,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Load { ports, rest } => baton_ports("attach", &ports, &rest),
         Cmd::Unload { ports, rest } => baton_ports("detach", &ports, &rest),
-        Cmd::Demo => {
+        Cmd::Demo { which } => {
             setup::setup()?;
             let bin = build_release()?;
-            demo::run(&bin)
+            match which {
+                None => demo::run(&bin),
+                Some(DemoKind::Cluster) => demo_cluster::run(&bin),
+            }
         }
         Cmd::Test { rest } => test(&rest),
         Cmd::Package { check } => package::package(check),
