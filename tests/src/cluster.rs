@@ -36,21 +36,23 @@ fn ha_addr(i: usize) -> String {
 
 impl ClusterLab {
     pub fn build() -> Result<ClusterLab> {
-        Self::build_with(false)
+        Self::build_with(false, false)
+    }
+
+    /// With IPv6 enabled in the lab's namespaces.
+    pub fn build_ipv6() -> Result<ClusterLab> {
+        Self::build_with(false, true)
     }
 
     /// etcd serving clients over TLS only, asking for client certificates
     /// (a CA, a server certificate for the three HA addresses, a client
     /// certificate: openssl, valid one day).
     pub fn build_tls() -> Result<ClusterLab> {
-        Self::build_with(true)
+        Self::build_with(true, false)
     }
 
-    fn build_with(tls: bool) -> Result<ClusterLab> {
-        let lab = Lab::build(&LabSpec {
-            gateways: 2,
-            ..LabSpec::default()
-        })?;
+    fn build_with(tls: bool, ipv6: bool) -> Result<ClusterLab> {
+        let lab = Lab::build(&LabSpec { gateways: 2, ipv6 })?;
         let witness = Netns::new(&lab.prefix, "witness", false)?;
         let mut c = ClusterLab {
             data: (0..3)

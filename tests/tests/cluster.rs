@@ -592,6 +592,68 @@ fn takeover_with_a_client(tickle: bool) -> anyhow::Result<ClientTakeover> {
     Ok(ClientTakeover { placed, ended, s })
 }
 
+/// The same over IPv6: an instance 2001:db8::100 the two gateways share,
+/// iperf3's TCP listener on both as the service.
+#[test]
+fn a_takeover_resets_the_old_owners_ipv6_client_connections() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    const V6: &str = "2001:db8::100";
+    let c = ClusterLab::build_ipv6()?;
+    c.lab.client.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    let config = |g: usize| {
+        ClusterLab::config(g, TIMERS, FAST).replace(
+            "subnets = [\"192.0.2.0/24\"]",
+            "subnets = [\"192.0.2.0/24\", \"2001:db8::/64\"]",
+        ) + "\n[instances.iscsi-v6]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\nservices = [5201]\nmembers = [\"gw0\", \"gw1\"]\n"
+    };
+    let gw = (0..2)
+        .map(|g| Daemon::start(&c.lab, g, &config(g)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut s = Site { c, gw };
+    wait_placed(&s.gw[0], "iscsi-v6", Duration::from_secs(10))?;
+    for g in 0..2 {
+        let ns = &s.c.lab.gw(g).ns;
+        ns.run(&["sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1"])?;
+        s.c.lab.spawn(ns, &["iperf3", "-s", "-B", V6])?;
+        ns.wait_listening(5201)?;
+    }
+    let v6: std::net::IpAddr = V6.parse()?;
+    let conn = HeldConnection::open(&s.c.lab, v6, 5201)?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let killed = Instant::now();
+    kill_unit(&mut s)?;
+    wait_placed(&s.gw[1], "iscsi-v6", Duration::from_secs(5))?;
+    let placed = killed.elapsed();
+    let ended = conn
+        .ended_within(Duration::from_secs(1))
+        .map(|(at, how)| (at.duration_since(killed), how));
+    println!(
+        "IPv6: gw1 held iscsi-v6 {placed:?} after the kill; the client's connection: {ended:?}"
+    );
+    let (at, how) = ended.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the IPv6 client's connection did not end; gw1's log:\n{}",
+            s.gw[1].log_text()
+        )
+    })?;
+    assert_eq!(how, "reset");
+    assert!(
+        at <= placed + Duration::from_millis(100),
+        "reset {at:?} after the kill, the takeover at {placed:?}"
+    );
+    // A new connection reaches the service on gw1.
+    HeldConnection::open(&s.c.lab, v6, 5201)?;
+    Ok(())
+}
+
 /// Tickle ACKs: gw1 tells gw0's client at once that its connection is gone
 /// (the client's answer to the tickle meets a host without that connection,
 /// whose kernel resets it), and the client logs in again on gw1. Without
