@@ -160,6 +160,21 @@ impl Lab {
 
     /// Pulls a cable the way a real failure looks: the switch side goes down,
     /// so the gateway port loses carrier but stays administratively up.
+    /// The client's IPv6 address on the storage network, 2001:db8::1/64
+    /// (no DAD: usable at once). The lab must be built with `ipv6`.
+    pub fn client_ipv6(&self) -> Result<()> {
+        self.client.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        Ok(())
+    }
+
     pub fn pull_cable(&self, g: usize, port: usize) -> Result<()> {
         self.switch.ip(&[
             "link",

@@ -45,15 +45,7 @@ fn stall(revert: bool, reverse: bool, v6: bool) -> anyhow::Result<Stall> {
         (INSTANCE, "192.0.2.1", "iscsi-a")
     };
     let config = if v6 {
-        lab.client.ip(&[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8::1/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ])?;
+        lab.client_ipv6()?;
         // The v6 instance alone: the IPv4 one would be placed first and
         // the status' first instance would be it.
         lab_config(&timers, "")

@@ -592,6 +592,26 @@ fn takeover_with_a_client(tickle: bool) -> anyhow::Result<ClientTakeover> {
     Ok(ClientTakeover { placed, ended, s })
 }
 
+/// The client's connection was reset within 100 ms of gw1 holding the address.
+fn reset_at_the_takeover(
+    placed: Duration,
+    ended: Option<(Duration, String)>,
+    s: &Site,
+) -> anyhow::Result<()> {
+    let (at, how) = ended.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the client's connection did not end after the takeover; gw1's log:\n{}",
+            s.gw[1].log_text()
+        )
+    })?;
+    assert_eq!(how, "reset");
+    assert!(
+        at <= placed + Duration::from_millis(100),
+        "reset {at:?} after the kill, the takeover at {placed:?}"
+    );
+    Ok(())
+}
+
 /// The same over IPv6: an instance 2001:db8::100 the two gateways share,
 /// iperf3's TCP listener on both as the service.
 #[test]
@@ -599,15 +619,7 @@ fn a_takeover_resets_the_old_owners_ipv6_client_connections() -> anyhow::Result<
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     const V6: &str = "2001:db8::100";
     let c = ClusterLab::build_ipv6()?;
-    c.lab.client.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8::1/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ])?;
+    c.lab.client_ipv6()?;
     let config = |g: usize| {
         ClusterLab::config(g, TIMERS, FAST).replace(
             "subnets = [\"192.0.2.0/24\"]",
@@ -638,17 +650,7 @@ fn a_takeover_resets_the_old_owners_ipv6_client_connections() -> anyhow::Result<
     println!(
         "IPv6: gw1 held iscsi-v6 {placed:?} after the kill; the client's connection: {ended:?}"
     );
-    let (at, how) = ended.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the IPv6 client's connection did not end; gw1's log:\n{}",
-            s.gw[1].log_text()
-        )
-    })?;
-    assert_eq!(how, "reset");
-    assert!(
-        at <= placed + Duration::from_millis(100),
-        "reset {at:?} after the kill, the takeover at {placed:?}"
-    );
+    reset_at_the_takeover(placed, ended, &s)?;
     // A new connection reaches the service on gw1.
     HeldConnection::open(&s.c.lab, v6, 5201)?;
     Ok(())
@@ -665,17 +667,7 @@ fn a_takeover_resets_the_old_owners_client_connections() -> anyhow::Result<()> {
     println!(
         "tickles on: gw1 held iscsi-a {placed:?} after the kill; the client's connection: {ended:?}"
     );
-    let (at, how) = ended.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the client's connection did not end after the takeover; gw1's log:\n{}",
-            s.gw[1].log_text()
-        )
-    })?;
-    assert_eq!(how, "reset");
-    assert!(
-        at <= placed + Duration::from_millis(100),
-        "reset {at:?} after the kill, the takeover at {placed:?}"
-    );
+    reset_at_the_takeover(placed, ended, &s)?;
     let status = s.gw[1].status()?;
     let tickled = status["instances"]
         .as_array()

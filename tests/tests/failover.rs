@@ -136,15 +136,7 @@ fn ipv6_instance_moves_with_an_unsolicited_na_and_tcp_survives() -> anyhow::Resu
         ipv6: true,
         ..LabSpec::default()
     })?;
-    lab.client.ip(&[
-        "-6",
-        "addr",
-        "add",
-        "2001:db8::1/64",
-        "dev",
-        "eth0",
-        "nodad",
-    ])?;
+    lab.client_ipv6()?;
     let config = baton_lab::daemon::with_ipv6_instance(
         &lab_config("hold_down = \"0\"\nannounce_count = 2", ""),
         "iscsi-v6",
