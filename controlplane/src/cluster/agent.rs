@@ -62,6 +62,7 @@ fn request_limit(c: &Cluster) -> Duration {
 fn publish_fenced(s: &Setup, cause: FenceCause) {
     let view = rules::view(
         "",
+        None,
         s.instances.keys().cloned(),
         &BTreeMap::new(),
         Some(cause),
@@ -275,11 +276,11 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// The instances this member holds now.
+    /// The instances this member holds now (under its current lease).
     fn held_here(&self) -> BTreeSet<String> {
         self.owners
             .iter()
-            .filter(|(_, o)| o.member == self.me)
+            .filter(|(_, o)| o.member == self.me && Some(o.lease) == self.lease)
             .map(|(n, _)| n.clone())
             .collect()
     }

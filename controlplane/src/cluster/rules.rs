@@ -57,9 +57,12 @@ pub fn claim_ok(
     Ok(())
 }
 
-/// The engine's view: what `me` holds, and why not the rest.
+/// The engine's view: what `me` holds, and why not the rest. An owner
+/// record of `me` under another lease than `lease` is stale (a lease lost,
+/// a revoke whose deletes the watch has not brought yet): not held.
 pub fn view(
     me: &str,
+    lease: Option<i64>,
     instances: impl Iterator<Item = String>,
     owners: &BTreeMap<String, OwnerRecord>,
     fenced: Option<FenceCause>,
@@ -69,10 +72,11 @@ pub fn view(
     for name in instances {
         let reason = match (fenced, owners.get(&name)) {
             (Some(cause), _) => Reason::Fenced { cause },
-            (None, Some(o)) if o.member == me => {
+            (None, Some(o)) if o.member == me && Some(o.lease) == lease => {
                 v.held.insert(name);
                 continue;
             }
+            (None, Some(o)) if o.member == me => Reason::NotClaimed,
             (None, Some(o)) => Reason::ClaimedByMember {
                 member: o.member.clone(),
             },
@@ -195,8 +199,13 @@ mod tests {
         ]
         .into();
         let names = || ["a", "b", "c"].iter().map(|s| s.to_string());
-        let v = view("gw1", names(), &owners, None, &BTreeMap::new());
+        let v = view("gw1", Some(1), names(), &owners, None, &BTreeMap::new());
         assert!(v.held.contains("a"));
+        // Our record under a lease we no longer have (revoked while we were
+        // cut off; the watch has not brought the delete yet): not held.
+        let stale = view("gw1", Some(7), names(), &owners, None, &BTreeMap::new());
+        assert!(stale.held.is_empty());
+        assert_eq!(stale.refusal("a"), Some(Reason::NotClaimed));
         assert_eq!(
             v.refusal("b"),
             Some(Reason::ClaimedByMember {
@@ -206,6 +215,7 @@ mod tests {
         assert_eq!(v.refusal("c"), Some(Reason::NotClaimed));
         let f = view(
             "gw1",
+            Some(1),
             names(),
             &owners,
             Some(FenceCause::NoQuorum),

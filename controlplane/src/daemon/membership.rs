@@ -33,6 +33,17 @@ pub(super) async fn wake(link: &mut Option<ClusterLink>) -> Wake {
     }
 }
 
+/// What this member is releasing is not the engine's to place again, even
+/// while the agent still says it holds the key: the engine reads the view,
+/// and a stale "held" placed a handed-over instance again for 4 ms.
+fn withhold_releasing(view: &mut ClusterView, releasing: &BTreeSet<String>) {
+    for name in releasing {
+        if view.held.remove(name) {
+            view.withheld.insert(name.clone(), Reason::NotClaimed);
+        }
+    }
+}
+
 impl Daemon {
     /// The engine's view now; true when it changed.
     pub(super) fn refresh_cluster(&mut self) -> bool {
@@ -51,6 +62,7 @@ impl Daemon {
         }
         // A release is over once the key is no longer ours.
         self.releasing.retain(|n| view.held.contains(n));
+        withhold_releasing(&mut view, &self.releasing);
         self.cluster_deadline = deadline;
         self.cluster_state = state;
         let changed = self.cluster_view.as_ref() != Some(&view);
@@ -198,6 +210,9 @@ impl Daemon {
         let began = Instant::now();
         // Off this host for good (no re-adoption) before the key goes.
         self.releasing.insert(instance.to_string());
+        if let Some(v) = self.cluster_view.as_mut() {
+            withhold_releasing(v, &self.releasing);
+        }
         self.placement.remove(instance);
         self.dirty.instances.insert(instance.to_string());
         self.reconcile().await;
@@ -224,6 +239,9 @@ impl Daemon {
         let to_agent = link.to_agent.clone();
         let held: Vec<String> = self.placement.keys().cloned().collect();
         self.releasing.extend(self.config.instances.keys().cloned());
+        if let Some(v) = self.cluster_view.as_mut() {
+            withhold_releasing(v, &self.releasing);
+        }
         self.placement.clear();
         self.dirty.instances.extend(held.iter().cloned());
         self.reconcile().await;
@@ -262,6 +280,7 @@ impl Daemon {
         config.cluster.as_ref().map(|c| {
             crate::cluster::rules::view(
                 &c.member_id,
+                None,
                 config.instances.keys().cloned(),
                 &Default::default(),
                 Some(FenceCause::NoQuorum),

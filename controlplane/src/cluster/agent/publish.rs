@@ -76,6 +76,7 @@ impl<B: Backend> Agent<B> {
         let now = Instant::now();
         let view = rules::view(
             &self.me,
+            self.lease,
             self.instances.keys().cloned(),
             &self.owners,
             self.fenced,
