@@ -13,13 +13,16 @@ const B: &str = "192.0.2.101";
 const TIMERS: &str =
     "hold_down = \"0\"\nprobe_time = \"50ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
 /// The fast path as these tests run it: keepalives every 50 ms, a member
-/// silent 300 ms is revoked, an owner holds 600 ms past its last confirmed
-/// keepalive (more than an etcd election takes in this lab's etcd, 20 ms
-/// heartbeats and 200 ms elections, also under the full suite's load: with
-/// 500 ms a leader's death once fenced a member there).
-const FAST: &str = "heartbeat = \"50ms\"\ndead_after = \"300ms\"\nowner_deadline = \"600ms\"";
+/// silent 300 ms is revoked, an owner holds 800 ms past its last confirmed
+/// keepalive: more than an election plus the client's move to another
+/// member takes in this lab's etcd (20 ms heartbeats, 200 ms elections
+/// with pre-vote) on this VM, with a margin. With 500 ms a leader's death
+/// fenced a member under the full suite's load; with 600 ms 2 of 24 runs
+/// of that test (a false fence: nobody else held anything, availability
+/// only).
+const FAST: &str = "heartbeat = \"50ms\"\ndead_after = \"300ms\"\nowner_deadline = \"800ms\"";
 const DEAD_AFTER: Duration = Duration::from_millis(300);
-const D: Duration = Duration::from_millis(600);
+const D: Duration = Duration::from_millis(800);
 const HEARTBEAT: Duration = Duration::from_millis(50);
 const PROBE: Duration = Duration::from_millis(50);
 /// Two of the lab etcd's election timeouts: a new leader by then.
@@ -373,10 +376,21 @@ fn etcd_member_failures_fence_only_without_quorum() -> anyhow::Result<()> {
     s.c.wait_healthy(Duration::from_secs(10))?;
     let leader = s.c.etcd_leader()?;
     s.c.kill_etcd(leader)?;
-    assert!(
-        !ever_fenced(&s, Duration::from_secs(3))?,
-        "the leader's death fenced a member"
-    );
+    let killed_at = baton_lab::cluster::now_of_day();
+    let fenced_any = ever_fenced(&s, Duration::from_secs(3))?;
+    if fenced_any {
+        println!("leader e{leader} killed at {killed_at:.3}");
+        for (g, d) in s.gw.iter().enumerate() {
+            for l in d
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("fence"))
+            {
+                println!("gw{g}: {l}");
+            }
+        }
+    }
+    assert!(!fenced_any, "the leader's death fenced a member");
     assert_eq!(owners(&s)?, before, "the leader's death moved an instance");
     println!(
         "etcd: follower e{follower} and leader e{leader} killed: nothing fenced, nothing moved"

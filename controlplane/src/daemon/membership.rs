@@ -100,6 +100,10 @@ impl Daemon {
                 let tickle = self.config.cluster.as_ref().is_some_and(|c| c.tickle);
                 if tickle && !conns.is_empty() {
                     self.tickles_due.insert(instance.clone(), conns);
+                    // Placed before the event came: now.
+                    if self.placement.contains_key(&instance) {
+                        self.tickle_due(&instance);
+                    }
                 }
                 (
                     "claimed",

@@ -311,17 +311,21 @@ impl Daemon {
 
     /// After a takeover's placement: the old owner's clients are told.
     fn tickle_after(&mut self, m: &Move) {
-        if m.from.is_some() {
-            return;
+        if m.from.is_none() {
+            self.tickle_due(&m.instance);
         }
+    }
+
+    /// Sends the tickles due for `instance` (once: they are taken).
+    pub(super) fn tickle_due(&mut self, instance: &str) {
         let (Some(conns), Some(inst)) = (
-            self.tickles_due.remove(&m.instance),
-            self.config.instances.get(&m.instance),
+            self.tickles_due.remove(instance),
+            self.config.instances.get(instance),
         ) else {
             return;
         };
         super::tickle::spawn(
-            m.instance.clone(),
+            instance.to_string(),
             inst.address.addr(),
             conns,
             self.tickled_tx.clone(),
