@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const INSTANCE: &str = "192.0.2.100";
+
+/// One lab of this file at a time: under the CPU load of parallel labs the
+/// failover test still saw a gap at TC egress once in a fresh-clone CI (21
+/// Data-In PDUs, one resync; see the test). The assertions stay exact.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const RUNS: u64 = 5;
 const LOGIN_REQUEST: u8 = 0x03;
 const SCSI_COMMAND: u8 = 0x01;
@@ -104,6 +109,7 @@ fn pdu_counts_equal_what_iscsi_inq_sent_with_header_digests() -> anyhow::Result<
 }
 
 fn inq_runs(header_digest: bool) -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
     let digests = if header_digest { "header" } else { "none" };
@@ -170,6 +176,7 @@ fn inq_runs(header_digest: bool) -> anyhow::Result<()> {
 /// through ge1, and the flow state (kept per flow, not per port) carries on.
 #[test]
 fn pdu_counts_stay_exact_across_a_failover() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::build(&LabSpec::default())?;
     let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
