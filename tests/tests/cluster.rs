@@ -580,15 +580,7 @@ fn takeover_with_a_client(tickle: bool) -> anyhow::Result<ClientTakeover> {
         Target::start(&s.c.lab.gw(1).ns, a, 8)?,
     ];
     let conn = HeldConnection::open(&s.c.lab, a, 3260)?;
-    // gw0 samples its connections every 500 ms and publishes them.
-    std::thread::sleep(Duration::from_millis(1200));
-    let killed = Instant::now();
-    kill_unit(&mut s)?;
-    wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
-    let placed = killed.elapsed();
-    let ended = conn
-        .ended_within(Duration::from_secs(1))
-        .map(|(at, how)| (at.duration_since(killed), how));
+    let (placed, ended) = kill_unit_under(&mut s, &conn, "iscsi-a")?;
     if ended.is_some() {
         // A new login to the same target name, now on gw1.
         let out =
@@ -604,6 +596,26 @@ fn takeover_with_a_client(tickle: bool) -> anyhow::Result<ClientTakeover> {
         );
     }
     Ok(ClientTakeover { placed, ended, s })
+}
+
+/// gw0 fails whole while the client holds `conn` to `instance`: how long
+/// after the kill gw1 held it, and when (after the kill) and how the
+/// connection ended, if within a second after that.
+fn kill_unit_under(
+    s: &mut Site,
+    conn: &HeldConnection,
+    instance: &str,
+) -> anyhow::Result<(Duration, Option<(Duration, String)>)> {
+    // gw0 samples its connections every 500 ms and publishes them.
+    std::thread::sleep(Duration::from_millis(1200));
+    let killed = Instant::now();
+    kill_unit(s)?;
+    wait_placed(&s.gw[1], instance, Duration::from_secs(5))?;
+    let placed = killed.elapsed();
+    let ended = conn
+        .ended_within(Duration::from_secs(1))
+        .map(|(at, how)| (at.duration_since(killed), how));
+    Ok((placed, ended))
 }
 
 /// The client's connection was reset within 100 ms of gw1 holding the address.
@@ -653,14 +665,7 @@ fn a_takeover_resets_the_old_owners_ipv6_client_connections() -> anyhow::Result<
     }
     let v6: std::net::IpAddr = V6.parse()?;
     let conn = HeldConnection::open(&s.c.lab, v6, 5201)?;
-    std::thread::sleep(Duration::from_millis(1200));
-    let killed = Instant::now();
-    kill_unit(&mut s)?;
-    wait_placed(&s.gw[1], "iscsi-v6", Duration::from_secs(5))?;
-    let placed = killed.elapsed();
-    let ended = conn
-        .ended_within(Duration::from_secs(1))
-        .map(|(at, how)| (at.duration_since(killed), how));
+    let (placed, ended) = kill_unit_under(&mut s, &conn, "iscsi-v6")?;
     println!(
         "IPv6: gw1 held iscsi-v6 {placed:?} after the kill; the client's connection: {ended:?}"
     );
