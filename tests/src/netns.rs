@@ -1,5 +1,6 @@
 //! One network namespace, and processes running inside it.
 use anyhow::{Context as _, Result, bail};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 
 /// A named network namespace (`ip netns add`), deleted on drop.
@@ -120,7 +121,7 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {args:?} in {}", self.name))?;
-        Ok(Peer { child: Some(child) })
+        Ok(Peer::from_child(child))
     }
 }
 
@@ -135,11 +136,42 @@ impl Drop for Netns {
 /// A process started in a namespace (nsenter execs it, so the pid is its own).
 pub struct Peer {
     child: Option<Child>,
+    /// Readers of its piped stdout and stderr, so that a peer nobody reads
+    /// until it stops (etcd logging every lost peer) never blocks on a full
+    /// pipe.
+    drains: [Option<std::thread::JoinHandle<Vec<u8>>>; 2],
+}
+
+/// Reads `from` to its end on a thread of its own.
+fn drain(from: Option<impl Read + Send + 'static>) -> Option<std::thread::JoinHandle<Vec<u8>>> {
+    let mut from = from?;
+    Some(std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = from.read_to_end(&mut all);
+        all
+    }))
+}
+
+/// What a drain read; a child the peer left behind may hold the pipe
+/// open, so 2 s at most.
+fn collect(d: Option<std::thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(d) = d else { return Vec::new() };
+    for _ in 0..200 {
+        if d.is_finished() {
+            return d.join().unwrap_or_default();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Vec::new()
 }
 
 impl Peer {
-    pub fn from_child(child: Child) -> Peer {
-        Peer { child: Some(child) }
+    pub fn from_child(mut child: Child) -> Peer {
+        let drains = [drain(child.stdout.take()), drain(child.stderr.take())];
+        Peer {
+            child: Some(child),
+            drains,
+        }
     }
 
     /// Exit status if it has exited.
@@ -158,9 +190,13 @@ impl Peer {
     pub fn stop(mut self) -> Result<std::process::Output> {
         let mut child = self.child.take().context("peer already stopped")?;
         terminate(&mut child);
-        child
-            .wait_with_output()
-            .context("collecting a peer's output")
+        let status = child.wait().context("waiting for a peer")?;
+        let [stdout, stderr] = std::mem::take(&mut self.drains).map(collect);
+        Ok(std::process::Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }
 
