@@ -329,6 +329,37 @@ fn a_member_stopping_hands_its_instances_over() -> anyhow::Result<()> {
     handover(true)
 }
 
+/// Handed back and forth eight times: each time the member it is handed
+/// to holds it and the other does not take it back (a member once handed
+/// an instance claimed it back after handing it on).
+#[test]
+fn handovers_back_and_forth_go_to_their_taker() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    for round in 0..8 {
+        let (from, to) = (round % 2, 1 - round % 2);
+        let out = s.gw[from].cli(&["move", "iscsi-a", "--member", &format!("gw{to}")])?;
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_placed(&s.gw[to], "iscsi-a", Duration::from_secs(3))?;
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            s.gw[to].owner("iscsi-a")?.is_some() && s.gw[from].owner("iscsi-a")?.is_none(),
+            "round {round}: gw{from} handed iscsi-a to gw{to}, now gw0 {:?} gw1 {:?}; gw{from}'s log:\n{}",
+            s.gw[0].owner("iscsi-a")?,
+            s.gw[1].owner("iscsi-a")?,
+            s.gw[from].log_text()
+        );
+    }
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
 /// Fenced events and owners of both gateways, for "nothing moved" checks.
 fn owners(s: &Site) -> anyhow::Result<Vec<Option<String>>> {
     let mut v = Vec::new();

@@ -386,6 +386,7 @@ impl<B: Backend> Agent<B> {
                     .insert(instance.clone(), (old.member.clone(), old.digest.clone()));
             }
             if old.member == self.me {
+                self.released_to_us.remove(&instance);
                 if !self.leaving {
                     let _ = s.events.send(ClusterEvent::Lost {
                         instance: instance.clone(),
@@ -673,6 +674,10 @@ impl<B: Backend> Agent<B> {
             anyhow::bail!("{instance}: the owner key changed under us");
         }
         self.owners.remove(instance);
+        // Released to us once, but ours no more: claiming it back on that
+        // ground took a handover away from its taker (the cluster bench's
+        // fifth handover in a row).
+        self.released_to_us.remove(instance);
         // Known here at once (the watch brings it later): this member must
         // not claim back what it just handed over.
         if let Some(to) = &to {

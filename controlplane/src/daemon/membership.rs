@@ -97,6 +97,10 @@ impl Daemon {
                 from,
                 conns,
             } => {
+                // A claim of ours is a new holding: whatever release of the
+                // instance was under way is over (a release and a claim back
+                // within one view left it withheld for good).
+                self.releasing.remove(&instance);
                 let tickle = self.config.cluster.as_ref().is_some_and(|c| c.tickle);
                 if tickle && !conns.is_empty() {
                     self.tickles_due.insert(instance.clone(), conns);
