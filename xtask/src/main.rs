@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod bench;
+mod bench_cluster;
 mod bench_revert;
 mod demo;
 mod demo_cluster;
@@ -82,6 +83,8 @@ enum BenchKind {
     Dataplane,
     /// The backoff revert under iSCSI, on and off (also part of `failover`).
     Revert,
+    /// Unit failures, handovers and a partition: baton on etcd against keepalived.
+    Cluster,
 }
 
 fn main() {
@@ -143,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
                 BenchKind::Failover => ("failover", bench::failover()?),
                 BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
                 BenchKind::Revert => ("revert", bench_revert::revert()?),
+                BenchKind::Cluster => ("cluster", bench_cluster::cluster()?),
             };
             let path = dir.join(format!("{name}.json"));
             std::fs::write(&path, serde_json::to_string_pretty(&result)?)?;

@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
     // The cluster: etcd members in the lab; protoc for etcd-client's build.
     "etcd-server",
     "protobuf-compiler",
+    // The cluster bench's baseline (VRRP).
+    "keepalived",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
