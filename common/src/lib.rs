@@ -111,7 +111,30 @@ pub struct InstanceKey {
     pub addr: [u32; 4],
 }
 
+/// An entry with the key it is for: a lookup that reaches it through
+/// the index confirms the key whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyedEntry {
+    pub key: InstanceKey,
+    pub entry: InstanceEntry,
+}
+
 impl InstanceKey {
+    /// The key's own position in the instance index.
+    #[inline(always)]
+    pub fn index_slot(&self) -> u32 {
+        let a = self.addr;
+        let mut h = (self.vlan as u32) << 8 | self.family as u32;
+        h ^= a[0];
+        h = h.wrapping_mul(0x9e37_79b1);
+        h ^= a[1] ^ a[2].rotate_left(11) ^ a[3].rotate_left(22);
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h & (INDEX_SLOTS - 1)
+    }
+
     pub const fn v4(vlan: u16, addr: [u8; 4]) -> Self {
         InstanceKey {
             vlan,
@@ -155,9 +178,10 @@ pub const fn words(b: [u8; 16]) -> [u32; 4] {
     ]
 }
 
-/// Value of the instance table. Moving an instance is one update of this
-/// value (see ARCHITECTURE.md: the map is BPF_F_NO_PREALLOC, so readers see
-/// the old or the new value whole, never a mix).
+/// Value of the instance table. Moving an instance is one update: the new
+/// entry goes into the key's idle element, then one 4-byte store of the
+/// index points lookups at it, so readers see the old or the new entry
+/// whole, never a mix (see ARCHITECTURE.md).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InstanceEntry {
@@ -243,8 +267,10 @@ pub struct InstanceCounters {
     /// Frames addressed to the instance seen at ingress on this port.
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// bpf_ktime_get_ns() of the last such frame.
+    /// bpf_ktime_get_coarse_ns() of the last such frame (the coarse clock
+    /// moves once a jiffy: read once a jiffy, at `last_seen_jiffies`).
     pub last_seen_ns: u64,
+    pub last_seen_jiffies: u64,
     /// ARP requests / neighbour solicitations for the instance on this port.
     pub solicits: u64,
     /// Of those, dropped because this port is not the owner.
@@ -261,6 +287,7 @@ impl InstanceCounters {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
         self.last_seen_ns = self.last_seen_ns.max(o.last_seen_ns);
+        self.last_seen_jiffies = self.last_seen_jiffies.max(o.last_seen_jiffies);
         self.solicits += o.solicits;
         self.solicits_dropped += o.solicits_dropped;
         self.egress_redirected += o.egress_redirected;
@@ -338,7 +365,7 @@ pub const fn iscsi_opcode_name(opcode: u8) -> Option<&'static str> {
     })
 }
 
-/// One direction of a TCP connection (LRU key of the iSCSI flow table).
+/// One direction of a TCP connection (the key of the iSCSI flow table).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKey {
@@ -381,8 +408,49 @@ pub struct FlowState {
     pub island_counts: [u16; 8],
 }
 
+/// One way of the iSCSI flow table: `key.family == 0` marks it free. An
+/// array element the verifier inlines (an LRU hash of 40-byte keys cost
+/// ~28 ns a segment); two ways make a set, a third flow evicts the way used
+/// less recently, as an LRU would.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowWay {
+    pub key: FlowKey,
+    pub state: FlowState,
+    /// In a set's first way: the way used last (0 or 1).
+    pub recent: u32,
+    pub _pad: u32,
+}
+
+impl FlowKey {
+    /// The set of the flow table this flow lives in.
+    #[inline(always)]
+    pub fn set(&self) -> u32 {
+        let (s, d) = (self.saddr, self.daddr);
+        let mut h = (self.sport as u32) << 16 | self.dport as u32;
+        h ^= s[0] ^ s[1].rotate_left(7) ^ s[2].rotate_left(14) ^ s[3].rotate_left(21);
+        h = h.wrapping_mul(0x9e37_79b1);
+        h ^= d[0] ^ d[1].rotate_left(7) ^ d[2].rotate_left(14) ^ d[3].rotate_left(21);
+        h ^= (self.vlan as u32) << 8 | self.family as u32;
+        // murmur3's finaliser: every input bit reaches the low bits.
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h & (FLOW_SETS - 1)
+    }
+}
+
 /// Capacity of the instance table.
 pub const MAX_INSTANCES: u32 = 4096;
+/// Positions of the instance index (a power of two, 8x its entries: short
+/// probe runs, few positions for the verifier to walk).
+pub const INDEX_SLOTS: u32 = 8 * MAX_INSTANCES;
+/// Positions a lookup tries from the key's own (linear probing).
+pub const MAX_PROBES: u32 = 4;
+/// An index position whose key was removed: lookups probe on past it.
+pub const INDEX_DELETED: u32 = u32::MAX;
+/// Elements of the entry array: two per key.
+pub const ENTRY_ELEMENTS: u32 = 2 * MAX_INSTANCES;
 
 /// Names of the BPF objects, shared so userspace never spells them twice.
 pub mod names {
@@ -392,13 +460,18 @@ pub mod names {
     pub const XDP_PASS_PROGRAM: &str = "baton_xdp_pass";
     /// Per-CPU array: ingress ifindex (u32) -> [`super::PortStats`].
     pub const PORT_STATS_MAP: &str = "BATON_PORT_STATS";
-    /// Hash: [`super::InstanceKey`] -> [`super::InstanceEntry`].
-    pub const INSTANCES_MAP: &str = "BATON_INSTANCES";
+    /// Array: position (a hash of the key, probed on) -> element + 1 of
+    /// [`INSTANCE_ENTRIES_MAP`] (0 free, [`super::INDEX_DELETED`]).
+    pub const INSTANCE_INDEX_MAP: &str = "BATON_INST_INDEX";
+    /// Array: element -> [`super::KeyedEntry`]; two per key, one live.
+    pub const INSTANCE_ENTRIES_MAP: &str = "BATON_INST_ENTRY";
     /// Array of one u64: the cluster member's fence deadline, in
     /// bpf_ktime_get_ns() time (CLOCK_MONOTONIC); 0 = none yet (silent).
     pub const FENCE_MAP: &str = "BATON_FENCE";
     /// Per-CPU array: [`super::InstanceEntry::slot`] -> [`super::SlotCounters`].
     pub const INSTANCE_STATS_MAP: &str = "BATON_INSTANCE_STATS";
+    /// The benchmarks' empty TC egress baseline (TC_ACT_OK).
+    pub const TC_PASS_PROGRAM: &str = "baton_tc_pass";
     /// The TC egress program of the data ports.
     pub const TC_EGRESS_PROGRAM: &str = "baton_tc_egress";
     /// On each instance macvlan's egress: counts what it sends.
@@ -407,8 +480,8 @@ pub mod names {
     pub const TC_INGRESS_PROGRAM: &str = "baton_tc_ingress";
     /// Per-CPU hash: [`super::InstancePortKey`] -> [`super::PduCounters`].
     pub const PDU_STATS_MAP: &str = "BATON_PDU_STATS";
-    /// LRU hash: [`super::FlowKey`] -> [`super::FlowState`].
-    pub const ISCSI_FLOWS_MAP: &str = "BATON_ISCSI_FLOWS";
+    /// Array: `2 * set + way` (set: a hash of the key) -> [`super::FlowWay`].
+    pub const FLOW_WAYS_MAP: &str = "BATON_FLOW_WAYS";
     /// CPU map the XDP program steers instance flows into.
     pub const CPU_MAP: &str = "BATON_CPUS";
     /// Per-CPU array: target CPU -> frames steered to it.
@@ -421,8 +494,9 @@ pub mod names {
 
 /// Size of the CPU map (CPU ids below this can be steered to).
 pub const MAX_CPUS: u32 = 256;
-/// Capacity of the iSCSI flow table (both directions count).
-pub const MAX_ISCSI_FLOWS: u32 = 16384;
+/// Sets of the iSCSI flow table (a power of two): two flows each, 16,384
+/// flow directions in all.
+pub const FLOW_SETS: u32 = 8192;
 
 /// Size of the port statistics array: ports are counted at their ifindex
 /// below this, in slot 0 above it (data ports are created early and have
@@ -483,10 +557,12 @@ mod pod {
     unsafe impl aya::Pod for super::PortStats {}
     unsafe impl aya::Pod for super::InstanceKey {}
     unsafe impl aya::Pod for super::InstanceEntry {}
+    unsafe impl aya::Pod for super::KeyedEntry {}
     unsafe impl aya::Pod for super::InstancePortKey {}
     unsafe impl aya::Pod for super::InstanceCounters {}
     unsafe impl aya::Pod for super::PduCounters {}
     unsafe impl aya::Pod for super::SlotCounters {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::FlowWay {}
 }

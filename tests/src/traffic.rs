@@ -163,19 +163,27 @@ pub fn stream_survived(result: &serde_json::Value, seconds: usize) -> Result<()>
 
 /// iperf3 from the client to `target` for `seconds`; returns bits per second.
 pub fn iperf(lab: &Lab, gw: usize, target: Ipv4Addr, seconds: u32) -> Result<f64> {
+    iperf_with(lab, gw, target, seconds, &[])
+}
+
+/// [`iperf`] with more client arguments (`-A 0,1`: the client on CPU 0,
+/// the server on CPU 1).
+pub fn iperf_with(
+    lab: &Lab,
+    gw: usize,
+    target: Ipv4Addr,
+    seconds: u32,
+    extra: &[&str],
+) -> Result<f64> {
     let server = lab.spawn(
         &lab.gw(gw).ns,
         &["iperf3", "-s", "-1", "-B", &target.to_string()],
     )?;
     lab.gw(gw).ns.wait_listening(5201)?;
-    let out = lab.client.run(&[
-        "iperf3",
-        "-c",
-        &target.to_string(),
-        "-t",
-        &seconds.to_string(),
-        "-J",
-    ]);
+    let (target_s, seconds_s) = (target.to_string(), seconds.to_string());
+    let mut args = vec!["iperf3", "-c", &target_s, "-t", &seconds_s, "-J"];
+    args.extend(extra);
+    let out = lab.client.run(&args);
     let _ = lab.kill(server);
     let out = out?;
     let v: serde_json::Value = serde_json::from_str(&out).context("parsing iperf3 -J output")?;

@@ -4,8 +4,9 @@
 #[path = "support/testrun.rs"]
 mod testrun;
 
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use baton::dataplane::InstanceTable;
 use baton_common::{InstanceEntry, InstanceKey, PortStats, flags, names};
 use baton_lab::frames::{
     self, GATEWAY_V4, GATEWAY_V6, L4, arp_request, ipv4, ipv6, neighbor_solicit, with_ipv4_options,
@@ -76,13 +77,12 @@ fn frame(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn a_million_random_frames_through_every_program() {
     // The harness removes its pins when it drops, also on a failed assert.
-    let mut dp = TestDataplane::new();
+    let dp = TestDataplane::new();
     {
         // Instances owned elsewhere: the drop and redirect paths get exercised.
-        // Written straight into the map (not through the control plane's
-        // table): the keys overlap on purpose and no slots are wanted.
-        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
-            HashMap::try_from(dp.ebpf.map_mut(names::INSTANCES_MAP).expect("map")).expect("hash");
+        // The keys overlap on purpose: the tagged entry's untagged twin is
+        // then overwritten by the steered one.
+        let mut table = InstanceTable::open(dp.pins()).expect("instance table");
         // Every branch: iSCSI accounting both ways, CPU steering, tag pop and push.
         let base = InstanceEntry {
             id: 3,
@@ -102,12 +102,12 @@ fn a_million_random_frames_through_every_program() {
             ..base
         };
         for (key, entry) in [
-            (InstanceKey::v4(0, GATEWAY_V4), steered),
             (InstanceKey::v4(100, GATEWAY_V4), tagged),
+            (InstanceKey::v4(0, GATEWAY_V4), steered),
             (InstanceKey::v6(0, GATEWAY_V6), base),
             (InstanceKey::v4(0, frames::CLIENT_V4), tagged),
         ] {
-            map.insert(key, entry, 0).expect("insert");
+            table.set(&key, &entry).expect("insert");
         }
     }
     baton::dataplane::steering::enable_cpus(dp.pins(), [0]).expect("cpumap");

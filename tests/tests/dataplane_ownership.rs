@@ -195,6 +195,37 @@ fn a_move_is_one_update_the_programs_see_at_once() {
     assert_eq!(dp.xdp(&frame), XDP_DROP);
 }
 
+/// Keys whose index positions collide (the instance table probes on from
+/// a key's own position): each is found past the others, also after the
+/// first is removed (a deleted position is probed past), a removed key is
+/// gone, and it comes back when placed again.
+#[test]
+fn colliding_keys_are_each_found_and_a_removal_leaves_the_rest() {
+    let mut dp = Dataplane::new();
+    let home = v4().index_slot();
+    let addrs: Vec<[u8; 4]> = (0..=255u8)
+        .flat_map(|b| (1..=254u8).map(move |c| [10, 0, b, c]))
+        .filter(|a| InstanceKey::v4(0, *a).index_slot() == home)
+        .take(3)
+        .collect();
+    assert_eq!(addrs.len(), 3, "three keys at index position {home}");
+    let key = |a: [u8; 4]| InstanceKey::v4(0, a);
+    for a in &addrs {
+        dp.own(key(*a), ELSEWHERE);
+    }
+    // Owned elsewhere: a request for it is dropped here; else it passes.
+    let dropped = |dp: &Dataplane, a: [u8; 4]| dp.xdp(&arp_request(&[], a)) == XDP_DROP;
+    assert!(addrs.iter().all(|a| dropped(&dp, *a)), "all three found");
+    dp.0.disown(key(addrs[0]));
+    assert!(!dropped(&dp, addrs[0]), "the removed key is gone");
+    assert!(
+        dropped(&dp, addrs[1]) && dropped(&dp, addrs[2]),
+        "the others are found past the deleted position"
+    );
+    dp.own(key(addrs[0]), ELSEWHERE);
+    assert!(addrs.iter().all(|a| dropped(&dp, *a)), "placed again");
+}
+
 #[test]
 fn tc_egress_pins_instance_traffic_to_its_owner() {
     // Replies from the instance leaving through ifindex 1: IPv4, IPv6, and

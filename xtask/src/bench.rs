@@ -364,14 +364,36 @@ pub fn dataplane() -> Result<serde_json::Value> {
     let _ = baton_lab::sweep_stale();
     let lab = Lab::build(&LabSpec::default())?;
     let gw = lab.gw(0);
-    println!("[bench] BPF_PROG_TEST_RUN, 1,000,000 runs per program and frame");
-    let out = baton_lab::dataplane::baton(gw, &["dataplane", "bench", "--repeat", "1000000"])?;
-    anyhow::ensure!(
-        out.status.success(),
-        "baton dataplane bench: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let costs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    println!("[bench] BPF_PROG_TEST_RUN, 1,000,000 runs per program and frame, 9 times: the least");
+    // Nine runs; each figure the least of them (the run the VM disturbed
+    // least: the noise here only ever adds).
+    let mut runs: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..9 {
+        let out = baton_lab::dataplane::baton(gw, &["dataplane", "bench", "--repeat", "1000000"])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "baton dataplane bench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        runs.push(serde_json::from_slice(&out.stdout)?);
+    }
+    let mut costs = serde_json::Map::new();
+    for (k, v) in runs[0].as_object().context("bench output")? {
+        let least = runs
+            .iter()
+            .filter_map(|r| r[k].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        costs.insert(
+            k.clone(),
+            if k == "repeat" {
+                v.clone()
+            } else {
+                least.into()
+            },
+        );
+    }
+    costs.insert("runs".into(), runs.into());
+    let costs = serde_json::Value::Object(costs);
     let _ = std::fs::remove_dir_all(&gw.pin_dir);
     // "PROG: verified, N instructions processed", one line per program.
     let verified = baton_lab::dataplane::baton_ok(gw, &["dataplane", "verify"])?;
@@ -404,13 +426,22 @@ pub fn dataplane() -> Result<serde_json::Value> {
         }
         Ok(())
     };
-    // The setups take turns, three rounds, so a drift of this VM's speed
-    // during the run falls on all of them alike; medians per setup.
-    let iperf_once =
-        || -> Result<f64> { Ok(baton_lab::traffic::iperf(&lab, 0, ADDR.parse()?, 3)? / 1e9) };
+    // The setups take turns, round after round, so a drift of this VM's
+    // speed falls on all of them alike; nine rounds, as one 3 s run of
+    // native XDP on veth swings by a third here (a median of five moved
+    // with one such run). iperf3's client runs on CPU 0 (and
+    // with it XDP: veth runs the peer's program on the sending CPU), its
+    // server on CPU 1 (and with it TC egress on the ACKs).
+    let rounds: usize = std::env::var("BATON_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let iperf_once = || -> Result<f64> {
+        Ok(baton_lab::traffic::iperf_with(&lab, 0, ADDR.parse()?, 3, &["-A", "0,1"])? / 1e9)
+    };
     let setups = [
         ("no program", None, false),
-        ("empty XDP_PASS (native)", Some("empty"), false),
+        ("empty XDP_PASS + empty TC egress", Some("empty"), false),
         ("baton (XDP + TC egress)", Some("baton"), false),
         ("baton, GRO on ge0", Some("baton"), true),
         ("baton at TCX ingress + egress", Some("tc-ingress"), false),
@@ -418,9 +449,9 @@ pub fn dataplane() -> Result<serde_json::Value> {
     let mut gbps: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     let mut pps: Vec<Vec<f64>> = vec![Vec::new(); 2];
     println!(
-        "[bench] iperf3 client -> instance on ge0, 3 s runs; trafgen 64-byte UDP frames to the instance, 3 s; 3 rounds, setups taking turns"
+        "[bench] iperf3 client (CPU 0) -> instance on ge0 (server CPU 1), 3 s runs; trafgen 64-byte UDP frames to the instance, 3 s; {rounds} rounds, setups taking turns"
     );
-    for round in 0..3 {
+    for round in 0..rounds {
         for (i, (label, programs, gro)) in setups.iter().enumerate() {
             attach(*programs)?;
             if *gro {
@@ -430,7 +461,7 @@ pub fn dataplane() -> Result<serde_json::Value> {
             if *gro {
                 gw.ns.run(&["ethtool", "-K", "ge0", "gro", "off"])?;
             }
-            println!("[bench] round {round} iperf3 {label:<30} {g:.2} Gbit/s");
+            println!("[bench] round {round} iperf3 {label:<34} {g:.2} Gbit/s");
             gbps[i].push(g);
         }
         for (i, programs) in ["empty", "baton"].iter().enumerate() {
@@ -440,6 +471,20 @@ pub fn dataplane() -> Result<serde_json::Value> {
     }
     attach(None)?;
     let median = |v: &[f64]| percentile(v, 50.0);
+    // Each round's own ratio (its baton run against its empty run), then
+    // their median and spread.
+    let per_round =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| x / y).collect() };
+    let spread = |v: &[f64]| {
+        serde_json::json!({
+            "median": median(v),
+            "min": v.iter().copied().fold(f64::INFINITY, f64::min),
+            "max": v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            "rounds": v,
+        })
+    };
+    let iperf_ratios = per_round(&gbps[2], &gbps[1]);
+    let pps_ratios = per_round(&pps[1], &pps[0]);
     let (none, empty, baton, baton_gro, tc) = (
         median(&gbps[0]),
         median(&gbps[1]),
@@ -453,51 +498,60 @@ pub fn dataplane() -> Result<serde_json::Value> {
     let result = serde_json::json!({
         "repeat": costs["repeat"],
         "xdp_ns_iscsi": c("xdp_ns_iscsi"),
-        "xdp_ns_other_tcp": c("xdp_ns_other_tcp"),
+        "xdp_ns_tcp_to_instance": c("xdp_ns_tcp_to_instance"),
+        "xdp_ns_tcp_not_instance": c("xdp_ns_tcp_not_instance"),
         "xdp_ns_arp": c("xdp_ns_arp"),
         "xdp_ns_empty": c("xdp_ns_empty"),
         "xdp_ns_over_empty_iscsi": c("xdp_ns_iscsi") - c("xdp_ns_empty"),
-        "xdp_ns_over_empty_other_tcp": c("xdp_ns_other_tcp") - c("xdp_ns_empty"),
+        "xdp_ns_over_empty_tcp_to_instance": c("xdp_ns_tcp_to_instance") - c("xdp_ns_empty"),
+        "xdp_ns_over_empty_tcp_not_instance": c("xdp_ns_tcp_not_instance") - c("xdp_ns_empty"),
+        "ns_runs": costs["runs"],
         "tc_ns": c("tc_ns"),
         "tc_ns_not_instance": c("tc_ns_not_instance"),
         "verifier_insns_processed": verifier,
         "tc_ingress_ns_iscsi": c("tc_ingress_ns_iscsi"),
+        "iperf_gbps": setups.iter().zip(&gbps).map(|((label, _, _), v)| (label.to_string(), spread(v))).collect::<serde_json::Map<_, _>>(),
         "iperf_gbps_none": none,
         "iperf_gbps_empty": empty,
         "iperf_gbps_baton": baton,
         "iperf_gbps_baton_gro": baton_gro,
         "iperf_gbps_tc": tc,
-        "iperf_ratio": baton / empty,
+        "iperf_ratio": median(&iperf_ratios),
+        "iperf_ratio_spread": spread(&iperf_ratios),
         "iperf_ratio_vs_none": baton / none,
         "iperf_ratio_gro_vs_none": baton_gro / none,
         "iperf_ratio_tc_vs_none": tc / none,
         "pps_empty": pps_empty,
         "pps_baton": pps_baton,
-        "pps_ratio": pps_baton / pps_empty,
+        "pps_ratio": median(&pps_ratios),
+        "pps_ratio_spread": spread(&pps_ratios),
     });
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY);
     t.set_header(["measure", "value", "goal"]);
     let f = |k: &str, d: usize| format!("{:.*}", d, result[k].as_f64().unwrap_or(f64::NAN));
     t.add_row([
-        "ns/packet baton_xdp: iSCSI segment / other TCP / ARP".into(),
+        "ns/packet baton_xdp: iSCSI segment / TCP to an instance / TCP to another address / ARP"
+            .into(),
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             f("xdp_ns_iscsi", 0),
-            f("xdp_ns_other_tcp", 0),
+            f("xdp_ns_tcp_to_instance", 0),
+            f("xdp_ns_tcp_not_instance", 0),
             f("xdp_ns_arp", 0)
         ),
         String::new(),
     ]);
     t.add_row([
-        "ns/packet empty XDP_PASS; baton over it: iSCSI / other TCP".into(),
+        "ns/packet empty XDP_PASS; baton over it: iSCSI / TCP to an instance / to another".into(),
         format!(
-            "{}; +{} / +{}",
+            "{}; +{} / +{} / +{}",
             f("xdp_ns_empty", 0),
             f("xdp_ns_over_empty_iscsi", 0),
-            f("xdp_ns_over_empty_other_tcp", 0)
+            f("xdp_ns_over_empty_tcp_to_instance", 0),
+            f("xdp_ns_over_empty_tcp_not_instance", 0)
         ),
-        "<= +40".into(),
+        "<= +40 / +25".into(),
     ]);
     t.add_row([
         "ns/packet TC egress: iSCSI Data-In / not an instance; TCX ingress (iSCSI)".into(),
@@ -534,8 +588,17 @@ pub fn dataplane() -> Result<serde_json::Value> {
         String::new(),
     ]);
     t.add_row([
-        "iperf_ratio (baton / empty)".into(),
-        f("iperf_ratio", 3),
+        "iperf_ratio (baton / empty, median of rounds [min, max])".into(),
+        format!(
+            "{} [{:.3}, {:.3}]",
+            f("iperf_ratio", 3),
+            result["iperf_ratio_spread"]["min"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            result["iperf_ratio_spread"]["max"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        ),
         ">= 0.95".into(),
     ]);
     t.add_row([
@@ -549,12 +612,18 @@ pub fn dataplane() -> Result<serde_json::Value> {
         String::new(),
     ]);
     t.add_row([
-        "pps: empty / baton; pps_ratio".into(),
+        "pps: empty / baton; pps_ratio (median of rounds [min, max])".into(),
         format!(
-            "{} / {}; {}",
+            "{} / {}; {} [{:.3}, {:.3}]",
             f("pps_empty", 0),
             f("pps_baton", 0),
-            f("pps_ratio", 3)
+            f("pps_ratio", 3),
+            result["pps_ratio_spread"]["min"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            result["pps_ratio_spread"]["max"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
         ),
         ">= 0.95".into(),
     ]);

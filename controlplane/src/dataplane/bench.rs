@@ -1,8 +1,7 @@
 //! Per-packet cost of each program through BPF_PROG_TEST_RUN (the kernel
 //! runs the program `repeat` times on one frame and reports the mean).
-use super::{PinDir, load, load_program};
+use super::{InstanceTable, PinDir, load, load_program};
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use baton_common::{InstanceEntry, InstanceKey, names};
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
@@ -92,7 +91,10 @@ fn arp_request(target: [u8; 4]) -> Result<Vec<u8>> {
 pub struct Costs {
     pub repeat: u32,
     pub xdp_ns_iscsi: f64,
-    pub xdp_ns_other_tcp: f64,
+    /// A data segment to the instance on a port that is not iSCSI.
+    pub xdp_ns_tcp_to_instance: f64,
+    /// A data segment to an address that is not an instance.
+    pub xdp_ns_tcp_not_instance: f64,
     pub xdp_ns_arp: f64,
     pub xdp_ns_empty: f64,
     /// TC egress on an iSCSI Data-In segment from the instance.
@@ -111,6 +113,7 @@ pub struct Costs {
 /// Runs the bench on a scratch pin dir beside `pins` (its own maps, removed
 /// after): the test entries never touch a live daemon's maps.
 pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
+    stay_on_this_cpu();
     let scratch = PinDir::new(format!(
         "{}-bench-{}",
         pins.path().display(),
@@ -126,6 +129,24 @@ pub fn run(pins: &PinDir, repeat: u32) -> Result<Costs> {
     result
 }
 
+/// Pins the calling thread to the CPU it runs on: a migration in the
+/// middle of a million runs is noise in the mean the kernel reports.
+fn stay_on_this_cpu() {
+    // SAFETY: sched_getcpu and sched_setaffinity on this thread with a
+    // cpu_set_t of our own.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        if cpu < 0 {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!("could not pin the bench to CPU {cpu}");
+        }
+    }
+}
+
 fn run_on(pins: &PinDir, repeat: u32) -> Result<Costs> {
     let mut ebpf = load(pins)?;
     for p in [
@@ -136,22 +157,17 @@ fn run_on(pins: &PinDir, repeat: u32) -> Result<Costs> {
     ] {
         load_program(&mut ebpf, p)?;
     }
-    {
-        let mut map: HashMap<&mut MapData, InstanceKey, InstanceEntry> =
-            HashMap::try_from(ebpf.map_mut(names::INSTANCES_MAP).context("instance map")?)?;
-        map.insert(
-            InstanceKey::v4(0, INSTANCE),
-            InstanceEntry {
-                id: 1,
-                owner_ifindex: 1,
-                mac: GATEWAY_MAC,
-                iscsi_ports: [3260, 0, 0, 0],
-                ports: [1, 0, 0, 0],
-                ..Default::default()
-            },
-            0,
-        )?;
-    }
+    InstanceTable::open(pins)?.set(
+        &InstanceKey::v4(0, INSTANCE),
+        &InstanceEntry {
+            id: 1,
+            owner_ifindex: 1,
+            mac: GATEWAY_MAC,
+            iscsi_ports: [3260, 0, 0, 0],
+            ports: [1, 0, 0, 0],
+            ..Default::default()
+        },
+    )?;
     let to_target = (40000, 3260);
     let from_target = (3260, 40000);
     let iscsi = iscsi_mid_pdu(CLIENT, INSTANCE, to_target)?;
@@ -190,7 +206,12 @@ fn run_on(pins: &PinDir, repeat: u32) -> Result<Costs> {
     Ok(Costs {
         repeat,
         xdp_ns_iscsi: xdp(names::XDP_PROGRAM, &iscsi, repeat)?,
-        xdp_ns_other_tcp: xdp(names::XDP_PROGRAM, &iscsi_segment([192, 0, 2, 99])?, repeat)?,
+        xdp_ns_tcp_to_instance: xdp(
+            names::XDP_PROGRAM,
+            &tcp(CLIENT, INSTANCE, 40001, 7000, &[0u8; 1448])?,
+            repeat,
+        )?,
+        xdp_ns_tcp_not_instance: xdp(names::XDP_PROGRAM, &iscsi_segment([192, 0, 2, 99])?, repeat)?,
         xdp_ns_arp: xdp(names::XDP_PROGRAM, &arp_request(INSTANCE)?, repeat)?,
         xdp_ns_empty: xdp(names::XDP_PASS_PROGRAM, &iscsi, repeat)?,
         tc_ns: tc(names::TC_EGRESS_PROGRAM, &data_in, repeat)?,

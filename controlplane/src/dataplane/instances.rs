@@ -2,15 +2,17 @@
 //! the per-instance counters it reads back.
 use super::PinDir;
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{Array, Map, MapData};
 use aya::maps::{PerCpuArray, PerCpuValues};
 use baton_common::{
-    InstanceCounters, InstanceEntry, InstanceKey, InstancePortKey, MAX_INSTANCE_CPUS,
-    MAX_INSTANCE_SLOTS, MAX_ISCSI_PORTS, PduCounters, SlotCounters, flags, names,
+    ENTRY_ELEMENTS, INDEX_DELETED, INDEX_SLOTS, InstanceCounters, InstanceEntry, InstanceKey,
+    InstancePortKey, KeyedEntry, MAX_INSTANCE_CPUS, MAX_INSTANCE_SLOTS, MAX_ISCSI_PORTS,
+    MAX_PROBES, PduCounters, SlotCounters, flags, names,
 };
 use baton_config::model::Instance;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// Where an instance's entry places it: its id, the owner port (ifindex
 /// and MAC) and the ports it is counted on.
@@ -89,29 +91,57 @@ pub fn addr_of(key: &InstanceKey) -> IpAddr {
     }
 }
 
-/// The pinned instance map. [`InstanceTable::set`] is the atomic flip of a
-/// move: one map update, seen whole by every BPF reader. The table also
-/// hands out each instance's element of the counter array (its slot): kept
-/// across moves, restarts and reloads, zeroed when a new instance gets it.
+/// The pinned instance table: an index and an entry array (see the
+/// programs' INSTANCE_INDEX). [`InstanceTable::set`] is the atomic flip of
+/// a move: the key's idle element is written, then its index position is
+/// switched to it (one 4-byte store), so every BPF reader sees the old
+/// entry or the new one whole. The table also hands out each instance's
+/// element of the counter array (its slot): kept across moves, restarts
+/// and reloads, zeroed when a new instance gets it.
 pub struct InstanceTable {
-    map: InstanceMap,
+    index: IndexArray,
+    elements: EntryArray,
     stats: CounterArray,
+    /// Every key's index position and live element, as the kernel has them.
+    placed: BTreeMap<InstanceKey, Placed>,
+    /// Element pairs no longer live, and since when: a program may still
+    /// read one for a moment, so it is not written again within [`QUIET`].
+    retired: BTreeMap<u32, Instant>,
     /// Slots in use, by the key the caller placed the instance under.
     slots: BTreeMap<InstanceKey, u16>,
 }
 
-type InstanceMap = HashMap<MapData, InstanceKey, InstanceEntry>;
+/// Where a key sits: its index position, its live element, when that
+/// element became live.
+#[derive(Clone, Copy)]
+struct Placed {
+    position: u32,
+    element: u32,
+    since: Instant,
+}
+
+/// How long an element that stopped being live is left alone before it is
+/// written again. A program runs for microseconds with its pointer into the
+/// array (softirq or bh-disabled, not preempted); 10 ms is far past that.
+/// A key switched twice within it waits out the rest (moves are further apart).
+const QUIET: Duration = Duration::from_millis(10);
+
+type IndexArray = Array<MapData, u32>;
+type EntryArray = Array<MapData, KeyedEntry>;
 type CounterArray = PerCpuArray<MapData, SlotCounters>;
 
-/// The pinned instance table and per-instance counter array.
-fn open_maps(pins: &PinDir) -> Result<(InstanceMap, CounterArray)> {
-    let data = super::pinned_map(pins, names::INSTANCES_MAP)?;
-    let map = HashMap::try_from(Map::HashMap(data))
-        .context("BATON_INSTANCES is not baton's instance table")?;
+/// The pinned instance index, entry array and per-instance counter array.
+fn open_maps(pins: &PinDir) -> Result<(IndexArray, EntryArray, CounterArray)> {
+    let data = super::pinned_map(pins, names::INSTANCE_INDEX_MAP)?;
+    let index = Array::try_from(Map::Array(data))
+        .context("BATON_INST_INDEX is not baton's instance index")?;
+    let data = super::pinned_map(pins, names::INSTANCE_ENTRIES_MAP)?;
+    let elements = Array::try_from(Map::Array(data))
+        .context("BATON_INST_ENTRY is not baton's instance entry array")?;
     let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
     let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
         .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
-    Ok((map, stats))
+    Ok((index, elements, stats))
 }
 
 /// The slot of an instance past [`MAX_INSTANCE_SLOTS`]: not counted.
@@ -119,17 +149,46 @@ const NO_SLOT: u16 = u16::MAX;
 
 impl InstanceTable {
     pub fn open(pins: &PinDir) -> Result<Self> {
-        let (map, stats) = open_maps(pins)?;
+        let (index, elements, stats) = open_maps(pins)?;
+        let mut placed = BTreeMap::new();
         let mut slots = BTreeMap::new();
-        for (key, entry) in map.iter().filter_map(Result::ok) {
+        // Written by an earlier process: long enough ago.
+        let long_ago = Instant::now()
+            .checked_sub(QUIET)
+            .unwrap_or_else(Instant::now);
+        for position in 0..INDEX_SLOTS {
+            let element = index
+                .get(&position, 0)
+                .context("reading the instance index")?;
+            if element == 0 || element == INDEX_DELETED || element > ENTRY_ELEMENTS {
+                continue;
+            }
+            let keyed = elements
+                .get(&(element - 1), 0)
+                .context("reading the instance entries")?;
+            placed.insert(
+                keyed.key,
+                Placed {
+                    position,
+                    element: element - 1,
+                    since: long_ago,
+                },
+            );
             // A twin shares its tagged key's slot.
             let tagged = InstanceKey {
-                vlan: entry.vlan,
-                ..key
+                vlan: keyed.entry.vlan,
+                ..keyed.key
             };
-            slots.insert(tagged, entry.slot);
+            slots.insert(tagged, keyed.entry.slot);
         }
-        Ok(InstanceTable { map, stats, slots })
+        Ok(InstanceTable {
+            index,
+            elements,
+            stats,
+            placed,
+            retired: BTreeMap::new(),
+            slots,
+        })
     }
 
     /// Writes an instance's entry; for a [`flags::VLAN_TAGS`] instance its
@@ -143,13 +202,100 @@ impl InstanceTable {
         if entry.flags & flags::VLAN_TAGS != 0
             && let Some(twin) = untagged(key)
         {
-            self.map
-                .insert(twin, entry, 0)
-                .context("updating the instance table")?;
+            self.write(&twin, &entry)?;
         }
-        self.map
-            .insert(key, entry, 0)
-            .context("updating the instance table")
+        self.write(key, &entry)
+    }
+
+    /// One key's entry: into its idle element, then the index switched to
+    /// it; a new key gets a free element pair and index position first.
+    fn write(&mut self, key: &InstanceKey, entry: &InstanceEntry) -> Result<()> {
+        let keyed = KeyedEntry {
+            key: *key,
+            entry: *entry,
+        };
+        if let Some(p) = self.placed.get(key).copied() {
+            let live = self
+                .elements
+                .get(&p.element, 0)
+                .context("reading the instance entries")?;
+            if live == keyed {
+                return Ok(());
+            }
+            // The idle element was live until `since`.
+            if let Some(rest) = QUIET.checked_sub(p.since.elapsed()) {
+                std::thread::sleep(rest);
+            }
+            let idle = p.element ^ 1;
+            self.elements
+                .set(idle, keyed, 0)
+                .context("updating the instance table")?;
+            self.index
+                .set(p.position, idle + 1, 0)
+                .context("updating the instance table")?;
+            self.placed.insert(
+                *key,
+                Placed {
+                    element: idle,
+                    since: Instant::now(),
+                    ..p
+                },
+            );
+            return Ok(());
+        }
+        let pair = self.free_pair()?;
+        let position = self.free_position(key)?;
+        let element = pair * 2;
+        self.elements
+            .set(element, keyed, 0)
+            .context("updating the instance table")?;
+        self.index
+            .set(position, element + 1, 0)
+            .context("updating the instance table")?;
+        self.retired.remove(&pair);
+        self.placed.insert(
+            *key,
+            Placed {
+                position,
+                element,
+                since: Instant::now(),
+            },
+        );
+        Ok(())
+    }
+
+    /// An element pair no key uses and none used within [`QUIET`].
+    fn free_pair(&mut self) -> Result<u32> {
+        self.retired.retain(|_, at| at.elapsed() < QUIET);
+        let used: BTreeSet<u32> = self.placed.values().map(|p| p.element / 2).collect();
+        (0..ENTRY_ELEMENTS / 2)
+            .find(|p| !used.contains(p) && !self.retired.contains_key(p))
+            .with_context(|| {
+                format!(
+                    "the instance table is full ({} entries)",
+                    ENTRY_ELEMENTS / 2
+                )
+            })
+    }
+
+    /// The first free (or deleted) index position a lookup for `key`
+    /// reaches within [`MAX_PROBES`].
+    fn free_position(&self, key: &InstanceKey) -> Result<u32> {
+        let home = key.index_slot();
+        for probe in 0..MAX_PROBES {
+            let position = (home + probe) & (INDEX_SLOTS - 1);
+            let element = self
+                .index
+                .get(&position, 0)
+                .context("reading the instance index")?;
+            if element == 0 || element == INDEX_DELETED {
+                return Ok(position);
+            }
+        }
+        anyhow::bail!(
+            "the instance index has no free position within {MAX_PROBES} of {}'s",
+            addr_of(key)
+        )
     }
 
     /// The instance's slot, or a free one with its counters zeroed.
@@ -175,10 +321,12 @@ impl InstanceTable {
 
     /// The entry under `key`; its slot is the table's business and reads 0.
     pub fn get(&self, key: &InstanceKey) -> Option<InstanceEntry> {
-        self.map
-            .get(key, 0)
+        let p = self.placed.get(key)?;
+        self.elements
+            .get(&p.element, 0)
             .ok()
-            .map(|e| InstanceEntry { slot: 0, ..e })
+            .filter(|k| k.key == *key)
+            .map(|k| InstanceEntry { slot: 0, ..k.entry })
     }
 
     /// Removes an entry, and the untagged twin of a tagged one; frees its slot.
@@ -192,45 +340,49 @@ impl InstanceTable {
         self.remove_one(key)
     }
 
+    /// Marks its index position deleted (lookups probe on past it); its
+    /// element pair rests for [`QUIET`]. Absent already: the goal state.
     fn remove_one(&mut self, key: &InstanceKey) -> Result<()> {
-        match self.map.remove(key) {
-            Ok(()) => Ok(()),
-            // Absent already: the goal state.
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e).context("removing from the instance table"),
-        }
+        let Some(p) = self.placed.remove(key) else {
+            return Ok(());
+        };
+        self.index
+            .set(p.position, INDEX_DELETED, 0)
+            .context("removing from the instance table")?;
+        self.retired.insert(p.element / 2, Instant::now());
+        Ok(())
     }
 
     pub fn entries(&self) -> Vec<(InstanceKey, InstanceEntry)> {
-        self.map.iter().filter_map(Result::ok).collect()
+        self.placed
+            .iter()
+            .filter_map(|(key, p)| {
+                let k = self.elements.get(&p.element, 0).ok()?;
+                (k.key == *key).then_some((*key, k.entry))
+            })
+            .collect()
     }
 
     /// Per-instance, per-port counters, summed over CPUs: for each instance
     /// (twins once), each port it is counted on.
     pub fn counters(&self) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-        counters_of(&self.map, &self.stats)
+        counters_of(&self.entries(), &self.stats)
     }
 }
 
 /// Per-instance, per-port counters, summed over CPUs.
 pub fn instance_counters(pins: &PinDir) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-    let (map, stats) = open_maps(pins)?;
-    counters_of(&map, &stats)
+    InstanceTable::open(pins)?.counters()
 }
 
 /// Each instance's counters (twins once) on each port it is counted on.
 fn counters_of(
-    map: &InstanceMap,
+    entries: &[(InstanceKey, InstanceEntry)],
     stats: &CounterArray,
 ) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for (_, entry) in map.iter().filter_map(Result::ok) {
+    for (_, entry) in entries {
         if entry.slot == NO_SLOT || !seen.insert(entry.slot) {
             continue;
         }

@@ -159,9 +159,7 @@ pub fn attach_set(
         ProgramSet::Empty => load_program(&mut ebpf, names::XDP_PASS_PROGRAM)?,
         ProgramSet::TcIngress => load_program(&mut ebpf, names::TC_INGRESS_PROGRAM)?,
     };
-    if set != ProgramSet::Empty {
-        load_program(&mut ebpf, names::TC_EGRESS_PROGRAM)?;
-    }
+    load_program(&mut ebpf, tc_egress_program(set))?;
 
     let mut done: Vec<Attached> = Vec::new();
     for dev in &devs {
@@ -193,7 +191,7 @@ fn attach_one(
 ) -> Result<String> {
     let wanted: Vec<PathBuf> = match set {
         ProgramSet::Baton => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
-        ProgramSet::Empty => vec![pins.xdp_link(&dev.name)],
+        ProgramSet::Empty => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
         ProgramSet::TcIngress => vec![pins.tc_ingress_link(&dev.name), pins.tc_link(&dev.name)],
     };
     // Pins of the other ingress hook (after `[daemon] ingress` changed), or
@@ -247,20 +245,27 @@ fn attach_one(
             "tcx"
         }
     };
-    if set != ProgramSet::Empty
-        && let Err(e) = attach_tc(
-            ebpf,
-            names::TC_EGRESS_PROGRAM,
-            TcAttachType::Egress,
-            dev,
-            &pins.tc_link(&dev.name),
-        )
-    {
+    if let Err(e) = attach_tc(
+        ebpf,
+        tc_egress_program(set),
+        TcAttachType::Egress,
+        dev,
+        &pins.tc_link(&dev.name),
+    ) {
         let _ = unpin_port(pins, &dev.name);
         return Err(e);
     }
     info!(port = %dev.name, mode = label, programs = ?set, "attached");
     Ok(label.to_string())
+}
+
+/// The TC egress program of a set: the empty baseline gets an empty one,
+/// as baton runs one on every reply.
+fn tc_egress_program(set: ProgramSet) -> &'static str {
+    match set {
+        ProgramSet::Empty => names::TC_PASS_PROGRAM,
+        ProgramSet::Baton | ProgramSet::TcIngress => names::TC_EGRESS_PROGRAM,
+    }
 }
 
 fn attach_xdp(

@@ -60,6 +60,12 @@ impl TestDataplane {
         table.set(&key, &entry).expect("insert");
     }
 
+    /// Removes an instance through the control plane's table.
+    pub fn disown(&mut self, key: InstanceKey) {
+        let mut table = InstanceTable::open(&self.pins).expect("instance table");
+        table.remove(&key).expect("remove");
+    }
+
     pub fn counters(&self, id: u32, ifindex: u32) -> InstanceCounters {
         let table = InstanceTable::open(&self.pins).expect("instance table");
         table
