@@ -27,7 +27,9 @@ use baton_common::{
 /// (a set in one element put the state at one of two offsets, and the
 /// verifier then walked the accounting twice). Shared by all CPUs and
 /// programs, as the LRU hash before it was: segments of one flow racing on
-/// two CPUs can only make that flow resync.
+/// two CPUs can only make that flow resync. Unlike the hash, a third flow
+/// taking a way while another CPU updates the flow it evicts can mix the
+/// two states; it needs three flows in one of 8,192 sets at that instant.
 #[map(name = "BATON_FLOW_WAYS")]
 static FLOWS: Array<FlowWay> = Array::pinned(2 * FLOW_SETS, 0);
 

@@ -12,7 +12,7 @@
 //! under one target name; iscsi-perf logs in again when its connection
 //! breaks: the target's first segment on a new connection), and the
 //! two-owner checker's windows. Results in target/bench/cluster.json.
-use crate::demo::{capture_iscsi_data, iscsi_perf};
+use crate::demo::{capture_iscsi_data, finish_iscsi_perf, iscsi_perf};
 use crate::report;
 use anyhow::{Context as _, Result, bail};
 use baton_lab::cluster::{ClusterLab, HA_NET, TwoOwnerChecker, now_of_day};
@@ -565,17 +565,7 @@ impl Site {
         perf_pid: u32,
         failed_ms: f64,
     ) -> Result<Option<f64>> {
-        // iscsi-perf ends by itself (-t); one still stuck is ended here.
-        let waited = Instant::now();
-        while !perf_out.is_finished() && waited.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if !perf_out.is_finished() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &perf_pid.to_string()])
-                .status();
-        }
-        let _ = perf_out.join();
+        let _ = finish_iscsi_perf(perf_out, perf_pid);
         self.c.lab.kill(capture)?;
         let frames = report::pcap_frames(pcap)?;
         let _ = std::fs::remove_file(pcap);

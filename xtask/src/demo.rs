@@ -260,6 +260,26 @@ fn follow_events_text(daemon: &Daemon) -> Result<(Arc<Mutex<Vec<String>>>, baton
     Ok((lines, baton_lab::Peer::from_child(child)))
 }
 
+/// Waits for an [`iscsi_perf`] run to end by itself (-t), SIGKILLs one
+/// still stuck after 3 s more; its output (Err: its reader panicked).
+pub(crate) fn finish_iscsi_perf(
+    output: std::thread::JoinHandle<Result<String>>,
+    pid: u32,
+) -> Result<Result<String>> {
+    let waited = Instant::now();
+    while !output.is_finished() && waited.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !output.is_finished() {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    output
+        .join()
+        .map_err(|_| anyhow::anyhow!("iscsi-perf reader panicked"))
+}
+
 /// iscsi-perf for `secs` with a line per second; returns the IOPS series,
 /// its full output and its pid. Without `reconnect` (-x 0) a broken session shows
 /// as an error; with it libiscsi logs in again (a cluster's takeover).

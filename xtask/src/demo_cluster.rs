@@ -6,7 +6,7 @@
 //! tickle ACKs and without. Prints both, writes target/lab/cluster.json and
 //! cluster.svg, and fails if an address had two owners or the initiator did
 //! not get back to I/O with tickles on.
-use crate::demo::{capture_iscsi_data, iscsi_perf};
+use crate::demo::{capture_iscsi_data, finish_iscsi_perf, iscsi_perf};
 use crate::report;
 use anyhow::{Result, bail};
 use baton_lab::cluster::{ClusterLab, TwoOwnerChecker};
@@ -150,19 +150,8 @@ fn one_run(tickle: bool) -> Result<Run> {
     let probe = probe_run
         .join()
         .map_err(|_| anyhow::anyhow!("probe panicked"))??;
-    // iscsi-perf ends by itself (-t); one still stuck is ended here.
-    let waited = Instant::now();
-    while !iscsi_out.is_finished() && waited.elapsed() < Duration::from_secs(3) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !iscsi_out.is_finished() {
-        let _ = std::process::Command::new("kill")
-            .args(["-9", &perf_pid.to_string()])
-            .status();
-    }
-    let _ = iscsi_out
-        .join()
-        .map_err(|_| anyhow::anyhow!("iscsi-perf reader panicked"))?;
+    // Its own errors (a session it could not get back) show in the figures.
+    let _ = finish_iscsi_perf(iscsi_out, perf_pid)?;
     lab.kill(capture)?;
     let overlaps = checker.finish()?;
     // Segments in flight at the kill still arrive: I/O again is the first
