@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod dataplane;
 pub mod decide;
+pub mod logging;
 pub mod manual;
 pub mod netdev;
 pub mod protocol;

@@ -210,27 +210,47 @@ impl From<DigestArg> for baton_config::model::Digests {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_log_level().into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_log_level().into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The daemon hands its lines to a writer thread: a slow or stuck reader
+    // of stderr (journald, a full pipe) must never hold up a failover.
+    let guard = if is_daemon() {
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(baton::logging::BUFFERED_LINES)
+            .thread_name("baton-log")
+            .finish(std::io::stderr());
+        baton::logging::watch_drops(writer.error_counter());
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .init();
+        Some(guard)
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .init();
+        None
+    };
     if let Err(err) = run(Cli::parse()) {
+        // What is queued goes out first.
+        drop(guard);
         eprintln!("baton: error: {err:#}");
         std::process::exit(1);
     }
 }
 
+fn is_daemon() -> bool {
+    std::env::args().nth(1).as_deref() == Some("run")
+}
+
 /// The daemon logs its decisions and moves; CLI commands only their errors.
 fn default_log_level() -> &'static str {
-    if std::env::args().nth(1).as_deref() == Some("run") {
-        "info"
-    } else {
-        "warn"
-    }
+    if is_daemon() { "info" } else { "warn" }
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -275,6 +275,21 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Whether the log shows `needle` within `timeout`: the daemon's lines
+    /// reach the file through its writer thread, a moment after the event.
+    pub fn log_shows(&self, needle: &str, timeout: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if started.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Daemon {

@@ -538,8 +538,11 @@ fn a_restart_within_the_deadline_keeps_the_lease_and_the_instances() -> anyhow::
         None,
         "gw1 took iscsi-a during the restart"
     );
-    let log = s.gw[0].log_text();
-    assert!(log.contains("resuming the lease"), "{log}");
+    assert!(
+        s.gw[0].log_shows("resuming the lease", Duration::from_secs(1)),
+        "{}",
+        s.gw[0].log_text()
+    );
     checker.finish()?.assert_none();
     Ok(())
 }

@@ -411,3 +411,74 @@ fn the_tcx_ingress_hook_fails_over_too() -> anyhow::Result<()> {
     assert_eq!(baton_lab::traffic::ping(&lab, INSTANCE.parse()?, 5)?, 5);
     Ok(())
 }
+
+/// Removes the FIFO however the test ends.
+struct Fifo(std::path::PathBuf);
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A failover daemon does not wait for its log's reader: its stderr is a
+/// pipe that is full and never read (a stuck journald), and a pulled cable
+/// still moves the instance. The lines were queued, not lost: they come
+/// once the pipe is read.
+#[test]
+fn a_stuck_log_reader_does_not_hold_up_a_failover() -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let lab = Lab::build(&LabSpec::default())?;
+    let fifo = Fifo(std::env::temp_dir().join(format!("{}-stderr.fifo", lab.prefix)));
+    let path = std::ffi::CString::new(fifo.0.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    anyhow::ensure!(
+        unsafe { libc::mkfifo(path.as_ptr(), 0o600) } == 0,
+        "mkfifo: {}",
+        std::io::Error::last_os_error()
+    );
+    // Our read end keeps the pipe open without reading; our write end fills it.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo.0)?;
+    let mut filler = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo.0)?;
+    let mut filled = 0;
+    loop {
+        match filler.write(&[b'.'; 4096]) {
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(filled >= 4096, "the pipe took {filled} bytes");
+    let redirect = format!("exec \"$@\" 2>{}", fifo.0.display());
+    let config = lab_config("hold_down = \"0\"", "");
+    let daemon = Daemon::start_wrapped(&lab, 0, &config, &[], &["sh", "-c", &redirect, "sh"])?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    lab.pull_cable(0, 0)?;
+    daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
+
+    // Now read: the queued lines follow the filler.
+    let mut seen = String::new();
+    let started = Instant::now();
+    while !seen.contains("link changed") && started.elapsed() < Duration::from_secs(5) {
+        let mut buf = [0u8; 65536];
+        match reader.read(&mut buf) {
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(
+        seen.contains("link changed") && seen.contains("move done"),
+        "the daemon's queued lines did not come once the pipe was read"
+    );
+    Ok(())
+}

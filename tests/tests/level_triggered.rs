@@ -113,7 +113,7 @@ fn a_cable_pulled_while_events_overrun_is_still_seen() -> anyhow::Result<()> {
     let took = daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
     assert_eq!(holders_of(&lab, INSTANCE)?, ["ge1"]);
     assert!(
-        daemon.log_text().contains("full resync"),
+        daemon.log_shows("full resync", Duration::from_secs(1)),
         "no resync logged: {}",
         daemon.log_text()
     );

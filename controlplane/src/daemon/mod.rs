@@ -388,6 +388,13 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         loop {
             self.feed_watchdog();
+            let dropped = crate::logging::newly_dropped();
+            if dropped > 0 {
+                warn!(
+                    lines = dropped,
+                    "log lines dropped: the reader of stderr is not keeping up"
+                );
+            }
             if self.run_plan().await {
                 continue;
             }
