@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 
 pub const PORT: u16 = 7777;
 
+/// CLOCK_MONOTONIC in µs: the clock of `Instant`, of ftrace's "mono" clock
+/// and of baton's move trace, so a probe's gap lines up with both.
+pub fn monotonic_us() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
 /// Makes the calling thread a real-time one with a tight timer: the probe
 /// measures the network, not how long a busy 2-core machine leaves it waiting.
 fn realtime() {
@@ -22,6 +32,21 @@ fn realtime() {
         let param = libc::sched_param { sched_priority: 50 };
         libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
     }
+}
+
+/// Binds the calling thread to one CPU (the bench keeps the client's
+/// threads off the gateway's CPU: on real machines they are separate).
+pub fn pin_to(cpu: usize) -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu < CPU_SETSIZE is checked by the kernel; set is valid.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("pinning to CPU {cpu}"));
+    }
+    Ok(())
 }
 
 /// Moves the calling thread into `ns`.
@@ -43,6 +68,11 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(ns: &Netns, addr: std::net::IpAddr) -> Result<Echo> {
+        Self::start_on(ns, addr, None)
+    }
+
+    /// As [`Echo::start`], the responder bound to `cpu` when given.
+    pub fn start_on(ns: &Netns, addr: std::net::IpAddr, cpu: Option<usize>) -> Result<Echo> {
         let stop = Arc::new(AtomicBool::new(false));
         let (path, flag) = (ns.path(), stop.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -50,6 +80,9 @@ impl Echo {
             let bound = (|| -> Result<UdpSocket> {
                 enter(&path)?;
                 realtime();
+                if let Some(c) = cpu {
+                    pin_to(c)?;
+                }
                 let sock = freebind_udp(SocketAddr::new(addr, PORT))?;
                 sock.set_read_timeout(Some(Duration::from_millis(50)))?;
                 Ok(sock)
@@ -181,8 +214,27 @@ pub struct ProbeReport {
     pub longest_gap_ms: f64,
     /// When that gap began, ms after the probe started.
     pub longest_gap_at_ms: f64,
+    /// CLOCK_MONOTONIC µs of the probe's start ([`monotonic_us`]).
+    pub start_mono_us: u64,
+    /// Every echo's arrival, ms after the start, in order.
+    #[serde(skip)]
+    pub echoes_ms: Vec<f64>,
     /// Echoes per 10 ms bucket, from the start.
     pub per_10ms: Vec<u32>,
+}
+
+impl ProbeReport {
+    /// The longest gap between two echoes that ends after `from_ms` and
+    /// begins before `until_ms` (ms after the start): the outage of an
+    /// event in that window, not a stall elsewhere in the run.
+    /// Returns (gap start, gap length), ms.
+    pub fn gap_in(&self, from_ms: f64, until_ms: f64) -> Option<(f64, f64)> {
+        self.echoes_ms
+            .windows(2)
+            .filter(|w| w[1] > from_ms && w[0] < until_ms)
+            .map(|w| (w[0], w[1] - w[0]))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
 }
 
 /// Runs the probe from the client for `duration`, `rate_hz` datagrams a second.
@@ -192,10 +244,24 @@ pub fn run(
     rate_hz: u32,
     duration: Duration,
 ) -> Result<std::thread::JoinHandle<Result<ProbeReport>>> {
+    run_on(client, target, rate_hz, duration, None)
+}
+
+/// As [`run`], both of the client's threads bound to `cpu` when given.
+pub fn run_on(
+    client: &Netns,
+    target: std::net::IpAddr,
+    rate_hz: u32,
+    duration: Duration,
+    cpu: Option<usize>,
+) -> Result<std::thread::JoinHandle<Result<ProbeReport>>> {
     let path = client.path();
     Ok(std::thread::spawn(move || -> Result<ProbeReport> {
         enter(&path)?;
         realtime();
+        if let Some(c) = cpu {
+            pin_to(c)?;
+        }
         let sock = UdpSocket::bind(if target.is_ipv4() {
             "0.0.0.0:0"
         } else {
@@ -205,6 +271,7 @@ pub fn run(
         sock.set_read_timeout(Some(Duration::from_millis(20)))?;
         let receiver = sock.try_clone()?;
         let start = Instant::now();
+        let start_mono_us = monotonic_us();
         let total = (u64::from(rate_hz) * duration.as_millis() as u64) / 1000;
         let recv = std::thread::spawn(move || -> Vec<(u64, f64)> {
             realtime();
@@ -235,7 +302,10 @@ pub fn run(
         let got = recv
             .join()
             .map_err(|_| anyhow::anyhow!("probe receiver panicked"))?;
-        Ok(summarise(rate_hz, sent, &got, duration))
+        Ok(ProbeReport {
+            start_mono_us,
+            ..summarise(rate_hz, sent, &got, duration)
+        })
     }))
 }
 
@@ -270,6 +340,8 @@ fn summarise(rate_hz: u32, sent: u64, got: &[(u64, f64)], duration: Duration) ->
         lost: sent - received,
         longest_gap_ms: gap,
         longest_gap_at_ms: gap_at,
+        start_mono_us: 0,
+        echoes_ms: times,
         per_10ms,
     }
 }
@@ -286,5 +358,10 @@ mod tests {
         assert!((r.longest_gap_ms - 5.0).abs() < 1e-9);
         assert!((r.longest_gap_at_ms - 0.2).abs() < 1e-9);
         assert_eq!(r.per_10ms[0], 4);
+        // The gap of an event at 1 ms is the long one; one at 5.25 ms had a short one.
+        assert_eq!(r.gap_in(1.0, 1.0).map(|g| g.0), Some(0.2));
+        let (at, len) = r.gap_in(5.25, 5.25).expect("a gap");
+        assert!((at - 5.2).abs() < 1e-9 && (len - 0.1).abs() < 1e-9);
+        assert_eq!(r.gap_in(7.0, 8.0), None);
     }
 }

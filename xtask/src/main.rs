@@ -1,12 +1,15 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod bench;
 mod bench_cluster;
+mod bench_pulls;
 mod bench_revert;
 mod demo;
 mod demo_cluster;
+mod ktrace;
 mod package;
 mod report;
 mod setup;
+mod stall_meter;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -51,6 +54,10 @@ enum Cmd {
     Bench {
         #[arg(value_enum)]
         which: BenchKind,
+        /// Rounds of pulls for `failover` and `pulls`: one pull per side each
+        /// (at least 50 for a p99).
+        #[arg(long, default_value_t = bench::PULLS)]
+        pulls: usize,
     },
     /// The Debian package (target/debian/baton_VERSION_amd64.deb); --check proves it.
     Package {
@@ -83,6 +90,9 @@ enum BenchKind {
     Dataplane,
     /// The backoff revert under iSCSI, on and off (also part of `failover`).
     Revert,
+    /// Pulled cables alone, baton and the script taking turns, every pull
+    /// traced (also part of `failover`).
+    Pulls,
     /// Unit failures, handovers and a partition: baton on etcd against keepalived.
     Cluster,
 }
@@ -137,15 +147,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { which } => {
+        Cmd::Bench { which, pulls } => {
             let bin = build_release()?;
             baton_lab::use_baton_bin(bin);
             let dir = workspace_root().join("target/bench");
             std::fs::create_dir_all(&dir)?;
             let (name, result) = match which {
-                BenchKind::Failover => ("failover", bench::failover()?),
+                BenchKind::Failover => ("failover", bench::failover(pulls)?),
                 BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
                 BenchKind::Revert => ("revert", bench_revert::revert()?),
+                BenchKind::Pulls => ("pulls", bench_pulls::run(pulls)?.json),
                 BenchKind::Cluster => ("cluster", bench_cluster::cluster()?),
             };
             let path = dir.join(format!("{name}.json"));

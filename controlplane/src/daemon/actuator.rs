@@ -14,6 +14,7 @@ use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
 /// How long a move waits for its IPv6 address to become local.
@@ -296,42 +297,33 @@ impl Actuator {
     }
 
     /// Carries out one move, make-before-break: prepare the target, flip the
-    /// map, announce once, clean the old port. Returns the MAC announced.
-    pub async fn move_instance(&mut self, m: &MoveSpec<'_>) -> Result<()> {
+    /// map, announce once, clean the old port. Returns when each step ended.
+    pub async fn move_instance(&mut self, m: &MoveSpec<'_>) -> Result<MoveSteps> {
         let inst = m.instance;
         let key = key_for(inst.vlan, inst.address.addr());
         // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
-        let began = std::time::Instant::now();
+        let began = Instant::now();
         let to_dev = match (&m.to_macvlan, inst.mac) {
             (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac, true).await?,
             _ => m.to_ifindex,
         };
-        let t_mac = began.elapsed();
+        let mac = Instant::now();
         self.add_address(to_dev, inst.address).await?;
-        let t_addr = began.elapsed();
+        let addr = Instant::now();
         self.replace_routes(&inst.routes, to_dev).await?;
-        let t_routes = began.elapsed();
+        let routes = Instant::now();
         self.wait_local(inst.address.addr(), to_dev).await?;
-        debug!(
-            instance = m.name,
-            mac_us = t_mac.as_micros() as u64,
-            addr_us = t_addr.as_micros() as u64,
-            routes_us = t_routes.as_micros() as u64,
-            local_us = began.elapsed().as_micros() as u64,
-            "prepare timings"
-        );
+        let local = Instant::now();
         debug!(instance = m.name, "prepared");
         failpoint("prepared", m.from_ifindex.is_some());
         // 2. One atomic update: the dataplane now answers and steers on the target.
         self.table.set(&key, &m.entry)?;
+        let flipped = Instant::now();
         failpoint("flipped", m.from_ifindex.is_some());
         // 3. First announcement at once (block 356); the rest follow in the background.
         self.announce_now(m.to_ifindex, m.entry.mac, inst.address.addr(), inst.vlan)?;
-        debug!(
-            instance = m.name,
-            announced_us = began.elapsed().as_micros() as u64,
-            "flipped and announced"
-        );
+        let announced = Instant::now();
+        debug!(instance = m.name, "flipped and announced");
         // 4. Clean the old port (blocks 340-344); the neighbour and route-cache
         // flushes (346, 348) are per port, once per plan: see `after_plan`.
         if let Some(from) = m.from_ifindex {
@@ -346,15 +338,38 @@ impl Actuator {
                 }
             }
         }
-        debug!(
-            instance = m.name,
-            cleaned_us = began.elapsed().as_micros() as u64,
-            "old port cleaned"
-        );
         failpoint("cleaned", m.from_ifindex.is_some());
         info!(instance = m.name, to = m.to_ifindex, "moved");
-        Ok(())
+        Ok(MoveSteps {
+            began,
+            mac,
+            addr,
+            routes,
+            local,
+            flipped,
+            announced,
+            cleaned: Instant::now(),
+        })
     }
+}
+
+/// When each step of a move ended: the daemon's part of a failover's trace
+/// (`move steps` in the debug log, on CLOCK_MONOTONIC like the kernel's).
+#[derive(Clone, Copy, Debug)]
+pub struct MoveSteps {
+    pub began: Instant,
+    /// The target device is up with the instance's MAC (its macvlan).
+    pub mac: Instant,
+    pub addr: Instant,
+    pub routes: Instant,
+    /// The address is local (IPv6: after addrconf's work).
+    pub local: Instant,
+    /// The instance table names the target.
+    pub flipped: Instant,
+    /// The first announcement was sent.
+    pub announced: Instant,
+    /// The old port no longer has the address.
+    pub cleaned: Instant,
 }
 
 pub struct MoveSpec<'a> {

@@ -196,15 +196,15 @@ impl Daemon {
     /// Carries out one move; false when it could not (and why is logged).
     async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
         let began = Instant::now();
-        debug!(instance = %m.instance, reaction_us = (began - self.last_link_event).as_micros() as u64, "move starts");
         let result = self.try_move(m).await;
         let labels = |result: &str| metrics::MoveLabels {
             kind: kind.to_string(),
             result: result.into(),
         };
         match result {
-            Ok(()) => {
+            Ok(steps) => {
                 let took_us = began.elapsed().as_micros() as u64;
+                self.log_steps(m, &steps);
                 let record = MoveRecord {
                     from: m.from.clone(),
                     to: m.to.clone(),
@@ -259,7 +259,26 @@ impl Daemon {
         }
     }
 
-    async fn try_move(&mut self, m: &Move) -> Result<()> {
+    /// A move's trace in CLOCK_MONOTONIC µs (the clock of the kernel's
+    /// tracepoints): the failover bench lines it up with theirs.
+    fn log_steps(&self, m: &Move, s: &actuator::MoveSteps) {
+        let us = |t: Instant| crate::dataplane::fence::ns_of(t) / 1000;
+        debug!(
+            instance = %m.instance,
+            link_event = us(self.last_link_event),
+            began = us(s.began),
+            mac = us(s.mac),
+            addr = us(s.addr),
+            routes = us(s.routes),
+            local = us(s.local),
+            flipped = us(s.flipped),
+            announced = us(s.announced),
+            cleaned = us(s.cleaned),
+            "move steps"
+        );
+    }
+
+    async fn try_move(&mut self, m: &Move) -> Result<actuator::MoveSteps> {
         let inst = self
             .config
             .instances
@@ -285,9 +304,9 @@ impl Daemon {
         if let Some(h) = self.announcing.remove(&m.instance) {
             h.abort();
         }
-        self.actuator.move_instance(&spec).await?;
+        let steps = self.actuator.move_instance(&spec).await?;
         self.spawn_announcements(&m.instance, to, spec.entry.mac);
-        Ok(())
+        Ok(steps)
     }
 
     /// After a relocation's first announcement: end the backoff of the

@@ -1,0 +1,909 @@
+//! Pulled cables, baton and the scripted baseline taking turns (one lab
+//! each, all up for the whole run, so a drift of the VM falls on all), and
+//! every pull traced on one clock (CLOCK_MONOTONIC): the kernel's tracepoints
+//! (`ktrace`), baton's move steps (its debug log), the probe's echoes and the
+//! machine's own stalls (`stall_meter`). Each pull becomes a breakdown: when
+//! the carrier went, when linkwatch ran, when the daemon woke and ran, each
+//! step of its move, the announcement on the wire, the switch learning the
+//! new port, the first echo after the gap; and what ran on each CPU meanwhile.
+//!
+//! Each side runs twice: with the lab's threads anywhere (`Cpus::Shared`, as
+//! the bench ran before: the client's real-time probe threads preempt the
+//! gateway's daemon on this 2-CPU machine) and with the gateway on CPU 0 and
+//! the client on CPU 1 (`Cpus::Separate`: on real machines they are two).
+use crate::ktrace::{Event, Ftrace};
+use crate::stall_meter::{ColdMeter, Stall, StallMeter};
+use anyhow::{Context as _, Result};
+use baton_lab::daemon::{Daemon, lab_config};
+use baton_lab::{Lab, LabSpec, probe};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+pub const ADDR: &str = "192.0.2.100";
+const INSTANCE_MAC: &str = "02:ba:70:00:00:01";
+/// How long the trace runs after the pull command returned.
+const WINDOW: Duration = Duration::from_millis(60);
+/// A probe run: the pull comes `BEFORE_PULL` after its start.
+const PROBE_RUN: Duration = Duration::from_millis(800);
+const BEFORE_PULL: Duration = Duration::from_millis(300);
+/// With `Cpus::Separate`: the gateway's CPU and the client's.
+const GATEWAY_CPU: usize = 0;
+const CLIENT_CPU: usize = 1;
+
+/// The scripted baseline: `ip monitor link` triggering `ip addr del/add` on
+/// the other port and `arping -U -c 3`, as administrators do today.
+const BASELINE: &str = r#"
+ip monitor link | while read -r line; do
+  case "$line" in
+    *" ge0"*NO-CARRIER*) ip addr del 192.0.2.100/24 dev ge0 2>/dev/null; ip addr add 192.0.2.100/24 dev ge1; arping -q -U -c 3 -I ge1 192.0.2.100 & ;;
+    *" ge1"*NO-CARRIER*) ip addr del 192.0.2.100/24 dev ge1 2>/dev/null; ip addr add 192.0.2.100/24 dev ge0; arping -q -U -c 3 -I ge0 192.0.2.100 & ;;
+  esac
+done
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideKind {
+    Baton,
+    Script,
+}
+
+/// Where the lab's threads run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cpus {
+    /// Anywhere: the client's probe threads (SCHED_FIFO 50) and the
+    /// gateway's daemon (SCHED_FIFO 10) compete for both CPUs.
+    Shared,
+    /// The gateway (daemon or script, echo responder) on CPU 0; the client's
+    /// probe threads and the pull's `ip` (the switch) on CPU 1.
+    Separate,
+}
+
+impl Cpus {
+    fn gateway(self) -> Option<usize> {
+        (self == Cpus::Separate).then_some(GATEWAY_CPU)
+    }
+    fn client(self) -> Option<usize> {
+        (self == Cpus::Separate).then_some(CLIENT_CPU)
+    }
+    /// `taskset -c CPU` before a gateway command, or nothing.
+    fn wrapper(self) -> Vec<String> {
+        match self.gateway() {
+            Some(c) => vec!["taskset".into(), "-c".into(), c.to_string()],
+            None => Vec::new(),
+        }
+    }
+}
+
+/// What one CPU did between the carrier's loss and the first echo after it.
+#[derive(Debug, Serialize)]
+pub struct CpuUse {
+    pub cpu: u32,
+    /// µs per task ("comm:pid prio"), the largest first.
+    pub tasks: Vec<(String, f64)>,
+    /// µs per softirq (NET_RX, TIMER, ...), inside the tasks' time.
+    pub softirq: BTreeMap<String, f64>,
+}
+
+/// One pull, on one clock.
+#[derive(Debug, Serialize)]
+pub struct Pull {
+    pub side: SideKind,
+    pub cpus: Cpus,
+    /// The outage: the probe's longest gap between two echoes around the
+    /// pull (ending after it, beginning within 50 ms of it), ms.
+    pub gap_ms: f64,
+    /// The longest gap of the whole 1.5 s probe run, ms (a stall elsewhere
+    /// in the run shows here, not in `gap_ms`).
+    pub run_longest_gap_ms: f64,
+    /// CLOCK_MONOTONIC µs of the pull command.
+    pub pulled_us: u64,
+    /// µs after the pull command, for each step that was seen.
+    pub steps: BTreeMap<&'static str, f64>,
+    /// µs between consecutive steps that explain the gap.
+    pub segments: BTreeMap<&'static str, f64>,
+    /// What ran on each CPU from the carrier's loss to the first echo.
+    pub cpu_use: Vec<CpuUse>,
+    /// The machine's stalls that overlap the outage.
+    pub stalls: Vec<Stall>,
+    /// The cold meter at the pull (µs of its pointer chase, cold then at
+    /// once again warm): a machine whose memory is slow at that moment
+    /// shows here, whatever baton does.
+    pub cold_meter_us: (f64, f64),
+    /// The first echo after the gap came after the trace window closed.
+    pub beyond_window: bool,
+    /// The trace from the carrier's loss to the first echo, as ftrace printed it.
+    #[serde(skip)]
+    pub trace: Vec<String>,
+}
+
+/// What watches a traced pull: the kernel's tracepoints, the machine's
+/// stalls, its cold-memory penalty.
+pub struct Instruments {
+    pub trace: Ftrace,
+    pub stalls: StallMeter,
+    pub cold: ColdMeter,
+}
+
+/// A pull's outage is the longest gap that begins within this many ms of
+/// the pull command (its `ip` process takes a few ms to down the link).
+const OUTAGE_WITHIN_MS: f64 = 50.0;
+
+struct Outage {
+    /// CLOCK_MONOTONIC µs of the last echo before the gap.
+    start_us: f64,
+    ms: f64,
+}
+
+/// A probe run without a pull.
+#[derive(Debug, Serialize)]
+pub struct Still {
+    pub side: SideKind,
+    pub cpus: Cpus,
+    /// The longest gap in the 50 ms after the moment a pull would come.
+    pub gap_at_pull_ms: f64,
+    pub longest_gap_ms: f64,
+    /// What ran on each CPU during the longest gap.
+    pub longest_cpus: Vec<CpuUse>,
+}
+
+/// One side of the comparison: its lab, its mover, its echo responder.
+pub struct Side {
+    pub kind: SideKind,
+    pub cpus: Cpus,
+    lab: Lab,
+    daemon: Option<Daemon>,
+    _echo: probe::Echo,
+    owner: usize,
+    /// The MAC each port's announcement carries (the switch learns it).
+    announced_mac: [String; 2],
+}
+
+impl Side {
+    pub fn baton(cpus: Cpus) -> Result<Side> {
+        let lab = Lab::build(&LabSpec::default())?;
+        let timers = "hold_down = \"0\"\nhold_up = \"200ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
+        let wrapper = cpus.wrapper();
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let daemon = Daemon::start_wrapped(
+            &lab,
+            0,
+            &lab_config(timers, &format!("mac = \"{INSTANCE_MAC}\"")),
+            &[],
+            &wrapper,
+        )?;
+        daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+        let echo = probe::Echo::start_on(&lab.gw(0).ns, ADDR.parse()?, cpus.gateway())?;
+        Ok(Side {
+            kind: SideKind::Baton,
+            cpus,
+            lab,
+            daemon: Some(daemon),
+            _echo: echo,
+            owner: 0,
+            announced_mac: [INSTANCE_MAC.into(), INSTANCE_MAC.into()],
+        })
+    }
+
+    pub fn script(cpus: Cpus) -> Result<Side> {
+        let lab = Lab::build(&LabSpec::default())?;
+        let gw = &lab.gw(0).ns;
+        gw.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "ge0"])?;
+        let mut cmd = cpus.wrapper();
+        cmd.extend(["sh".into(), "-c".into(), BASELINE.into()]);
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        lab.spawn(gw, &cmd)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let echo = probe::Echo::start_on(gw, ADDR.parse()?, cpus.gateway())?;
+        let mac = |port: &str| -> Result<String> {
+            let out = gw.ip(&["-br", "link", "show", "dev", port])?;
+            out.split_whitespace()
+                .nth(2)
+                .map(str::to_string)
+                .with_context(|| format!("no MAC for {port} in {out:?}"))
+        };
+        let announced_mac = [mac("ge0")?, mac("ge1")?];
+        Ok(Side {
+            kind: SideKind::Script,
+            cpus,
+            lab,
+            daemon: None,
+            _echo: echo,
+            owner: 0,
+            announced_mac,
+        })
+    }
+
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    pub fn daemon(&self) -> Option<&Daemon> {
+        self.daemon.as_ref()
+    }
+
+    /// The probe (10 kHz) for one run, from the client's CPU.
+    fn probe(&self) -> Result<std::thread::JoinHandle<Result<probe::ProbeReport>>> {
+        let addr: IpAddr = ADDR.parse()?;
+        probe::run_on(
+            &self.lab.client,
+            addr,
+            10_000,
+            PROBE_RUN,
+            self.cpus.client(),
+        )
+    }
+
+    /// Pulls the owner's cable under the probe; returns the longest gap (ms)
+    /// and, with a trace, the pull's breakdown.
+    pub fn pull(&mut self, with: Option<&Instruments>) -> Result<(f64, Option<Pull>)> {
+        let trace = with.map(|w| &w.trace);
+        let run = self.probe()?;
+        std::thread::sleep(BEFORE_PULL);
+        if let Some(t) = trace {
+            t.syscalls_of(self.daemon.as_ref().and_then(Daemon::pid))?;
+            t.start()?;
+            // What ran just before the pull is part of the picture.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The pull's `ip` is the switch's: with the client, off the gateway's CPU.
+        if let Some(c) = self.cpus.client() {
+            probe::pin_to(c)?;
+        }
+        let pulled_us = probe::monotonic_us();
+        let pulled = self.lab.pull_cable(0, self.owner);
+        // Off the gateway's CPU (separate) while the gateway works.
+        let cold = with.map(|w| w.cold.measure());
+        unpin()?;
+        pulled?;
+        let events = match trace {
+            Some(t) => {
+                std::thread::sleep(WINDOW);
+                Some(t.stop()?)
+            }
+            None => None,
+        };
+        let report = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe panicked"))??;
+        self.lab.plug_cable(0, self.owner)?;
+        let target = 1 - self.owner;
+        self.wait_moved(target)?;
+        self.owner = target;
+        std::thread::sleep(Duration::from_millis(300)); // hold_up of the plugged port
+        // The outage is the longest gap that ends after the carrier's loss and
+        // begins within 20 ms of it (echoes already on their way still come
+        // for ~0.1 ms); untraced, within 50 ms of the pull command.
+        let ms_of = |us: f64| (us - report.start_mono_us as f64) / 1000.0;
+        let from = ms_of(pulled_us as f64);
+        let window = match events
+            .as_deref()
+            .and_then(|ev| carrier_lost(ev, pulled_us as f64))
+        {
+            Some(c) => (ms_of(c), ms_of(c) + 20.0),
+            None => (from, from + OUTAGE_WITHIN_MS),
+        };
+        let (gap_at, gap) = report
+            .gap_in(window.0, window.1)
+            .context("the probe saw no echoes around the pull")?;
+        let outage = Outage {
+            start_us: report.start_mono_us as f64 + gap_at * 1000.0,
+            ms: gap,
+        };
+        let pull = events.map(|ev| {
+            let mut p = self.breakdown(&report, &outage, pulled_us, target, &ev);
+            if let Some(w) = with {
+                p.stalls = w
+                    .stalls
+                    .within(outage.start_us, outage.start_us + outage.ms * 1000.0);
+            }
+            if let Some(c) = cold {
+                p.cold_meter_us = c;
+            }
+            p
+        });
+        Ok((gap, pull))
+    }
+
+    /// The probe alone for one run, no pull, traced throughout: the machine's
+    /// own stalls. Returns (the gap at the moment a pull would come, the
+    /// longest gap of the run, what ran on the CPUs during the longest).
+    pub fn still(&self, trace: &Ftrace) -> Result<Still> {
+        trace.start()?;
+        let run = self.probe()?;
+        let report = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("probe panicked"))??;
+        let events = trace.stop()?;
+        let at = BEFORE_PULL.as_secs_f64() * 1000.0;
+        let at_pull = report.gap_in(at, at + OUTAGE_WITHIN_MS).map(|g| g.1);
+        let start = report.start_mono_us as f64 + report.longest_gap_at_ms * 1000.0;
+        Ok(Still {
+            side: self.kind,
+            cpus: self.cpus,
+            gap_at_pull_ms: at_pull.unwrap_or(f64::NAN),
+            longest_gap_ms: report.longest_gap_ms,
+            longest_cpus: cpu_use(&events, start, start + report.longest_gap_ms * 1000.0),
+        })
+    }
+
+    fn wait_moved(&self, target: usize) -> Result<()> {
+        let port = ["ge0", "ge1"][target];
+        if let Some(d) = &self.daemon {
+            d.wait_owner("iscsi-a", port, Duration::from_secs(3))?;
+            return Ok(());
+        }
+        let started = Instant::now();
+        loop {
+            let out = self
+                .lab
+                .gw(0)
+                .ns
+                .ip(&["-br", "addr", "show", "dev", port])?;
+            if out.contains(ADDR) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(3),
+                "the script did not move the address to {port}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn breakdown(
+        &self,
+        report: &probe::ProbeReport,
+        outage: &Outage,
+        pulled_us: u64,
+        target: usize,
+        events: &[Event],
+    ) -> Pull {
+        let p0 = pulled_us as f64;
+        let gap_start = outage.start_us;
+        let first_echo = gap_start + outage.ms * 1000.0;
+        let port = self.lab.gw(0).ports[target].name.clone();
+        let switch_side = self.lab.gw(0).ports[target].switch_side.clone();
+        let after = |t: f64, pred: &dyn Fn(&Event) -> bool| -> Option<f64> {
+            events
+                .iter()
+                .find(|e| e.t_us >= t && pred(e))
+                .map(|e| e.t_us)
+        };
+        let mut at: BTreeMap<&'static str, f64> = BTreeMap::new();
+        at.insert("gap_start", gap_start);
+        at.insert("first_echo", first_echo);
+        let carrier = carrier_lost(events, p0);
+        if let Some(c) = carrier {
+            at.insert("carrier", c);
+            if let Some(l) = after(c, &|e| {
+                e.name == "workqueue_execute_start" && e.text.ends_with("linkwatch_event")
+            }) {
+                at.insert("linkwatch", l);
+            }
+        }
+        // The switch learning the announced MAC on the target port, and the
+        // announcement's transmit on that port just before it.
+        let learned = format!("source {switch_side} addr {}", self.announced_mac[target]);
+        if let Some(t) = after(p0, &|e| {
+            e.name == "br_fdb_update" && e.text.contains(&learned)
+        }) {
+            at.insert("switch_learned", t);
+            if let Some(x) = events
+                .iter()
+                .rev()
+                .find(|e| {
+                    e.t_us <= t
+                        && e.name == "net_dev_start_xmit"
+                        && e.field("dev") == Some(port.as_str())
+                })
+                .map(|e| e.t_us)
+            {
+                at.insert("announcement_sent", x);
+            }
+        }
+        if let Some(d) = &self.daemon {
+            let tid = d.pid().map(|p| p as i32).unwrap_or(-1);
+            let from = at.get("linkwatch").copied().unwrap_or(p0);
+            let pid_is = |key: &'static str| {
+                move |e: &Event| e.field(key).and_then(|v| v.parse::<i32>().ok()) == Some(tid)
+            };
+            if let Some(w) = after(from, &|e| e.name == "sched_wakeup" && pid_is("pid")(e)) {
+                at.insert("daemon_woken", w);
+                if let Some(r) = after(w, &|e| e.name == "sched_switch" && pid_is("next_pid")(e)) {
+                    at.insert("daemon_running", r);
+                }
+            }
+            if let Some(steps) = move_steps(&d.log_text(), p0, p0 + 1e6) {
+                at.extend(steps);
+            }
+        }
+        let window_end = events.last().map(|e| e.t_us).unwrap_or(p0);
+        let seg = |a: &str, b: &str| Some(at.get(b)? - at.get(a)?);
+        let mut segments = BTreeMap::new();
+        for (name, a, b) in SEGMENTS {
+            if let Some(v) = seg(a, b) {
+                segments.insert(*name, v);
+            }
+        }
+        let cpu_use = cpu_use(
+            events,
+            at.get("carrier").copied().unwrap_or(gap_start),
+            first_echo.min(window_end),
+        );
+        Pull {
+            side: self.kind,
+            cpus: self.cpus,
+            gap_ms: outage.ms,
+            run_longest_gap_ms: report.longest_gap_ms,
+            pulled_us,
+            steps: at.into_iter().map(|(k, v)| (k, v - p0)).collect(),
+            segments,
+            cpu_use,
+            stalls: Vec::new(),
+            cold_meter_us: (f64::NAN, f64::NAN),
+            beyond_window: first_echo > window_end,
+            trace: events
+                .iter()
+                .filter(|e| e.t_us >= p0 && e.t_us <= first_echo + 100.0)
+                .map(|e| e.line.clone())
+                .collect(),
+        }
+    }
+}
+
+/// When the pull's `ip` queued linkwatch after `from` µs: the carrier's
+/// loss (downing the switch side drops the peer's carrier in that call).
+/// Another lab's earlier plug queues linkwatch too, up to a second later
+/// and from a timer: not in an `ip` process.
+fn carrier_lost(events: &[Event], from: f64) -> Option<f64> {
+    events
+        .iter()
+        .find(|e| {
+            e.t_us >= from
+                && e.comm == "ip"
+                && e.name == "workqueue_queue_work"
+                && e.text.contains("function=linkwatch_event")
+        })
+        .map(|e| e.t_us)
+}
+
+/// (name, from step, to step): the gap cut into what explains it.
+pub const SEGMENTS: &[(&str, &str, &str)] = &[
+    ("kernel: carrier -> linkwatch ran", "carrier", "linkwatch"),
+    (
+        "kernel: linkwatch -> daemon woken",
+        "linkwatch",
+        "daemon_woken",
+    ),
+    ("daemon: woken -> running", "daemon_woken", "daemon_running"),
+    (
+        "daemon: running -> event read",
+        "daemon_running",
+        "link_event",
+    ),
+    ("daemon: event -> move began", "link_event", "began"),
+    ("daemon: macvlan up", "began", "mac"),
+    ("daemon: address, routes, local", "mac", "local"),
+    ("daemon: flip + first GARP", "local", "announced"),
+    (
+        "daemon: running -> first GARP",
+        "daemon_running",
+        "announced",
+    ),
+    (
+        "kernel: linkwatch -> announcement sent",
+        "linkwatch",
+        "announcement_sent",
+    ),
+    (
+        "wire: announcement -> switch learned",
+        "announcement_sent",
+        "switch_learned",
+    ),
+    (
+        "wire: switch learned -> first echo",
+        "switch_learned",
+        "first_echo",
+    ),
+    ("whole: carrier -> first echo", "carrier", "first_echo"),
+];
+
+/// The daemon's "move steps" line whose link event falls in [from, to] µs.
+fn move_steps(log: &str, from: f64, to: f64) -> Option<Vec<(&'static str, f64)>> {
+    const KEYS: &[&str] = &[
+        "link_event",
+        "began",
+        "mac",
+        "addr",
+        "routes",
+        "local",
+        "flipped",
+        "announced",
+        "cleaned",
+    ];
+    for line in log.lines().filter(|l| l.contains("move steps")) {
+        let value = |key: &str| -> Option<f64> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+        };
+        let Some(ev) = value("link_event") else {
+            continue;
+        };
+        if ev < from || ev > to {
+            continue;
+        }
+        return Some(KEYS.iter().filter_map(|k| Some((*k, value(k)?))).collect());
+    }
+    None
+}
+
+/// Per CPU, what ran in [from, to] µs: tasks by the scheduler's switches,
+/// softirqs by their entry and exit.
+fn cpu_use(events: &[Event], from: f64, to: f64) -> Vec<CpuUse> {
+    // Per CPU: (µs per task, µs per softirq).
+    type Use = (BTreeMap<String, f64>, BTreeMap<String, f64>);
+    let mut per: BTreeMap<u32, Use> = BTreeMap::new();
+    let mut running: BTreeMap<u32, (String, f64)> = BTreeMap::new();
+    let mut in_softirq: BTreeMap<u32, (String, f64)> = BTreeMap::new();
+    let clip = |a: f64, b: f64| (b.min(to) - a.max(from)).max(0.0);
+    for e in events {
+        match e.name.as_str() {
+            "sched_switch" => {
+                let next = format!(
+                    "{}:{} prio {}",
+                    e.field("next_comm").unwrap_or("?"),
+                    e.field("next_pid").unwrap_or("?"),
+                    e.field("next_prio").unwrap_or("?")
+                );
+                if let Some((task, since)) = running.insert(e.cpu, (next, e.t_us)) {
+                    *per.entry(e.cpu).or_default().0.entry(task).or_default() +=
+                        clip(since, e.t_us);
+                }
+            }
+            "softirq_entry" => {
+                let vec = e
+                    .text
+                    .split("action=")
+                    .nth(1)
+                    .map(|s| s.trim_end_matches(']').to_string())
+                    .unwrap_or_default();
+                in_softirq.insert(e.cpu, (vec, e.t_us));
+            }
+            "softirq_exit" => {
+                if let Some((vec, since)) = in_softirq.remove(&e.cpu) {
+                    *per.entry(e.cpu).or_default().1.entry(vec).or_default() += clip(since, e.t_us);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (cpu, (task, since)) in running {
+        *per.entry(cpu).or_default().0.entry(task).or_default() += clip(since, to);
+    }
+    per.into_iter()
+        .map(|(cpu, (tasks, softirq))| {
+            let mut tasks: Vec<(String, f64)> =
+                tasks.into_iter().filter(|(_, us)| *us >= 1.0).collect();
+            tasks.sort_by(|a, b| b.1.total_cmp(&a.1));
+            tasks.truncate(8);
+            CpuUse {
+                cpu,
+                tasks,
+                softirq: softirq.into_iter().filter(|(_, us)| *us >= 1.0).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Back to every CPU (after a pinned pull).
+fn unpin() -> Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in 0..libc::CPU_SETSIZE as usize {
+        // SAFETY: cpu < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("unpinning");
+    }
+    Ok(())
+}
+
+/// What the alternating runs measured.
+pub struct Runs {
+    pub pulls: Vec<Pull>,
+    /// Probe runs without a pull, one per side every `STILL_EVERY` rounds.
+    pub still: Vec<Still>,
+    pub stalls: Vec<Stall>,
+    pub watched_s: f64,
+}
+
+const STILL_EVERY: usize = 5;
+
+/// `n` rounds: in each, one pull per side (baton and the script, each with
+/// shared and with separate CPUs), all traced; the machine's stalls
+/// measured throughout. The daemons' logs are kept in target/bench/.
+pub fn alternating(n: usize) -> Result<Runs> {
+    let mut sides = Vec::new();
+    for cpus in [Cpus::Shared, Cpus::Separate] {
+        sides.push(Side::baton(cpus).with_context(|| format!("the baton lab, {cpus:?} CPUs"))?);
+        sides.push(Side::script(cpus).with_context(|| format!("the script lab, {cpus:?} CPUs"))?);
+    }
+    let with = Instruments {
+        trace: Ftrace::new(&format!("baton-bench-{}", std::process::id()))?,
+        stalls: StallMeter::start(2),
+        cold: ColdMeter::new(),
+    };
+    let (mut pulls, mut still) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut line = format!("[bench] round {:>3}/{n}:", i + 1);
+        for side in sides.iter_mut() {
+            let (gap, pull) = side.pull(Some(&with))?;
+            line += &format!(" {:?}/{:?} {gap:5.2}", side.kind, side.cpus);
+            pulls.extend(pull);
+        }
+        println!("{line} ms");
+        if i % STILL_EVERY == STILL_EVERY - 1 {
+            for side in &sides {
+                still.push(side.still(&with.trace)?);
+            }
+        }
+    }
+    let (stalls, watched_s) = with.stalls.stop();
+    for side in &sides {
+        if let Some(d) = side.daemon() {
+            let path = crate::workspace_root()
+                .join(format!("target/bench/pulls-baton-{:?}.log", side.cpus).to_lowercase());
+            std::fs::write(&path, d.log_text())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(Runs {
+        pulls,
+        still,
+        stalls,
+        watched_s,
+    })
+}
+
+/// p50, p90, p99 and the maximum of a set of gaps.
+pub fn distribution(gaps: &[f64]) -> serde_json::Value {
+    use crate::bench::percentile;
+    serde_json::json!({
+        "n": gaps.len(),
+        "p50": percentile(gaps, 50.0),
+        "p90": percentile(gaps, 90.0),
+        "p99": percentile(gaps, 99.0),
+        "max": gaps.iter().copied().fold(f64::NAN, f64::max),
+    })
+}
+
+/// What the traced pulls say: the distributions of every side, with and
+/// without the pulls a machine stall overlapped; the median of every
+/// segment; and baton's slowest tenth segment by segment.
+pub struct Summary {
+    pub json: serde_json::Value,
+    /// baton's and the script's outages with separate CPUs, ms.
+    pub baton_gaps: Vec<f64>,
+    pub script_gaps: Vec<f64>,
+}
+
+pub fn run(n: usize) -> Result<Summary> {
+    println!(
+        "[bench] unplanned: {n} rounds of 4 traced pulls (baton, script) x (shared, separate CPUs)"
+    );
+    let runs = alternating(n)?;
+    let of = |kind: SideKind, cpus: Cpus| -> Vec<&Pull> {
+        runs.pulls
+            .iter()
+            .filter(|p| p.side == kind && p.cpus == cpus)
+            .collect()
+    };
+    let gaps = |p: &[&Pull]| p.iter().map(|p| p.gap_ms).collect::<Vec<_>>();
+    let unstalled = |p: &[&Pull]| {
+        p.iter()
+            .filter(|p| p.stalls.is_empty())
+            .map(|p| p.gap_ms)
+            .collect::<Vec<_>>()
+    };
+    let mut sides = serde_json::Map::new();
+    for cpus in [Cpus::Shared, Cpus::Separate] {
+        for kind in [SideKind::Baton, SideKind::Script] {
+            let p = of(kind, cpus);
+            sides.insert(
+                format!("{kind:?}_{cpus:?}").to_lowercase(),
+                serde_json::json!({
+                    "gap_ms": distribution(&gaps(&p)),
+                    "gap_ms_without_machine_stalls": distribution(&unstalled(&p)),
+                    "pulls_a_machine_stall_overlapped": p.len() - unstalled(&p).len(),
+                    "segment_p50_us": medians(&p),
+                }),
+            );
+        }
+    }
+    let baton = of(SideKind::Baton, Cpus::Separate);
+    let script = of(SideKind::Script, Cpus::Separate);
+    let (bg, sg) = (gaps(&baton), gaps(&script));
+    keep_traces(&runs.pulls)?;
+    print_tail(&baton);
+    let p99 = |v: &[f64]| crate::bench::percentile(v, 99.0);
+    let stalls_ms: Vec<f64> = runs
+        .stalls
+        .iter()
+        .map(|s| s.late_us as f64 / 1000.0)
+        .collect();
+    let json = serde_json::json!({
+        "rounds": n,
+        "probe_hz": 10_000,
+        "sides": sides,
+        "ratio_p99_separate": p99(&bg) / p99(&sg),
+        "ratio_p99_shared": p99(&gaps(&of(SideKind::Baton, Cpus::Shared)))
+            / p99(&gaps(&of(SideKind::Script, Cpus::Shared))),
+        "machine_stalls": {
+            "late_over_us": crate::stall_meter::LATE_US,
+            "watched_s": runs.watched_s,
+            "count": runs.stalls.len(),
+            "per_s_per_cpu": runs.stalls.len() as f64 / runs.watched_s / 2.0,
+            "late_ms": distribution(&stalls_ms),
+        },
+        "still_gap_at_pull_ms": distribution(&runs.still.iter().map(|s| s.gap_at_pull_ms).collect::<Vec<_>>()),
+        "still_longest_gap_ms": distribution(&runs.still.iter().map(|s| s.longest_gap_ms).collect::<Vec<_>>()),
+        "still": runs.still,
+        "pulls": runs.pulls,
+    });
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    t.set_header([
+        "outage (ms): p50 / p90 / p99 / max",
+        "baton",
+        "script",
+        "p99 ratio",
+    ]);
+    for cpus in [Cpus::Shared, Cpus::Separate] {
+        for (label, key) in [
+            ("", "gap_ms"),
+            (", no machine stall", "gap_ms_without_machine_stalls"),
+        ] {
+            let d =
+                |kind: SideKind| &json["sides"][format!("{kind:?}_{cpus:?}").to_lowercase()][key];
+            let ratio = d(SideKind::Baton)["p99"].as_f64().unwrap_or(f64::NAN)
+                / d(SideKind::Script)["p99"].as_f64().unwrap_or(f64::NAN);
+            t.add_row([
+                format!("{cpus:?} CPUs{label}"),
+                fmt_dist(d(SideKind::Baton)),
+                fmt_dist(d(SideKind::Script)),
+                format!("{ratio:.3}"),
+            ]);
+        }
+    }
+    println!("{t}");
+    println!(
+        "[bench] machine stalls (a SCHED_FIFO 99 thread per CPU woken > {} µs late): {} in {:.0} s ({:.2}/s per CPU), ms {}",
+        crate::stall_meter::LATE_US,
+        runs.stalls.len(),
+        runs.watched_s,
+        json["machine_stalls"]["per_s_per_cpu"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        fmt_dist(&json["machine_stalls"]["late_ms"])
+    );
+    println!(
+        "[bench] no pull ({} runs): gap where a pull would be {} | longest in a run {}",
+        runs.still.len(),
+        fmt_dist(&json["still_gap_at_pull_ms"]),
+        fmt_dist(&json["still_longest_gap_ms"])
+    );
+    Ok(Summary {
+        json,
+        baton_gaps: bg,
+        script_gaps: sg,
+    })
+}
+
+fn medians(p: &[&Pull]) -> BTreeMap<&'static str, f64> {
+    SEGMENTS
+        .iter()
+        .filter_map(|(name, _, _)| {
+            let v: Vec<f64> = p
+                .iter()
+                .filter_map(|p| p.segments.get(name).copied())
+                .collect();
+            (!v.is_empty()).then(|| (*name, crate::bench::percentile(&v, 50.0)))
+        })
+        .collect()
+}
+
+/// baton's median pull and its slowest tenth, segment by segment.
+fn print_tail(baton: &[&Pull]) {
+    let gaps: Vec<f64> = baton.iter().map(|p| p.gap_ms).collect();
+    let p90 = crate::bench::percentile(&gaps, 90.0);
+    let mut tail: Vec<&&Pull> = baton.iter().filter(|p| p.gap_ms >= p90).collect();
+    tail.sort_by(|x, y| y.gap_ms.total_cmp(&x.gap_ms));
+    let m = medians(baton);
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    let mut header = vec!["segment (µs)".to_string(), "p50".into()];
+    header.extend(tail.iter().map(|p| format!("{:.2} ms", p.gap_ms)));
+    t.set_header(header);
+    for (name, _, _) in SEGMENTS {
+        let mut row = vec![name.to_string(), fmt_us(m.get(name))];
+        row.extend(tail.iter().map(|p| fmt_us(p.segments.get(name))));
+        t.add_row(row);
+    }
+    let cold = |f: fn(&(f64, f64)) -> f64| {
+        let v: Vec<f64> = baton.iter().map(|p| f(&p.cold_meter_us)).collect();
+        crate::bench::percentile(&v, 50.0)
+    };
+    let mut row = vec![
+        "cold meter: cold / warm (µs)".to_string(),
+        format!("{:.0} / {:.0}", cold(|c| c.0), cold(|c| c.1)),
+    ];
+    row.extend(
+        tail.iter()
+            .map(|p| format!("{:.0} / {:.0}", p.cold_meter_us.0, p.cold_meter_us.1)),
+    );
+    t.add_row(row);
+    let mut row = vec!["machine stall overlapping (µs)".to_string(), String::new()];
+    row.extend(tail.iter().map(|p| {
+        let late: u64 = p.stalls.iter().map(|s| s.late_us).max().unwrap_or(0);
+        late.to_string()
+    }));
+    t.add_row(row);
+    println!(
+        "[bench] where the time went: baton (separate CPUs), its median pull and its slowest tenth"
+    );
+    println!("{t}");
+}
+
+/// The traces of baton's five slowest pulls and of each side's median pull,
+/// in target/bench/pulls-trace/ (SIDE-CPUS-RANK-GAPms.txt).
+fn keep_traces(pulls: &[Pull]) -> Result<()> {
+    let dir = crate::workspace_root().join("target/bench/pulls-trace");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    for kind in [SideKind::Baton, SideKind::Script] {
+        for cpus in [Cpus::Shared, Cpus::Separate] {
+            let mut sorted: Vec<&Pull> = pulls
+                .iter()
+                .filter(|p| p.side == kind && p.cpus == cpus)
+                .collect();
+            sorted.sort_by(|x, y| y.gap_ms.total_cmp(&x.gap_ms));
+            let median = sorted.len() / 2;
+            for (rank, p) in sorted.iter().enumerate() {
+                if rank != median && !(kind == SideKind::Baton && rank < 5) {
+                    continue;
+                }
+                let name =
+                    format!("{kind:?}-{cpus:?}-{rank:02}-{:.2}ms.txt", p.gap_ms).to_lowercase();
+                let mut text = format!(
+                    "# {kind:?} pull, {cpus:?} CPUs, outage {:.3} ms; machine stalls {:?}; steps (µs after the pull command): {:?}\n",
+                    p.gap_ms, p.stalls, p.steps
+                );
+                text += &p.trace.join("\n");
+                std::fs::write(dir.join(name), text)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fmt_us(v: Option<&f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_dist(d: &serde_json::Value) -> String {
+    let g = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.2}",
+        g("p50"),
+        g("p90"),
+        g("p99"),
+        g("max")
+    )
+}
