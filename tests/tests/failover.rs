@@ -95,6 +95,19 @@ fn pulled_cable_moves_the_instance_and_tcp_survives() -> anyhow::Result<()> {
             "announcements {gap:.3}s apart, configured 100ms: {garp_lines:#?}"
         );
     }
+    // The status's per-port frame counts (read port by port): the stream
+    // came in on ge0, then on ge1.
+    let status = daemon.status()?;
+    for port in ["ge0", "ge1"] {
+        let frames = status["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == port)
+            .and_then(|p| p["rx_frames"].as_u64())
+            .unwrap_or(0);
+        assert!(frames > 1000, "{port}: {frames} frames in status: {status}");
+    }
     println!("moved {moved_after:?} after the pull (status poll included); pulled at {pulled:?}");
     Ok(())
 }

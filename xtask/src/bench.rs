@@ -1,7 +1,7 @@
 //! `cargo xtask bench failover`: what a client feels when baton moves an
 //! address, against what administrators script today, measured in one run on
 //! the same lab. Writes target/bench/failover.json.
-use crate::bench_pulls::{ADDR, Cpus, Side};
+use crate::bench_pulls::{ADDR, Setup, Side};
 use anyhow::{Context as _, Result};
 use baton_lab::daemon::Daemon;
 use baton_lab::{Lab, LabSpec, probe};
@@ -40,7 +40,7 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
     println!(
         "[bench] unplanned under socket floods: {REPS} pulls, 1,000 idle connections to each socket, 100 scrapes/s"
     );
-    let mut side = Side::baton(Cpus::Separate)?;
+    let mut side = Side::baton(Setup::Separate)?;
     let daemon = side.daemon().context("baton side")?;
     let flood = daemon.flood(1000, 100)?;
     let started = Instant::now();
@@ -251,20 +251,47 @@ fn scale(n: usize) -> Result<(usize, f64, f64, f64)> {
     std::thread::sleep(Duration::from_millis(200));
     let pulled = Instant::now();
     lab.pull_cable(0, 0)?;
-    let mut moves = 0;
-    let mut last = Duration::ZERO;
-    use std::io::BufRead as _;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line?;
-        if line.contains("\"event\":\"move\"") {
-            moves += 1;
-            last = pulled.elapsed();
-            if moves == n {
+    // The follower's lines on a thread: a follower the daemon dropped
+    // events for ("events client too slow") must not hang the bench.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("\"event\":\"move\"") && tx.send(pulled.elapsed()).is_err() {
                 break;
             }
         }
+    });
+    let mut moves = 0;
+    let mut last = Duration::ZERO;
+    while moves < n {
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(at) => {
+                moves += 1;
+                last = at;
+            }
+            Err(_) => break,
+        }
     }
     let _ = follower.kill();
+    let on_ge1 = daemon.status()?["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["owner"] == "ge1")
+        .count();
+    anyhow::ensure!(
+        on_ge1 == n,
+        "{on_ge1} of {n} instances on ge1 after the pull"
+    );
+    if moves < n {
+        println!(
+            "[bench] scale: the event follower saw {moves} of {n} moves (the daemon drops events for a slow follower); the time is the last one it saw"
+        );
+    }
     let rss_kb: f64 =
         std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().context("pid")?))?
             .lines()

@@ -7,12 +7,15 @@
 //! step of its move, the announcement on the wire, the switch learning the
 //! new port, the first echo after the gap; and what ran on each CPU meanwhile.
 //!
-//! Each side runs twice: with the lab's threads anywhere (`Cpus::Shared`, as
-//! the bench ran before: the client's real-time probe threads preempt the
-//! gateway's daemon on this 2-CPU machine) and with the gateway on CPU 0 and
-//! the client on CPU 1 (`Cpus::Separate`: on real machines they are two).
+//! baton runs three ways, the script two: with the lab's threads anywhere
+//! (`Setup::Shared`, as the bench ran before: the client's real-time probe
+//! threads preempt the gateway's daemon on this 2-CPU machine), with the
+//! gateway on CPU 0 and the client on CPU 1 (`Setup::Separate`: on real
+//! machines they are two), and separate with the daemon asked for its status
+//! 20 times a second (`Setup::Polled`: never idle for seconds, as under
+//! monitoring). Each pull also asks a cold meter in a process of its own.
 use crate::ktrace::{Event, Ftrace};
-use crate::stall_meter::{ColdMeter, Stall, StallMeter};
+use crate::stall_meter::{ColdProcess, Stall, StallMeter};
 use anyhow::{Context as _, Result};
 use baton_lab::daemon::{Daemon, lab_config};
 use baton_lab::{Lab, LabSpec, probe};
@@ -28,7 +31,7 @@ const WINDOW: Duration = Duration::from_millis(60);
 /// A probe run: the pull comes `BEFORE_PULL` after its start.
 const PROBE_RUN: Duration = Duration::from_millis(800);
 const BEFORE_PULL: Duration = Duration::from_millis(300);
-/// With `Cpus::Separate`: the gateway's CPU and the client's.
+/// With `Setup::Separate`: the gateway's CPU and the client's.
 const GATEWAY_CPU: usize = 0;
 const CLIENT_CPU: usize = 1;
 
@@ -50,30 +53,71 @@ pub enum SideKind {
     Script,
 }
 
-/// Where the lab's threads run.
+/// How a side's lab runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Cpus {
-    /// Anywhere: the client's probe threads (SCHED_FIFO 50) and the
+pub enum Setup {
+    /// Threads anywhere: the client's probe threads (SCHED_FIFO 50) and the
     /// gateway's daemon (SCHED_FIFO 10) compete for both CPUs.
     Shared,
     /// The gateway (daemon or script, echo responder) on CPU 0; the client's
     /// probe threads and the pull's `ip` (the switch) on CPU 1.
     Separate,
+    /// As `Separate`, and the daemon is asked for its status 20 times a
+    /// second (as monitoring does): it is never idle for long.
+    Polled,
 }
 
-impl Cpus {
+impl Setup {
     fn gateway(self) -> Option<usize> {
-        (self == Cpus::Separate).then_some(GATEWAY_CPU)
+        (self != Setup::Shared).then_some(GATEWAY_CPU)
     }
     fn client(self) -> Option<usize> {
-        (self == Cpus::Separate).then_some(CLIENT_CPU)
+        (self != Setup::Shared).then_some(CLIENT_CPU)
     }
     /// `taskset -c CPU` before a gateway command, or nothing.
     fn wrapper(self) -> Vec<String> {
         match self.gateway() {
             Some(c) => vec!["taskset".into(), "-c".into(), c.to_string()],
             None => Vec::new(),
+        }
+    }
+}
+
+/// Asks a daemon for its status every 50 ms on its control socket (no
+/// process per request) until dropped.
+struct Poller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(socket: std::path::PathBuf) -> Poller {
+        use std::io::{BufRead as _, Write as _};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) {
+                    let _ = s.write_all(b"{\"v\":1,\"cmd\":\"status\"}\n");
+                    let mut line = String::new();
+                    let _ = std::io::BufReader::new(s).read_line(&mut line);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Poller {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -92,7 +136,7 @@ pub struct CpuUse {
 #[derive(Debug, Serialize)]
 pub struct Pull {
     pub side: SideKind,
-    pub cpus: Cpus,
+    pub setup: Setup,
     /// The outage: the probe's longest gap between two echoes around the
     /// pull (ending after it, beginning within 50 ms of it), ms.
     pub gap_ms: f64,
@@ -121,11 +165,10 @@ pub struct Pull {
 }
 
 /// What watches a traced pull: the kernel's tracepoints, the machine's
-/// stalls, its cold-memory penalty.
+/// stalls.
 pub struct Instruments {
     pub trace: Ftrace,
     pub stalls: StallMeter,
-    pub cold: ColdMeter,
 }
 
 /// A pull's outage is the longest gap that begins within this many ms of
@@ -142,7 +185,7 @@ struct Outage {
 #[derive(Debug, Serialize)]
 pub struct Still {
     pub side: SideKind,
-    pub cpus: Cpus,
+    pub setup: Setup,
     /// The longest gap in the 50 ms after the moment a pull would come.
     pub gap_at_pull_ms: f64,
     pub longest_gap_ms: f64,
@@ -153,20 +196,23 @@ pub struct Still {
 /// One side of the comparison: its lab, its mover, its echo responder.
 pub struct Side {
     pub kind: SideKind,
-    pub cpus: Cpus,
+    pub setup: Setup,
     lab: Lab,
     daemon: Option<Daemon>,
     _echo: probe::Echo,
     owner: usize,
     /// The MAC each port's announcement carries (the switch learns it).
     announced_mac: [String; 2],
+    /// This side's cold meter, asked at each traced pull.
+    cold: Option<ColdProcess>,
+    _poller: Option<Poller>,
 }
 
 impl Side {
-    pub fn baton(cpus: Cpus) -> Result<Side> {
+    pub fn baton(setup: Setup) -> Result<Side> {
         let lab = Lab::build(&LabSpec::default())?;
         let timers = "hold_down = \"0\"\nhold_up = \"200ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
-        let wrapper = cpus.wrapper();
+        let wrapper = setup.wrapper();
         let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let daemon = Daemon::start_wrapped(
             &lab,
@@ -176,28 +222,31 @@ impl Side {
             &wrapper,
         )?;
         daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
-        let echo = probe::Echo::start_on(&lab.gw(0).ns, ADDR.parse()?, cpus.gateway())?;
+        let echo = probe::Echo::start_on(&lab.gw(0).ns, ADDR.parse()?, setup.gateway())?;
+        let poller = (setup == Setup::Polled).then(|| Poller::start(daemon.socket.clone()));
         Ok(Side {
             kind: SideKind::Baton,
-            cpus,
+            setup,
             lab,
             daemon: Some(daemon),
             _echo: echo,
             owner: 0,
             announced_mac: [INSTANCE_MAC.into(), INSTANCE_MAC.into()],
+            cold: None,
+            _poller: poller,
         })
     }
 
-    pub fn script(cpus: Cpus) -> Result<Side> {
+    pub fn script(setup: Setup) -> Result<Side> {
         let lab = Lab::build(&LabSpec::default())?;
         let gw = &lab.gw(0).ns;
         gw.ip(&["addr", "add", &format!("{ADDR}/24"), "dev", "ge0"])?;
-        let mut cmd = cpus.wrapper();
+        let mut cmd = setup.wrapper();
         cmd.extend(["sh".into(), "-c".into(), BASELINE.into()]);
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
         lab.spawn(gw, &cmd)?;
         std::thread::sleep(Duration::from_millis(300));
-        let echo = probe::Echo::start_on(gw, ADDR.parse()?, cpus.gateway())?;
+        let echo = probe::Echo::start_on(gw, ADDR.parse()?, setup.gateway())?;
         let mac = |port: &str| -> Result<String> {
             let out = gw.ip(&["-br", "link", "show", "dev", port])?;
             out.split_whitespace()
@@ -208,12 +257,14 @@ impl Side {
         let announced_mac = [mac("ge0")?, mac("ge1")?];
         Ok(Side {
             kind: SideKind::Script,
-            cpus,
+            setup,
             lab,
             daemon: None,
             _echo: echo,
             owner: 0,
             announced_mac,
+            cold: None,
+            _poller: None,
         })
     }
 
@@ -233,7 +284,7 @@ impl Side {
             addr,
             10_000,
             PROBE_RUN,
-            self.cpus.client(),
+            self.setup.client(),
         )
     }
 
@@ -250,13 +301,16 @@ impl Side {
             std::thread::sleep(Duration::from_millis(2));
         }
         // The pull's `ip` is the switch's: with the client, off the gateway's CPU.
-        if let Some(c) = self.cpus.client() {
+        if let Some(c) = self.setup.client() {
             probe::pin_to(c)?;
         }
         let pulled_us = probe::monotonic_us();
         let pulled = self.lab.pull_cable(0, self.owner);
         // Off the gateway's CPU (separate) while the gateway works.
-        let cold = with.map(|w| w.cold.measure());
+        let cold = match (with, self.cold.as_mut()) {
+            (Some(_), Some(c)) => Some(c.measure()?),
+            _ => None,
+        };
         unpin()?;
         pulled?;
         let events = match trace {
@@ -323,7 +377,7 @@ impl Side {
         let start = report.start_mono_us as f64 + report.longest_gap_at_ms * 1000.0;
         Ok(Still {
             side: self.kind,
-            cpus: self.cpus,
+            setup: self.setup,
             gap_at_pull_ms: at_pull.unwrap_or(f64::NAN),
             longest_gap_ms: report.longest_gap_ms,
             longest_cpus: cpu_use(&events, start, start + report.longest_gap_ms * 1000.0),
@@ -436,7 +490,7 @@ impl Side {
         );
         Pull {
             side: self.kind,
-            cpus: self.cpus,
+            setup: self.setup,
             gap_ms: outage.ms,
             run_longest_gap_ms: report.longest_gap_ms,
             pulled_us,
@@ -615,6 +669,15 @@ fn unpin() -> Result<()> {
     Ok(())
 }
 
+/// The sides, in the order they take turns.
+const SIDES: [(SideKind, Setup); 5] = [
+    (SideKind::Baton, Setup::Shared),
+    (SideKind::Script, Setup::Shared),
+    (SideKind::Baton, Setup::Separate),
+    (SideKind::Script, Setup::Separate),
+    (SideKind::Baton, Setup::Polled),
+];
+
 /// What the alternating runs measured.
 pub struct Runs {
     pub pulls: Vec<Pull>,
@@ -631,21 +694,28 @@ const STILL_EVERY: usize = 5;
 /// measured throughout. The daemons' logs are kept in target/bench/.
 pub fn alternating(n: usize) -> Result<Runs> {
     let mut sides = Vec::new();
-    for cpus in [Cpus::Shared, Cpus::Separate] {
-        sides.push(Side::baton(cpus).with_context(|| format!("the baton lab, {cpus:?} CPUs"))?);
-        sides.push(Side::script(cpus).with_context(|| format!("the script lab, {cpus:?} CPUs"))?);
+    for (kind, setup) in SIDES {
+        sides.push(
+            match kind {
+                SideKind::Baton => Side::baton(setup),
+                SideKind::Script => Side::script(setup),
+            }
+            .with_context(|| format!("the {kind:?} lab, {setup:?}"))?,
+        );
     }
     let with = Instruments {
         trace: Ftrace::new(&format!("baton-bench-{}", std::process::id()))?,
         stalls: StallMeter::start(2),
-        cold: ColdMeter::new(),
     };
+    for side in sides.iter_mut() {
+        side.cold = Some(ColdProcess::spawn()?);
+    }
     let (mut pulls, mut still) = (Vec::new(), Vec::new());
     for i in 0..n {
         let mut line = format!("[bench] round {:>3}/{n}:", i + 1);
         for side in sides.iter_mut() {
             let (gap, pull) = side.pull(Some(&with))?;
-            line += &format!(" {:?}/{:?} {gap:5.2}", side.kind, side.cpus);
+            line += &format!(" {:?}/{:?} {gap:5.2}", side.kind, side.setup);
             pulls.extend(pull);
         }
         println!("{line} ms");
@@ -659,7 +729,7 @@ pub fn alternating(n: usize) -> Result<Runs> {
     for side in &sides {
         if let Some(d) = side.daemon() {
             let path = crate::workspace_root()
-                .join(format!("target/bench/pulls-baton-{:?}.log", side.cpus).to_lowercase());
+                .join(format!("target/bench/pulls-baton-{:?}.log", side.setup).to_lowercase());
             std::fs::write(&path, d.log_text())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
@@ -699,10 +769,10 @@ pub fn run(n: usize) -> Result<Summary> {
         "[bench] unplanned: {n} rounds of 4 traced pulls (baton, script) x (shared, separate CPUs)"
     );
     let runs = alternating(n)?;
-    let of = |kind: SideKind, cpus: Cpus| -> Vec<&Pull> {
+    let of = |kind: SideKind, setup: Setup| -> Vec<&Pull> {
         runs.pulls
             .iter()
-            .filter(|p| p.side == kind && p.cpus == cpus)
+            .filter(|p| p.side == kind && p.setup == setup)
             .collect()
     };
     let gaps = |p: &[&Pull]| p.iter().map(|p| p.gap_ms).collect::<Vec<_>>();
@@ -713,11 +783,11 @@ pub fn run(n: usize) -> Result<Summary> {
             .collect::<Vec<_>>()
     };
     let mut sides = serde_json::Map::new();
-    for cpus in [Cpus::Shared, Cpus::Separate] {
-        for kind in [SideKind::Baton, SideKind::Script] {
-            let p = of(kind, cpus);
+    for (kind, setup) in SIDES {
+        {
+            let p = of(kind, setup);
             sides.insert(
-                format!("{kind:?}_{cpus:?}").to_lowercase(),
+                format!("{kind:?}_{setup:?}").to_lowercase(),
                 serde_json::json!({
                     "gap_ms": distribution(&gaps(&p)),
                     "gap_ms_without_machine_stalls": distribution(&unstalled(&p)),
@@ -727,8 +797,8 @@ pub fn run(n: usize) -> Result<Summary> {
             );
         }
     }
-    let baton = of(SideKind::Baton, Cpus::Separate);
-    let script = of(SideKind::Script, Cpus::Separate);
+    let baton = of(SideKind::Baton, Setup::Separate);
+    let script = of(SideKind::Script, Setup::Separate);
     let (bg, sg) = (gaps(&baton), gaps(&script));
     keep_traces(&runs.pulls)?;
     print_tail(&baton);
@@ -743,8 +813,9 @@ pub fn run(n: usize) -> Result<Summary> {
         "probe_hz": 10_000,
         "sides": sides,
         "ratio_p99_separate": p99(&bg) / p99(&sg),
-        "ratio_p99_shared": p99(&gaps(&of(SideKind::Baton, Cpus::Shared)))
-            / p99(&gaps(&of(SideKind::Script, Cpus::Shared))),
+        "ratio_p99_polled": p99(&gaps(&of(SideKind::Baton, Setup::Polled))) / p99(&sg),
+        "ratio_p99_shared": p99(&gaps(&of(SideKind::Baton, Setup::Shared)))
+            / p99(&gaps(&of(SideKind::Script, Setup::Shared))),
         "machine_stalls": {
             "late_over_us": crate::stall_meter::LATE_US,
             "watched_s": runs.watched_s,
@@ -765,19 +836,26 @@ pub fn run(n: usize) -> Result<Summary> {
         "script",
         "p99 ratio",
     ]);
-    for cpus in [Cpus::Shared, Cpus::Separate] {
+    // The polled daemon is set beside the script with separate CPUs.
+    for (setup, script_setup) in [
+        (Setup::Shared, Setup::Shared),
+        (Setup::Separate, Setup::Separate),
+        (Setup::Polled, Setup::Separate),
+    ] {
         for (label, key) in [
             ("", "gap_ms"),
             (", no machine stall", "gap_ms_without_machine_stalls"),
         ] {
-            let d =
-                |kind: SideKind| &json["sides"][format!("{kind:?}_{cpus:?}").to_lowercase()][key];
-            let ratio = d(SideKind::Baton)["p99"].as_f64().unwrap_or(f64::NAN)
-                / d(SideKind::Script)["p99"].as_f64().unwrap_or(f64::NAN);
+            let d = |kind: SideKind, setup: Setup| {
+                &json["sides"][format!("{kind:?}_{setup:?}").to_lowercase()][key]
+            };
+            let (b, sc) = (d(SideKind::Baton, setup), d(SideKind::Script, script_setup));
+            let ratio =
+                b["p99"].as_f64().unwrap_or(f64::NAN) / sc["p99"].as_f64().unwrap_or(f64::NAN);
             t.add_row([
-                format!("{cpus:?} CPUs{label}"),
-                fmt_dist(d(SideKind::Baton)),
-                fmt_dist(d(SideKind::Script)),
+                format!("{setup:?}{label}"),
+                fmt_dist(b),
+                fmt_dist(sc),
                 format!("{ratio:.3}"),
             ]);
         }
@@ -868,10 +946,10 @@ fn keep_traces(pulls: &[Pull]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     for kind in [SideKind::Baton, SideKind::Script] {
-        for cpus in [Cpus::Shared, Cpus::Separate] {
+        for setup in [Setup::Shared, Setup::Separate, Setup::Polled] {
             let mut sorted: Vec<&Pull> = pulls
                 .iter()
-                .filter(|p| p.side == kind && p.cpus == cpus)
+                .filter(|p| p.side == kind && p.setup == setup)
                 .collect();
             sorted.sort_by(|x, y| y.gap_ms.total_cmp(&x.gap_ms));
             let median = sorted.len() / 2;
@@ -880,9 +958,9 @@ fn keep_traces(pulls: &[Pull]) -> Result<()> {
                     continue;
                 }
                 let name =
-                    format!("{kind:?}-{cpus:?}-{rank:02}-{:.2}ms.txt", p.gap_ms).to_lowercase();
+                    format!("{kind:?}-{setup:?}-{rank:02}-{:.2}ms.txt", p.gap_ms).to_lowercase();
                 let mut text = format!(
-                    "# {kind:?} pull, {cpus:?} CPUs, outage {:.3} ms; machine stalls {:?}; steps (µs after the pull command): {:?}\n",
+                    "# {kind:?} pull, {setup:?}, outage {:.3} ms; machine stalls {:?}; steps (µs after the pull command): {:?}\n",
                     p.gap_ms, p.stalls, p.steps
                 );
                 text += &p.trace.join("\n");

@@ -69,6 +69,9 @@ enum Cmd {
         #[arg(default_value_t = 600)]
         seconds: u64,
     },
+    /// The failover bench's cold meter (a process of its own; not for users).
+    #[command(hide = true)]
+    ColdMeter,
     /// Everything CI checks: fmt, clippy, unit, BPF and lab tests.
     Test {
         /// Passed to `cargo test` (e.g. a test name filter).
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Test { rest } => test(&rest),
+        Cmd::ColdMeter => stall_meter::serve(),
         Cmd::Package { check } => package::package(check),
         Cmd::Soak { seconds } => {
             setup::setup()?;

@@ -119,9 +119,10 @@ fn watch(cpu: usize, stop: &AtomicBool, stalls: &Mutex<Vec<Stall>>) {
 }
 
 /// How much slower this machine runs memory-bound code that has not run
-/// for a while (caches, TLB and the hypervisor's page tables gone cold),
-/// measured at the moment of each pull: a pointer chase through 4 MiB in
-/// random order, timed once cold and at once again warm.
+/// for a while (caches, TLB and the hypervisor's page tables gone cold):
+/// a pointer chase through 4 MiB in random order, timed once cold and at
+/// once again warm. Run in a process of its own ([`ColdProcess`]) that
+/// sleeps between pulls as long as the daemon does.
 pub struct ColdMeter {
     next: Vec<u32>,
 }
@@ -161,4 +162,68 @@ impl ColdMeter {
         let cold = chase();
         (cold, chase())
     }
+}
+
+/// A cold meter in a process of its own (`xtask cold-meter`), idle between
+/// the pulls of its side like that side's daemon: a process that slept is
+/// what the machine makes slow, not a thread of the busy bench.
+pub struct ColdProcess {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl ColdProcess {
+    pub fn spawn() -> anyhow::Result<ColdProcess> {
+        use anyhow::Context as _;
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("cold-meter")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the cold meter")?;
+        let input = child.stdin.take().context("cold meter stdin")?;
+        let output = std::io::BufReader::new(child.stdout.take().context("cold meter stdout")?);
+        Ok(ColdProcess {
+            child,
+            input,
+            output,
+        })
+    }
+
+    /// (cold µs, warm µs) measured in the meter's process now.
+    pub fn measure(&mut self) -> anyhow::Result<(f64, f64)> {
+        use std::io::{BufRead as _, Write as _};
+        self.input.write_all(b"\n")?;
+        self.input.flush()?;
+        let mut line = String::new();
+        self.output.read_line(&mut line)?;
+        let mut v = line.split_whitespace().map(str::parse::<f64>);
+        match (v.next(), v.next()) {
+            (Some(Ok(c)), Some(Ok(w))) => Ok((c, w)),
+            _ => anyhow::bail!("cold meter said {line:?}"),
+        }
+    }
+}
+
+impl Drop for ColdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `xtask cold-meter`: one measurement per line read, until stdin closes.
+pub fn serve() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let meter = ColdMeter::new();
+    let _ = meter.measure(); // the first touch of fresh memory is not "cold"
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        line?;
+        let (c, w) = meter.measure();
+        writeln!(out, "{c} {w}")?;
+        out.flush()?;
+    }
+    Ok(())
 }

@@ -30,7 +30,8 @@ impl Daemon {
     }
 
     pub(super) fn status(&self) -> Status {
-        let stats = dataplane::read_stats(&self.pins).unwrap_or_default();
+        let ifindexes: Vec<u32> = self.ports.values().filter_map(|p| p.ifindex).collect();
+        let stats = dataplane::read_port_stats(&self.pins, &ifindexes).unwrap_or_default();
         let counters = self.actuator.table.counters().unwrap_or_default();
         let mono_now = crate::dataplane::fence::monotonic_ns();
         let ports = self
@@ -44,8 +45,8 @@ impl Daemon {
                 since_ms: p.changed.elapsed().as_millis() as u64,
                 rx_frames: stats
                     .iter()
-                    .find(|s| Some(s.ifindex) == p.ifindex)
-                    .map_or(0, |s| s.stats.frames().packets),
+                    .find(|(i, _)| Some(*i) == p.ifindex)
+                    .map_or(0, |(_, s)| s.frames().packets),
             })
             .collect();
         let instances = self

@@ -20,7 +20,7 @@ pub use instances::{
     untagged,
 };
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
-pub use stats::{PortCounters, read_stats};
+pub use stats::{PortCounters, read_port_stats, read_stats};
 
 use crate::netdev::{self, Netdev};
 use anyhow::{Context as _, Result, anyhow, bail};
