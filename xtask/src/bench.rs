@@ -31,11 +31,11 @@ fn untraced(side: &mut Side) -> Result<Vec<f64>> {
 
 pub fn failover(pulls: usize) -> Result<serde_json::Value> {
     let _ = baton_lab::sweep_stale();
-    let crate::bench_pulls::Summary {
+    let crate::pulls_summary::Summary {
         json: pulls,
         baton_gaps: gaps,
         script_gaps: baseline,
-    } = crate::bench_pulls::run(pulls)?;
+    } = crate::pulls_summary::run(pulls)?;
 
     println!(
         "[bench] unplanned under socket floods: {REPS} pulls, 1,000 idle connections to each socket, 100 scrapes/s"

@@ -7,6 +7,8 @@ mod demo;
 mod demo_cluster;
 mod ktrace;
 mod package;
+mod pull_trace;
+mod pulls_summary;
 mod report;
 mod setup;
 mod stall_meter;
@@ -160,7 +162,7 @@ fn run(cli: Cli) -> Result<()> {
                 BenchKind::Failover => ("failover", bench::failover(pulls)?),
                 BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
                 BenchKind::Revert => ("revert", bench_revert::revert()?),
-                BenchKind::Pulls => ("pulls", bench_pulls::run(pulls)?.json),
+                BenchKind::Pulls => ("pulls", pulls_summary::run(pulls)?.json),
                 BenchKind::Cluster => ("cluster", bench_cluster::cluster()?),
             };
             let path = dir.join(format!("{name}.json"));
