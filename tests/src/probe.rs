@@ -37,14 +37,24 @@ fn realtime() {
 /// Binds the calling thread to one CPU (the bench keeps the client's
 /// threads off the gateway's CPU: on real machines they are separate).
 pub fn pin_to(cpu: usize) -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+    set_affinity(std::iter::once(cpu)).with_context(|| format!("pinning to CPU {cpu}"))
+}
+
+/// Lets the calling thread run on every CPU again.
+pub fn unpin() -> Result<()> {
+    set_affinity(0..libc::CPU_SETSIZE as usize).context("unpinning")
+}
+
+fn set_affinity(cpus: impl Iterator<Item = usize>) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu < CPU_SETSIZE is checked by the kernel; set is valid.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for cpu in cpus.filter(|c| *c < libc::CPU_SETSIZE as usize) {
+        // SAFETY: cpu < CPU_SETSIZE, inside the set.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("pinning to CPU {cpu}"));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

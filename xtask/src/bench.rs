@@ -159,15 +159,13 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
 /// move start -> macvlan up, move start -> first announcement), in µs.
 fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let mut out = (Vec::new(), Vec::new(), Vec::new());
-    for line in log.lines().filter(|l| l.contains("move steps")) {
-        let v = |key: &str| -> Option<f64> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-        };
-        if let (Some(ev), Some(began), Some(mac), Some(announced)) =
-            (v("link_event"), v("began"), v("mac"), v("announced"))
-        {
+    for s in crate::pull_trace::all_move_steps(log) {
+        if let (Some(ev), Some(began), Some(mac), Some(announced)) = (
+            s.get("link_event"),
+            s.get("began"),
+            s.get("mac"),
+            s.get("announced"),
+        ) {
             out.0.push(began - ev);
             out.1.push(mac - began);
             out.2.push(announced - began);

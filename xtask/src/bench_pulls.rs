@@ -302,7 +302,7 @@ impl Side {
             (Some(_), Some(c)) => Some(c.measure()?),
             _ => None,
         };
-        unpin()?;
+        probe::unpin()?;
         pulled?;
         let events = match trace {
             Some(t) => {
@@ -498,21 +498,6 @@ impl Side {
                 .collect(),
         }
     }
-}
-
-/// Back to every CPU (after a pinned pull).
-fn unpin() -> Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for cpu in 0..libc::CPU_SETSIZE as usize {
-        // SAFETY: cpu < CPU_SETSIZE.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-    }
-    // SAFETY: pid 0 is the calling thread; set is a valid cpu_set_t.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("unpinning");
-    }
-    Ok(())
 }
 
 /// The sides, in the order they take turns.

@@ -72,8 +72,8 @@ pub const SEGMENTS: &[(&str, &str, &str)] = &[
     ("whole: carrier -> first echo", "carrier", "first_echo"),
 ];
 
-/// The daemon's "move steps" line whose link event falls in [from, to] µs.
-pub fn move_steps(log: &str, from: f64, to: f64) -> Option<Vec<(&'static str, f64)>> {
+/// Every "move steps" line of the daemon's log, each step's CLOCK_MONOTONIC µs.
+pub fn all_move_steps(log: &str) -> Vec<BTreeMap<&'static str, f64>> {
     const KEYS: &[&str] = &[
         "link_event",
         "began",
@@ -85,21 +85,25 @@ pub fn move_steps(log: &str, from: f64, to: f64) -> Option<Vec<(&'static str, f6
         "announced",
         "cleaned",
     ];
-    for line in log.lines().filter(|l| l.contains("move steps")) {
-        let value = |key: &str| -> Option<f64> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-        };
-        let Some(ev) = value("link_event") else {
-            continue;
-        };
-        if ev < from || ev > to {
-            continue;
-        }
-        return Some(KEYS.iter().filter_map(|k| Some((*k, value(k)?))).collect());
-    }
-    None
+    log.lines()
+        .filter(|l| l.contains("move steps"))
+        .map(|line| {
+            let value = |key: &str| -> Option<f64> {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+            };
+            KEYS.iter().filter_map(|k| Some((*k, value(k)?))).collect()
+        })
+        .collect()
+}
+
+/// The daemon's "move steps" line whose link event falls in [from, to] µs.
+pub fn move_steps(log: &str, from: f64, to: f64) -> Option<BTreeMap<&'static str, f64>> {
+    all_move_steps(log).into_iter().find(|s| {
+        s.get("link_event")
+            .is_some_and(|ev| (from..=to).contains(ev))
+    })
 }
 
 /// Per CPU, what ran in [from, to] µs: tasks by the scheduler's switches,
@@ -158,4 +162,23 @@ pub fn cpu_use(events: &[Event], from: f64, to: f64) -> Vec<CpuUse> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_steps_are_read_from_the_log_and_matched_by_link_event() {
+        let log = "2026-12-01T21:08:00Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=100 began=110 mac=120 addr=130 routes=131 local=132 flipped=140 announced=150 cleaned=300\n\
+                   2026-12-01T21:08:01Z  INFO baton::daemon::moves: move done instance=iscsi-a\n\
+                   2026-12-01T21:08:02Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=900 began=910 mac=920 addr=930 routes=931 local=932 flipped=940 announced=950 cleaned=990";
+        let all = all_move_steps(log);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].get("announced"), Some(&150.0));
+        assert_eq!(all[0].len(), 9);
+        let second = move_steps(log, 800.0, 1000.0).expect("the second move");
+        assert_eq!(second.get("began"), Some(&910.0));
+        assert!(move_steps(log, 200.0, 800.0).is_none());
+    }
 }
