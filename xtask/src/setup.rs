@@ -25,9 +25,12 @@ const APT_PACKAGES: &[&str] = &[
     "lintian",
     "prometheus",
     "man-db",
-    // The cluster: etcd members in the lab; protoc for etcd-client's build.
+    // The cluster: etcd members in the lab; protoc for etcd-client's build,
+    // with the well-known types it imports (google/protobuf/*.proto: a
+    // recommends of protobuf-compiler, so not there without this).
     "etcd-server",
     "protobuf-compiler",
+    "libprotobuf-dev",
     // The cluster bench's baseline (VRRP).
     "keepalived",
 ];
