@@ -234,6 +234,15 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
+    /// The gap between two echoes that `at_ms` falls in (ms after the
+    /// start): (gap start, gap length), ms; none if an echo came then.
+    pub fn gap_spanning(&self, at_ms: f64) -> Option<(f64, f64)> {
+        self.echoes_ms
+            .windows(2)
+            .find(|w| w[0] <= at_ms && at_ms < w[1])
+            .map(|w| (w[0], w[1] - w[0]))
+    }
+
     /// The longest gap between two echoes that ends after `from_ms` and
     /// begins before `until_ms` (ms after the start): the outage of an
     /// event in that window, not a stall elsewhere in the run.
@@ -373,5 +382,10 @@ mod tests {
         let (at, len) = r.gap_in(5.25, 5.25).expect("a gap");
         assert!((at - 5.2).abs() < 1e-9 && (len - 0.1).abs() < 1e-9);
         assert_eq!(r.gap_in(7.0, 8.0), None);
+        // The gap a moment falls in, however long a later one is.
+        let (at, len) = r.gap_spanning(5.22).expect("a gap");
+        assert!((at - 5.2).abs() < 1e-9 && (len - 0.1).abs() < 1e-9);
+        assert_eq!(r.gap_spanning(3.0).map(|g| g.0), Some(0.2));
+        assert_eq!(r.gap_spanning(9.0), None);
     }
 }

@@ -75,7 +75,7 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
         "flooded_gap_ms_p99": percentile(&flooded, 99.0),
         "flooded_gaps_ms": flooded,
         "flooded_reaction_us_p50": percentile(&flooded_timings.0, 50.0),
-        "flooded_announced_us_p50": percentile(&flooded_timings.2, 50.0),
+        "flooded_announced_us_p50": percentile(&flooded_timings.1, 50.0),
         "flood_idle_connections": 1000,
         "flood_scrapes_answered_per_s": scrapes as f64 / scrape_s,
         "planned_moves": REPS,
@@ -156,19 +156,15 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
 }
 
 /// From the daemon's "move steps" lines: (link event -> move start,
-/// move start -> macvlan up, move start -> first announcement), in µs.
-fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let mut out = (Vec::new(), Vec::new(), Vec::new());
+/// move start -> first announcement), in µs.
+fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>) {
+    let mut out = (Vec::new(), Vec::new());
     for s in crate::pull_trace::all_move_steps(log) {
-        if let (Some(ev), Some(began), Some(mac), Some(announced)) = (
-            s.get("link_event"),
-            s.get("began"),
-            s.get("mac"),
-            s.get("announced"),
-        ) {
+        if let (Some(ev), Some(began), Some(announced)) =
+            (s.get("link_event"), s.get("began"), s.get("announced"))
+        {
             out.0.push(began - ev);
-            out.1.push(mac - began);
-            out.2.push(announced - began);
+            out.1.push(announced - began);
         }
     }
     out

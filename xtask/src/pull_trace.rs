@@ -31,6 +31,16 @@ pub fn carrier_lost(events: &[Event], from: f64) -> Option<f64> {
         .map(|e| e.t_us)
 }
 
+/// When the switch (bridge) first learned `mac` on `switch_side` after
+/// `from` µs: the announcement has reached it, the new path is there.
+pub fn switch_learned(events: &[Event], from: f64, switch_side: &str, mac: &str) -> Option<f64> {
+    let learned = format!("source {switch_side} addr {mac}");
+    events
+        .iter()
+        .find(|e| e.t_us >= from && e.name == "br_fdb_update" && e.text.contains(&learned))
+        .map(|e| e.t_us)
+}
+
 /// (name, from step, to step): the gap cut into what explains it.
 pub const SEGMENTS: &[(&str, &str, &str)] = &[
     ("kernel: carrier -> linkwatch ran", "carrier", "linkwatch"),
@@ -46,8 +56,8 @@ pub const SEGMENTS: &[(&str, &str, &str)] = &[
         "link_event",
     ),
     ("daemon: event -> move began", "link_event", "began"),
-    ("daemon: macvlan up", "began", "mac"),
-    ("daemon: address, routes, local", "mac", "local"),
+    ("daemon: macvlan up, address, routes", "began", "prepared"),
+    ("daemon: address local (IPv6)", "prepared", "local"),
     ("daemon: flip + first GARP", "local", "announced"),
     (
         "daemon: running -> first GARP",
@@ -77,9 +87,7 @@ pub fn all_move_steps(log: &str) -> Vec<BTreeMap<&'static str, f64>> {
     const KEYS: &[&str] = &[
         "link_event",
         "began",
-        "mac",
-        "addr",
-        "routes",
+        "prepared",
         "local",
         "flipped",
         "announced",
@@ -170,13 +178,13 @@ mod tests {
 
     #[test]
     fn move_steps_are_read_from_the_log_and_matched_by_link_event() {
-        let log = "2026-12-01T21:08:00Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=100 began=110 mac=120 addr=130 routes=131 local=132 flipped=140 announced=150 cleaned=300\n\
+        let log = "2026-12-01T21:08:00Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=100 began=110 prepared=130 local=132 flipped=140 announced=150 cleaned=300\n\
                    2026-12-01T21:08:01Z  INFO baton::daemon::moves: move done instance=iscsi-a\n\
-                   2026-12-01T21:08:02Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=900 began=910 mac=920 addr=930 routes=931 local=932 flipped=940 announced=950 cleaned=990";
+                   2026-12-01T21:08:02Z DEBUG baton::daemon::moves: move steps instance=iscsi-a link_event=900 began=910 prepared=930 local=932 flipped=940 announced=950 cleaned=990";
         let all = all_move_steps(log);
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].get("announced"), Some(&150.0));
-        assert_eq!(all[0].len(), 9);
+        assert_eq!(all[0].len(), 7);
         let second = move_steps(log, 800.0, 1000.0).expect("the second move");
         assert_eq!(second.get("began"), Some(&910.0));
         assert!(move_steps(log, 200.0, 800.0).is_none());

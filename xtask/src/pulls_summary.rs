@@ -55,6 +55,7 @@ pub fn run(n: usize) -> Result<Summary> {
                 serde_json::json!({
                     "gap_ms": distribution(&gaps(&p)),
                     "gap_ms_without_machine_stalls": distribution(&unstalled(&p)),
+                    "window_gap_ms": distribution(&p.iter().map(|p| p.window_gap_ms).collect::<Vec<_>>()),
                     "pulls_a_machine_stall_overlapped": p.len() - unstalled(&p).len(),
                     "segment_p50_us": medians(&p),
                 }),
@@ -106,10 +107,14 @@ pub fn run(n: usize) -> Result<Summary> {
         (Setup::Separate, Setup::Separate),
         (Setup::Polled, Setup::Separate),
     ] {
+        let earlier = [(", any gap <= 20 ms after the carrier", "window_gap_ms")];
         for (label, key) in [
             ("", "gap_ms"),
             (", no machine stall", "gap_ms_without_machine_stalls"),
-        ] {
+        ]
+        .into_iter()
+        .chain(earlier.into_iter().filter(|_| setup == Setup::Separate))
+        {
             let d = |kind: SideKind, setup: Setup| {
                 &json["sides"][format!("{kind:?}_{setup:?}").to_lowercase()][key]
             };

@@ -2,12 +2,15 @@
 //! instance table and AF_PACKET announcements; every step checks the kernel's
 //! state first, so it can be repeated (and a crash mid-move repaired).
 use super::announce;
+use super::rtnl_batch::{Batch, Request};
 use crate::dataplane::{InstanceTable, key_for};
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
 use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
@@ -31,6 +34,9 @@ fn failpoint(step: &str, relocation: bool) {
 
 pub struct Actuator {
     handle: Handle,
+    /// A move's requests in one datagram (and the other address, route
+    /// and link-up requests, one builder each).
+    batch: std::sync::Mutex<Batch>,
     pub table: InstanceTable,
     /// One AF_PACKET socket per port for announcements.
     sockets: std::collections::BTreeMap<u32, announce::PortSocket>,
@@ -47,6 +53,7 @@ impl Actuator {
         tokio::spawn(conn);
         Ok(Actuator {
             handle,
+            batch: std::sync::Mutex::new(Batch::new()?),
             table,
             sockets: Default::default(),
             macvlan_tc,
@@ -63,23 +70,17 @@ impl Actuator {
         &self.handle
     }
 
-    /// Adds the instance address to a port (replace: idempotent). IPv6
-    /// addresses skip the kernel's DAD: baton has probed, and a tentative
-    /// address would not answer for about a second.
-    pub async fn add_address(&self, ifindex: u32, net: IpNet) -> Result<()> {
-        let mut req = self
-            .handle
-            .address()
-            .add(ifindex, net.addr(), net.prefix_len())
-            .replace();
-        if net.addr().is_ipv6() {
-            req.message_mut()
-                .attributes
-                .push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        req.execute()
-            .await
-            .with_context(|| format!("adding {net} to ifindex {ifindex}"))
+    /// Adds the instance address to a port (replace: idempotent).
+    pub fn add_address(&self, ifindex: u32, net: IpNet) -> Result<()> {
+        self.run(vec![address_request(ifindex, net)])
+    }
+
+    /// `requests` in one datagram, in order ([`Batch`]).
+    fn run(&self, requests: Vec<Request>) -> Result<()> {
+        self.batch
+            .lock()
+            .map_err(|_| anyhow::anyhow!("rtnetlink batch lock poisoned"))?
+            .run(requests)
     }
 
     /// Waits until the kernel has the local route of `addr` on `dev`. An
@@ -123,17 +124,13 @@ impl Actuator {
     /// Removes the address from a device if it is there: one RTM_DELADDR,
     /// no dump (with a thousand addresses a dump per move would be quadratic).
     pub async fn del_address(&self, ifindex: u32, net: IpNet) -> Result<bool> {
-        let msg = match net.addr() {
-            IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
-                .index(ifindex)
-                .address(a, net.prefix_len())
-                .build(),
-            IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
-                .index(ifindex)
-                .address(a, net.prefix_len())
-                .build(),
-        };
-        match self.handle.address().del(msg).execute().await {
+        match self
+            .handle
+            .address()
+            .del(address_message(ifindex, net))
+            .execute()
+            .await
+        {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(e))
                 if [-libc::EADDRNOTAVAIL, -libc::ENOENT, -libc::ENODEV].contains(&e.raw_code()) =>
@@ -144,25 +141,9 @@ impl Actuator {
         }
     }
 
-    /// Points the instance's static routes at `ifindex` (replace: a route to
-    /// the same destination leaves the old port in the same step).
-    pub async fn replace_routes(&self, routes: &[Route], ifindex: u32) -> Result<()> {
-        for r in routes {
-            let msg = RouteMessageBuilder::<IpAddr>::new()
-                .destination_prefix(r.to.addr(), r.to.prefix_len())
-                .and_then(|b| b.gateway(r.via))
-                .map_err(|e| anyhow::anyhow!("route {} via {}: {e}", r.to, r.via))?
-                .output_interface(ifindex)
-                .build();
-            self.handle
-                .route()
-                .add(msg)
-                .replace()
-                .execute()
-                .await
-                .with_context(|| format!("route {} via {} dev {ifindex}", r.to, r.via))?;
-        }
-        Ok(())
+    /// Points the instance's static routes at `ifindex`.
+    pub fn replace_routes(&self, routes: &[Route], ifindex: u32) -> Result<()> {
+        self.run(route_requests(routes, ifindex)?)
     }
 
     /// The macvlan carrying an instance's own MAC on a port (keepalived's
@@ -205,15 +186,13 @@ impl Actuator {
         };
         self.macvlan_tc.ensure(name, ifindex)?;
         if up {
-            let msg = LinkUnspec::new_with_index(ifindex).up().build();
-            self.handle
-                .link()
-                .set(msg)
-                .execute()
-                .await
-                .with_context(|| format!("bringing {name} up"))?;
+            self.set_up(name, ifindex)?;
         }
         Ok(ifindex)
+    }
+
+    fn set_up(&self, name: &str, ifindex: u32) -> Result<()> {
+        self.run(vec![up_request(name, ifindex)])
     }
 
     /// Turns a macvlan into a standby: address removed, down.
@@ -272,6 +251,22 @@ impl Actuator {
         Ok(n)
     }
 
+    /// Opens a port's announcement socket ahead of its first move: the
+    /// socket(2) and bind(2) took ~80 µs of the first failover's path.
+    pub fn prepare_port(&mut self, ifindex: u32) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.sockets.entry(ifindex) {
+            match announce::PortSocket::for_sending(ifindex) {
+                Ok(sock) => {
+                    e.insert(sock);
+                }
+                // The move opens it then (and says so if it cannot).
+                Err(err) => {
+                    debug!(ifindex, error = %format!("{err:#}"), "announcement socket not opened ahead")
+                }
+            }
+        }
+    }
+
     /// One round of announcements from a port, on its cached socket.
     pub fn announce_now(
         &mut self,
@@ -303,15 +298,24 @@ impl Actuator {
         let key = key_for(inst.vlan, inst.address.addr());
         // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
         let began = Instant::now();
-        let to_dev = match (&m.to_macvlan, inst.mac) {
-            (Some(name), Some(mac)) => self.ensure_macvlan(name, m.to_ifindex, mac, true).await?,
-            _ => m.to_ifindex,
+        let (to_dev, macvlan) = match (&m.to_macvlan, inst.mac) {
+            (Some(name), Some(mac)) => (
+                self.ensure_macvlan(name, m.to_ifindex, mac, false).await?,
+                Some(name),
+            ),
+            _ => (m.to_ifindex, None),
         };
-        let mac = Instant::now();
-        self.add_address(to_dev, inst.address).await?;
-        let addr = Instant::now();
-        self.replace_routes(&inst.routes, to_dev).await?;
-        let routes = Instant::now();
+        // Macvlan up, address, routes: one datagram, carried out in order.
+        // Should one fail, the move fails before the flip: the old port is
+        // as it was, and the reconcile tidies the target.
+        let mut requests = Vec::with_capacity(2 + inst.routes.len());
+        if let Some(name) = macvlan {
+            requests.push(up_request(name, to_dev));
+        }
+        requests.push(address_request(to_dev, inst.address));
+        requests.extend(route_requests(&inst.routes, to_dev)?);
+        self.run(requests)?;
+        let prepared = Instant::now();
         self.wait_local(inst.address.addr(), to_dev).await?;
         let local = Instant::now();
         debug!(instance = m.name, "prepared");
@@ -342,9 +346,7 @@ impl Actuator {
         info!(instance = m.name, to = m.to_ifindex, "moved");
         Ok(MoveSteps {
             began,
-            mac,
-            addr,
-            routes,
+            prepared,
             local,
             flipped,
             announced,
@@ -353,15 +355,72 @@ impl Actuator {
     }
 }
 
+/// The instance address on a device (replace: idempotent). IPv6
+/// addresses skip the kernel's DAD: baton has probed, and a tentative
+/// address would not answer for about a second.
+pub(super) fn address_request(ifindex: u32, net: IpNet) -> Request {
+    let mut msg = address_message(ifindex, net);
+    if net.addr().is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    Request {
+        message: RouteNetlinkMessage::NewAddress(msg),
+        flags: NLM_F_CREATE | NLM_F_REPLACE,
+        what: format!("adding {net} to ifindex {ifindex}"),
+    }
+}
+
+fn address_message(ifindex: u32, net: IpNet) -> rtnetlink::packet_route::address::AddressMessage {
+    match net.addr() {
+        IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+            .index(ifindex)
+            .address(a, net.prefix_len())
+            .build(),
+        IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+            .index(ifindex)
+            .address(a, net.prefix_len())
+            .build(),
+    }
+}
+
+/// The instance's static routes through `ifindex` (replace: a route to the
+/// same destination leaves the old port in the same step).
+pub(super) fn route_requests(routes: &[Route], ifindex: u32) -> Result<Vec<Request>> {
+    routes
+        .iter()
+        .map(|r| {
+            let msg = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(r.to.addr(), r.to.prefix_len())
+                .and_then(|b| b.gateway(r.via))
+                .map_err(|e| anyhow::anyhow!("route {} via {}: {e}", r.to, r.via))?
+                .output_interface(ifindex)
+                .build();
+            Ok(Request {
+                message: RouteNetlinkMessage::NewRoute(msg),
+                flags: NLM_F_CREATE | NLM_F_REPLACE,
+                what: format!("route {} via {} dev {ifindex}", r.to, r.via),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn up_request(name: &str, ifindex: u32) -> Request {
+    Request {
+        message: RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(ifindex).up().build()),
+        flags: 0,
+        what: format!("bringing {name} up"),
+    }
+}
+
 /// When each step of a move ended: the daemon's part of a failover's trace
 /// (`move steps` in the debug log, on CLOCK_MONOTONIC like the kernel's).
 #[derive(Clone, Copy, Debug)]
 pub struct MoveSteps {
     pub began: Instant,
-    /// The target device is up with the instance's MAC (its macvlan).
-    pub mac: Instant,
-    pub addr: Instant,
-    pub routes: Instant,
+    /// The target is up with the instance's MAC (its macvlan), address and
+    /// routes: one datagram.
+    pub prepared: Instant,
     /// The address is local (IPv6: after addrconf's work).
     pub local: Instant,
     /// The instance table names the target.

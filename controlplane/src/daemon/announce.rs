@@ -105,20 +105,8 @@ impl PortSocket {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
         };
-        // SAFETY: a valid socket and a filter program that outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&fprog as *const libc::sock_fprog).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error()).context("SO_ATTACH_FILTER");
-        }
-        Ok(())
+        super::sockopt::set(self.fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &fprog)
+            .context("SO_ATTACH_FILTER")
     }
 }
 

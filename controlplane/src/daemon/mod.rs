@@ -20,6 +20,7 @@ mod membership;
 mod metrics;
 mod monitor;
 mod moves;
+mod notification;
 mod notify;
 mod observed;
 mod ports;
@@ -27,6 +28,8 @@ mod raw;
 mod reconcile;
 mod reload;
 mod revive;
+mod rtnl_batch;
+mod sockopt;
 mod status;
 mod tickle;
 
@@ -355,6 +358,9 @@ impl Daemon {
             releasing: BTreeSet::new(),
             _lock: lock,
         };
+        for ifindex in d.ports.values().filter_map(|p| p.ifindex) {
+            d.actuator.prepare_port(ifindex);
+        }
         d.reconcile().await;
         info!(
             instances = d.config.instances.len(),

@@ -6,12 +6,12 @@
 //! new one. Either way the daemon resyncs from a fresh dump.
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
-use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::{MulticastGroup, new_multicast_connection};
+use rtnetlink::sys::{
+    AsyncSocket as _, AsyncSocketExt as _, TokioSocket, protocols::NETLINK_ROUTE,
+};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd as _;
 use tokio::sync::mpsc;
@@ -111,50 +111,64 @@ pub fn route_destination(msg: &RouteMessage) -> Option<IpAddr> {
     }
 }
 
-fn observe(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<Observation> {
-    use RouteNetlinkMessage as M;
-    match payload {
-        NetlinkPayload::InnerMessage(m) => match m {
-            M::NewLink(l) => parse_link(&l, false).map(Observation::Link),
-            M::DelLink(l) => parse_link(&l, true).map(Observation::Link),
-            M::NewAddress(a) | M::DelAddress(a) => address_of(&a).map(Observation::Address),
-            M::NewRoute(r) | M::DelRoute(r) => route_destination(&r).map(Observation::Route),
-            _ => None,
-        },
-        NetlinkPayload::Overrun(_) => Some(Observation::Lost),
-        _ => None,
-    }
-}
+/// rtnetlink multicast groups (RTNLGRP_*): links, IPv4/IPv6 addresses and routes.
+const GROUPS: [u32; 5] = [1, 5, 9, 7, 11];
+
+/// A notification datagram holds one message; a link's is ~1.5 KB (one
+/// that fills this is taken as events lost).
+const DATAGRAM: usize = 64 << 10;
 
 /// Starts a monitor: returns every link now, and a channel of changes that
-/// closes when the monitor ends.
+/// closes when the monitor ends. Notifications are read from a socket of
+/// its own and decoded lazily ([`super::notification`]); the dump goes
+/// through rtnetlink after the subscription, so nothing falls between.
 pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observation>)> {
-    let groups = [
-        MulticastGroup::Link,
-        MulticastGroup::Ipv4Ifaddr,
-        MulticastGroup::Ipv6Ifaddr,
-        MulticastGroup::Ipv4Route,
-        MulticastGroup::Ipv6Route,
-    ];
-    let (mut conn, handle, mut messages) =
-        new_multicast_connection(&groups).context("subscribing to rtnetlink events")?;
+    let mut socket =
+        TokioSocket::new(NETLINK_ROUTE).context("opening the rtnetlink monitor socket")?;
+    socket
+        .socket_mut()
+        .bind_auto()
+        .context("binding the rtnetlink monitor socket")?;
+    for group in GROUPS {
+        socket
+            .socket_ref()
+            .add_membership(group)
+            .with_context(|| format!("subscribing to rtnetlink group {group}"))?;
+    }
     let size = std::env::var("BATON_NETLINK_RCVBUF")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(RCVBUF);
-    set_rcvbuf(conn.socket_mut().as_raw_fd(), size);
-    tokio::spawn(conn);
+    set_rcvbuf(socket.as_raw_fd(), size);
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some((msg, _)) = messages.next().await {
-            if let Some(o) = observe(msg.payload)
-                && tx.send(o).is_err()
-            {
-                return;
+        let mut buf = Vec::with_capacity(DATAGRAM);
+        loop {
+            buf.clear();
+            match socket.recv(&mut buf).await {
+                Ok(()) => {
+                    for o in super::notification::observations_of_read(&buf, buf.capacity()) {
+                        if tx.send(o).is_err() {
+                            return;
+                        }
+                    }
+                }
+                // The kernel dropped notifications (the buffer overran).
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    if tx.send(Observation::Lost).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "rtnetlink monitor ended");
+                    return;
+                }
             }
         }
-        warn!("rtnetlink monitor ended");
     });
+    let (conn, handle, _) =
+        rtnetlink::new_connection().context("opening rtnetlink for the link dump")?;
+    tokio::spawn(conn);
     let mut links = Vec::new();
     let mut dump = handle.link().get().execute();
     while let Some(link) = dump.next().await {
@@ -169,17 +183,7 @@ pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observat
 fn set_rcvbuf(fd: i32, size: usize) {
     let size = size.min(i32::MAX as usize) as libc::c_int;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt on a socket we own with a c_int value.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
+        if super::sockopt::set(fd, opt, &size).is_ok() {
             return;
         }
     }

@@ -88,6 +88,7 @@ impl Daemon {
         if appeared {
             info!(port = %name, ifindex = ev.ifindex, "port appeared");
             self.attach(std::slice::from_ref(&name));
+            self.actuator.prepare_port(ev.ifindex);
             self.dirty.all = true;
         }
         changed

@@ -34,20 +34,8 @@ impl RawSocket {
             len: 1,
             filter: drop_all.as_mut_ptr(),
         };
-        // SAFETY: valid fd and a sock_fprog that outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&prog as *const libc::sock_fprog).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("SO_ATTACH_FILTER on a raw socket");
-        }
+        super::sockopt::set(fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &prog)
+            .context("SO_ATTACH_FILTER on a raw socket")?;
         Ok(RawSocket { fd, v6 })
     }
 

@@ -248,7 +248,7 @@ impl Daemon {
                             let ifindex =
                                 self.actuator.ensure_macvlan(&mv, lower, mac, true).await?;
                             // Re-created or brought up: its address may be gone.
-                            self.actuator.add_address(ifindex, inst.address).await?;
+                            self.actuator.add_address(ifindex, inst.address)?;
                             ifindex
                         }
                     }
@@ -260,7 +260,7 @@ impl Daemon {
             && !observed.holders(addr).any(|h| h == d)
             && repairs.is_empty()
         {
-            self.actuator.add_address(d, inst.address).await?;
+            self.actuator.add_address(d, inst.address)?;
             repairs.push((
                 Repair::Address,
                 format!(
@@ -349,9 +349,7 @@ impl Daemon {
         let dev = dev.context("owner device vanished")?;
         for r in &inst.routes {
             if !observed.has_route(r.to, r.via, dev) {
-                self.actuator
-                    .replace_routes(std::slice::from_ref(r), dev)
-                    .await?;
+                self.actuator.replace_routes(std::slice::from_ref(r), dev)?;
                 repairs.push((Repair::Route, format!("{} via {}", r.to, r.via)));
             }
         }

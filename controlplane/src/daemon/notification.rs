@@ -1,0 +1,314 @@
+//! One rtnetlink notification read lazily: the header and only the
+//! attributes baton uses (a link's name, MAC and lower device, an
+//! address, a route's destination). netlink-packet-route's full decode of
+//! an RTM_NEWLINK (~1.5 KB of statistics and per-family data) took ~50 µs
+//! of the daemon's loop per message on the bench machine, and a move's own
+//! steps each bring one (its macvlan up, its address, the local routes):
+//! they were decoded in the middle of the move.
+use super::monitor::{LinkEvent, Observation};
+use rtnetlink::packet_core::{NetlinkBuffer, NlasIterator};
+use rtnetlink::packet_route::link::{LinkFlags, LinkHeader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const NLMSG_OVERRUN: u16 = 4;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+
+/// struct ifinfomsg, ifaddrmsg, rtmsg.
+const LINK_HEADER: usize = 16;
+const ADDRESS_HEADER: usize = 8;
+const ROUTE_HEADER: usize = 12;
+const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// The observations in one datagram from the monitor socket, in order.
+pub fn observations(datagram: &[u8]) -> Vec<Observation> {
+    messages(datagram)
+        .filter_map(|(kind, payload)| observe(kind, payload))
+        .collect()
+}
+
+/// The observations of one read of `buffer` bytes from the monitor
+/// socket. A read that filled the buffer may have been cut (the kernel
+/// truncates a datagram to the buffer; a link with many VFs can outgrow
+/// it): what the cut held is unknown, so it ends with [`Observation::Lost`].
+pub fn observations_of_read(datagram: &[u8], buffer: usize) -> Vec<Observation> {
+    let mut out = observations(datagram);
+    if datagram.len() >= buffer {
+        out.push(Observation::Lost);
+    }
+    out
+}
+
+/// The (type, payload) of each message in a netlink datagram. A malformed
+/// message ends the walk (the kernel's framing is trusted no further than
+/// its lengths).
+pub fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let msg = NetlinkBuffer::new_checked(datagram.get(at..)?).ok()?;
+        at += (msg.length() as usize + 3) & !3;
+        Some((msg.message_type(), msg.payload()))
+    })
+}
+
+/// The observation of one message (its type and payload).
+pub fn observe(message_type: u16, payload: &[u8]) -> Option<Observation> {
+    match message_type {
+        RTM_NEWLINK => link(payload, false).map(Observation::Link),
+        RTM_DELLINK => link(payload, true).map(Observation::Link),
+        RTM_NEWADDR | RTM_DELADDR => address(payload).map(Observation::Address),
+        RTM_NEWROUTE | RTM_DELROUTE => route(payload).map(Observation::Route),
+        NLMSG_OVERRUN => Some(Observation::Lost),
+        _ => None,
+    }
+}
+
+fn attributes(payload: &[u8], header: usize) -> impl Iterator<Item = (u16, &[u8])> {
+    let rest = payload.get(header..).unwrap_or_default();
+    NlasIterator::new(rest)
+        .map_while(Result::ok)
+        .filter_map(|nla| {
+            let (kind, len) = (nla.kind(), nla.length() as usize);
+            // The attribute's value: after its 4-byte header, to its length.
+            Some((kind, nla.into_inner().get(4..len)?))
+        })
+}
+
+fn link(payload: &[u8], removed: bool) -> Option<LinkEvent> {
+    let header = LinkHeader::parse(payload).ok()?;
+    let (mut name, mut mac, mut lower) = (None, None, None);
+    for (kind, value) in attributes(payload, LINK_HEADER) {
+        match kind {
+            IFLA_IFNAME => {
+                let bytes = value.split(|b| *b == 0).next().unwrap_or_default();
+                name = String::from_utf8(bytes.to_vec()).ok();
+            }
+            IFLA_ADDRESS => mac = <[u8; 6]>::try_from(value).ok(),
+            IFLA_LINK => lower = <[u8; 4]>::try_from(value).ok().map(u32::from_ne_bytes),
+            _ => {}
+        }
+    }
+    Some(LinkEvent {
+        ifindex: header.index,
+        name: name?,
+        admin_up: header.flags.contains(LinkFlags::Up),
+        carrier: header.flags.contains(LinkFlags::LowerUp),
+        removed,
+        mac,
+        lower,
+    })
+}
+
+fn ip(family: u8, value: &[u8]) -> Option<IpAddr> {
+    if family == AF_INET6 {
+        <[u8; 16]>::try_from(value)
+            .ok()
+            .map(|a| IpAddr::V6(a.into()))
+    } else {
+        <[u8; 4]>::try_from(value)
+            .ok()
+            .map(|a| IpAddr::V4(a.into()))
+    }
+}
+
+/// IFA_LOCAL (the local end on point-to-point links), else IFA_ADDRESS.
+fn address(payload: &[u8]) -> Option<IpAddr> {
+    let family = *payload.first()?;
+    if payload.len() < ADDRESS_HEADER {
+        return None;
+    }
+    let (mut local, mut address) = (None, None);
+    for (kind, value) in attributes(payload, ADDRESS_HEADER) {
+        match kind {
+            IFA_LOCAL => local = ip(family, value),
+            IFA_ADDRESS => address = ip(family, value),
+            _ => {}
+        }
+    }
+    local.or(address)
+}
+
+/// RTA_DST; none: the default route of the family.
+fn route(payload: &[u8]) -> Option<IpAddr> {
+    let family = *payload.first()?;
+    if payload.len() < ROUTE_HEADER {
+        return None;
+    }
+    match attributes(payload, ROUTE_HEADER).find(|(kind, _)| *kind == RTA_DST) {
+        Some((_, value)) => ip(family, value),
+        None if family == AF_INET6 => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::monitor::{address_of, parse_link, route_destination};
+    use rtnetlink::packet_core::{Emitable as _, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, State};
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    fn wire(inner: RouteNetlinkMessage) -> Vec<u8> {
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(inner),
+        );
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.emit(&mut buf);
+        buf
+    }
+
+    fn link_message(index: u32, flags: LinkFlags, name: &str, lower: Option<u32>) -> LinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = flags;
+        m.attributes = vec![
+            LinkAttribute::Mtu(1500),
+            LinkAttribute::IfName(name.to_string()),
+            LinkAttribute::OperState(State::Up),
+            LinkAttribute::Address(vec![2, 0xba, 0x70, 0, 0, 1]),
+        ];
+        if let Some(l) = lower {
+            m.attributes.push(LinkAttribute::Link(l));
+        }
+        m
+    }
+
+    #[test]
+    fn a_link_reads_as_the_full_decode_reads_it() {
+        for (flags, lower, removed) in [
+            (
+                LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Running,
+                None,
+                false,
+            ),
+            (LinkFlags::Up, Some(7), false),
+            (LinkFlags::empty(), None, true),
+        ] {
+            let m = link_message(42, flags, "ge0", lower);
+            let inner = if removed {
+                RouteNetlinkMessage::DelLink(m.clone())
+            } else {
+                RouteNetlinkMessage::NewLink(m.clone())
+            };
+            let got = observations(&wire(inner));
+            let want = parse_link(&m, removed).map(Observation::Link);
+            assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn addresses_and_routes_read_as_the_full_decode_reads_them() {
+        let v4: IpAddr = "192.0.2.100"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let v6: IpAddr = "2001:db8::64"
+            .parse()
+            .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        for a in [v4, v6] {
+            let mut m = AddressMessage::default();
+            m.header.family = if a.is_ipv6() {
+                rtnetlink::packet_route::AddressFamily::Inet6
+            } else {
+                rtnetlink::packet_route::AddressFamily::Inet
+            };
+            m.header.prefix_len = 24;
+            m.attributes = vec![AddressAttribute::Address(a), AddressAttribute::Local(a)];
+            let got = observations(&wire(RouteNetlinkMessage::NewAddress(m.clone())));
+            assert_eq!(
+                got,
+                vec![Observation::Address(address_of(&m).unwrap_or(v4))]
+            );
+
+            let mut r = RouteMessage::default();
+            r.header.address_family = m.header.family;
+            r.header.destination_prefix_length = 32;
+            r.attributes = vec![RouteAttribute::Destination(match a {
+                IpAddr::V4(x) => RouteAddress::Inet(x),
+                IpAddr::V6(x) => RouteAddress::Inet6(x),
+            })];
+            let got = observations(&wire(RouteNetlinkMessage::DelRoute(r.clone())));
+            assert_eq!(got, vec![Observation::Route(a)]);
+            assert_eq!(route_destination(&r), Some(a));
+            // No RTA_DST: the family's default route.
+            r.attributes.clear();
+            let got = observations(&wire(RouteNetlinkMessage::NewRoute(r.clone())));
+            assert_eq!(
+                got,
+                route_destination(&r)
+                    .map(Observation::Route)
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn several_messages_in_one_datagram_and_garbage_after_them() {
+        let mut datagram = wire(RouteNetlinkMessage::NewLink(link_message(
+            3,
+            LinkFlags::Up,
+            "ge1",
+            None,
+        )));
+        datagram.extend(wire(RouteNetlinkMessage::NewLink(link_message(
+            4,
+            LinkFlags::Up,
+            "ge0",
+            None,
+        ))));
+        datagram.extend([0xff; 7]);
+        let names: Vec<String> = observations(&datagram)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observation::Link(l) => Some(l.name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["ge1", "ge0"]);
+    }
+
+    #[test]
+    fn a_read_that_filled_the_buffer_is_lost_events() {
+        let full = wire(RouteNetlinkMessage::NewLink(link_message(
+            3,
+            LinkFlags::Up,
+            "ge1",
+            None,
+        )));
+        let cut = &full[..64];
+        assert_eq!(observations_of_read(cut, 64), vec![Observation::Lost]);
+        let got = observations_of_read(&full, full.len() + 1);
+        assert!(matches!(got.as_slice(), [Observation::Link(_)]), "{got:?}");
+    }
+
+    #[test]
+    fn a_truncated_message_is_no_observation() {
+        let full = wire(RouteNetlinkMessage::NewLink(link_message(
+            3,
+            LinkFlags::Up,
+            "ge1",
+            None,
+        )));
+        // The length in its header is past the datagram's end: nothing.
+        for cut in 0..full.len() {
+            let got = observations(&full[..cut]);
+            assert!(got.is_empty(), "cut {cut}: {got:?}");
+        }
+    }
+}
