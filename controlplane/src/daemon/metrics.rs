@@ -92,6 +92,10 @@ pub struct Metrics {
     iscsi_resyncs: Counters,
     /// Names for the dataplane's ids: instance id -> name, ifindex -> port.
     pub names: Mutex<(BTreeMap<u32, String>, BTreeMap<u32, String>)>,
+    /// The instance table's entries as the daemon last wrote them: a
+    /// scrape reads their counters only (it opened the whole table before:
+    /// 32,768 index reads a scrape).
+    pub counted: Mutex<Vec<baton_common::InstanceEntry>>,
     pins: PinDir,
 }
 
@@ -123,6 +127,7 @@ impl Metrics {
             iscsi_pdus: Family::default(),
             iscsi_resyncs: Family::default(),
             names: Mutex::default(),
+            counted: Mutex::default(),
             pins,
             registry: Registry::default(),
         };
@@ -262,7 +267,8 @@ impl Metrics {
                     port: names.1.get(&k.ifindex)?.clone(),
                 })
             };
-            for (k, c) in dataplane::instance_counters(&self.pins).unwrap_or_default() {
+            let counted = self.counted.lock().map(|c| c.clone()).unwrap_or_default();
+            for (k, c) in dataplane::counters_of_entries(&self.pins, &counted).unwrap_or_default() {
                 let Some(labels) = labels_of(&k) else {
                     continue;
                 };

@@ -14,6 +14,9 @@ impl Daemon {
                 self.placement.get(name).map(String::as_str),
             );
         }
+        if let Ok(mut counted) = self.metrics.counted.lock() {
+            *counted = self.actuator.table.counted();
+        }
         if let Ok(mut names) = self.metrics.names.lock() {
             names.0 = self
                 .config

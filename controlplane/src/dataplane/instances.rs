@@ -112,12 +112,14 @@ pub struct InstanceTable {
 }
 
 /// Where a key sits: its index position, its live element, when that
-/// element became live.
+/// element became live, and the entry written there (the table is its
+/// only writer: the counters need no read of the kernel's copy).
 #[derive(Clone, Copy)]
 struct Placed {
     position: u32,
     element: u32,
     since: Instant,
+    entry: InstanceEntry,
 }
 
 /// How long an element that stopped being live is left alone before it is
@@ -172,6 +174,7 @@ impl InstanceTable {
                     position,
                     element: element - 1,
                     since: long_ago,
+                    entry: keyed.entry,
                 },
             );
             // A twin shares its tagged key's slot.
@@ -238,6 +241,7 @@ impl InstanceTable {
                 Placed {
                     element: idle,
                     since: Instant::now(),
+                    entry: *entry,
                     ..p
                 },
             );
@@ -259,6 +263,7 @@ impl InstanceTable {
                 position,
                 element,
                 since: Instant::now(),
+                entry: *entry,
             },
         );
         Ok(())
@@ -363,26 +368,45 @@ impl InstanceTable {
             .collect()
     }
 
+    /// Every placed entry as this table wrote it (or found it at open):
+    /// what the counters are read by, with no read of the kernel's copy.
+    pub fn counted(&self) -> Vec<InstanceEntry> {
+        self.placed.values().map(|p| p.entry).collect()
+    }
+
     /// Per-instance, per-port counters, summed over CPUs: for each instance
     /// (twins once), each port it is counted on.
     pub fn counters(&self) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-        counters_of(&self.entries(), &self.stats)
+        counters_of(&self.counted(), &self.stats)
     }
 }
 
-/// Per-instance, per-port counters, summed over CPUs.
+/// Per-instance, per-port counters, summed over CPUs (the whole table read).
 pub fn instance_counters(pins: &PinDir) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
     InstanceTable::open(pins)?.counters()
 }
 
+/// The counters of `entries` ([`InstanceTable::counted`] of a table held
+/// elsewhere): only the counter array is opened and read, one element per
+/// instance (opening the table walks all of its index positions).
+pub fn counters_of_entries(
+    pins: &PinDir,
+    entries: &[InstanceEntry],
+) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
+    let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
+    let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
+        .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
+    counters_of(entries, &stats)
+}
+
 /// Each instance's counters (twins once) on each port it is counted on.
 fn counters_of(
-    entries: &[(InstanceKey, InstanceEntry)],
+    entries: &[InstanceEntry],
     stats: &CounterArray,
 ) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for (_, entry) in entries {
+    for entry in entries {
         if entry.slot == NO_SLOT || !seen.insert(entry.slot) {
             continue;
         }

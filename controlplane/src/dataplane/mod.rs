@@ -16,8 +16,8 @@ pub mod stats;
 pub mod steering;
 
 pub use instances::{
-    EntryOwner, InstanceTable, addr_of, entry_for, instance_counters, key_for, pdu_counters,
-    untagged,
+    EntryOwner, InstanceTable, addr_of, counters_of_entries, entry_for, instance_counters, key_for,
+    pdu_counters, untagged,
 };
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
 pub use stats::{PortCounters, read_port_stats, read_stats};
