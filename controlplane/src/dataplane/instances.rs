@@ -140,10 +140,14 @@ fn open_maps(pins: &PinDir) -> Result<(IndexArray, EntryArray, CounterArray)> {
     let data = super::pinned_map(pins, names::INSTANCE_ENTRIES_MAP)?;
     let elements = Array::try_from(Map::Array(data))
         .context("BATON_INST_ENTRY is not baton's instance entry array")?;
+    Ok((index, elements, open_stats(pins)?))
+}
+
+/// The pinned per-instance counter array.
+fn open_stats(pins: &PinDir) -> Result<CounterArray> {
     let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
-    let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
-        .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
-    Ok((index, elements, stats))
+    PerCpuArray::try_from(Map::PerCpuArray(data))
+        .context("BATON_INSTANCE_STATS is not baton's instance counter array")
 }
 
 /// The slot of an instance past [`MAX_INSTANCE_SLOTS`]: not counted.
@@ -393,10 +397,7 @@ pub fn counters_of_entries(
     pins: &PinDir,
     entries: &[InstanceEntry],
 ) -> Result<Vec<(InstancePortKey, InstanceCounters)>> {
-    let data = super::pinned_map(pins, names::INSTANCE_STATS_MAP)?;
-    let stats = PerCpuArray::try_from(Map::PerCpuArray(data))
-        .context("BATON_INSTANCE_STATS is not baton's instance counter array")?;
-    counters_of(entries, &stats)
+    counters_of(entries, &open_stats(pins)?)
 }
 
 /// Each instance's counters (twins once) on each port it is counted on.
