@@ -216,6 +216,12 @@ pub enum Event {
         /// Sockets still backed off after the last round.
         left: u64,
     },
+    /// This follower read too slowly and the daemon dropped `missed`
+    /// events for it (the others were not held up): `baton status` shows
+    /// the state now.
+    Missed {
+        missed: u64,
+    },
     /// Events may have been missed (netlink overrun, monitor restarted):
     /// baton re-read the kernel's state.
     Resync {

@@ -236,6 +236,10 @@ pub fn render_event(e: &Event) -> String {
         } => format!(
             "{at_ms:>9}ms tickled {instance}: {connections} connections of its last owner ({acks} ACKs)"
         ),
+        Event::Missed { missed } => format!(
+            "{:>11} {missed} events missed: this follower read too slowly (`baton status` shows the state now)",
+            "-"
+        ),
         Event::Resync { at_ms, reason } => format!("{at_ms:>9}ms resync: {reason}"),
         Event::Claimed {
             at_ms,

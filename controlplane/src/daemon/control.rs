@@ -137,6 +137,26 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, text: &str) -> Result
     Ok(())
 }
 
+/// `baton events`: every event as a JSON line until the daemon stops. A
+/// follower that fell behind is told how many it missed (a gap must not
+/// read as quiet); the others are not held up for it.
+async fn follow<W: tokio::io::AsyncWrite + Unpin>(
+    events: &mut broadcast::Receiver<Event>,
+    write: &mut W,
+) -> Result<()> {
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                warn!(missed, "events client too slow");
+                Event::Missed { missed }
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        send(write, &(serde_json::to_string(&ev)? + "\n")).await?;
+    }
+}
+
 async fn client(
     stream: UnixStream,
     calls: mpsc::Sender<Call>,
@@ -182,15 +202,7 @@ async fn client(
             continue;
         }
         if let Request::Events = request.body {
-            loop {
-                match events.recv().await {
-                    Ok(ev) => send(&mut write, &(serde_json::to_string(&ev)? + "\n")).await?,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        warn!(missed = n, "events client too slow")
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
-                }
-            }
+            return follow(&mut events, &mut write).await;
         }
         let (tx, rx) = oneshot::channel();
         calls
@@ -199,5 +211,34 @@ async fn client(
             .context("daemon stopped")?;
         let response = rx.await.context("daemon dropped the request")?;
         send(&mut write, &reply(response)?).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_follower_that_fell_behind_is_told_how_many_events_it_missed() -> Result<()> {
+        let (tx, mut rx) = broadcast::channel(2);
+        for at_ms in 0..5 {
+            let reason = "test".to_string();
+            tx.send(Event::Resync { at_ms, reason })
+                .map_err(|_| anyhow::anyhow!("no receiver"))?;
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        follow(&mut rx, &mut out).await?;
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        // Three fell out of the 2-event buffer: said first, then the two kept.
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["event"], "missed");
+        assert_eq!(lines[0]["missed"], 3);
+        assert_eq!(lines[1]["at_ms"], 3);
+        assert_eq!(lines[2]["at_ms"], 4);
+        Ok(())
     }
 }

@@ -106,6 +106,10 @@ struct Dirty {
 /// A takeover's tickles: what they did, or (instance, error).
 type TickleResult = Result<tickle::Tickled, (String, String)>;
 
+/// Events a `baton events` follower may fall behind before it is told it
+/// missed some (bounded memory: a few hundred bytes each).
+const EVENT_BUFFER: usize = 4096;
+
 /// A reconcile error on one instance, retried with backoff.
 struct Trouble {
     error: String,
@@ -300,7 +304,9 @@ impl Daemon {
                 .collect();
             connections::spawn(sockets, addrs, link.to_agent.clone());
         }
-        let (events, _) = broadcast::channel(1024);
+        // A failover of 1,000 instances brings ~1,000 events: with 1,024
+        // the scale bench's follower missed ~100 of them.
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (call_tx, calls) = mpsc::channel(16);
         let metrics = metrics::Metrics::new(pins.clone());
         io_thread::spawn(
