@@ -24,8 +24,8 @@ struct Stall {
     revived: u64,
 }
 
-/// One lab at a time: the ≤ 10 ms claim is about the kernel's reaction,
-/// not about how the VM shares two cores among parallel labs.
+/// One lab at a time: the claim is about the kernel's reaction, not about
+/// how the VM shares two cores among parallel labs.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A stream (`reverse`: the gateway sends) across a pulled cable, to the
@@ -140,9 +140,16 @@ fn check(reverse: bool, v6: bool) -> anyhow::Result<()> {
     );
     assert_eq!((on.resets, off.resets), (0, 0), "resets");
     assert!(on.revived >= 1, "no socket revived");
+    // The claim is causal: the backoff was ended, so the retransmission
+    // follows the announcement, not the backed-off timer (~1.1 s here,
+    // asserted below for the run without the revert). The bound is a
+    // quarter of TCP's minimum RTO (200 ms): wide of the figure (2-3 ms at
+    // the median) because this VM stalls for up to ~25 ms (the stall meter
+    // of `cargo xtask bench failover`). The speed itself is measured by
+    // `cargo xtask bench revert` (20 pulls each way, p50 and p99).
     assert!(
-        on.after_garp_ms <= 10.0,
-        "{side}: {:.1} ms with the revert",
+        on.after_garp_ms <= 50.0,
+        "{side}: {:.1} ms with the revert: the backoff was not ended",
         on.after_garp_ms
     );
     // Without the revert the next retransmission waits for the backed-off
