@@ -490,6 +490,9 @@ pub mod names {
     pub const TCP_OFFSETS_MAP: &str = "BATON_TCP_OFFSETS";
     /// The `iter/tcp` program.
     pub const TCP_ITER_PROGRAM: &str = "baton_tcp_sockets";
+    /// Hash: link id -> what made the link (userspace's record; no program
+    /// reads it).
+    pub const LINK_MARKS_MAP: &str = "BATON_LINK_MARKS";
 }
 
 /// Size of the CPU map (CPU ids below this can be steered to).

@@ -343,7 +343,12 @@ fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&attached)?);
             } else {
                 for a in attached {
-                    if a.already() {
+                    if a.mode == dataplane::Attachment::Replaced {
+                        println!(
+                            "{}: attached; its links ran other programs, now this baton's (swapped in place)",
+                            a.port
+                        );
+                    } else if a.already() {
                         println!("{}: already attached", a.port);
                     } else {
                         println!(

@@ -39,6 +39,38 @@ pub fn with_ipv6_instance(config: &str, name: &str) -> String {
     ) + &format!("[instances.{name}]\naddress = \"2001:db8::100/64\"\nports = [\"ge0\", \"ge1\"]\n")
 }
 
+/// CapabilityBoundingSet= of contrib/systemd/baton.service, read from it:
+/// lowercase names without `cap_`.
+pub fn unit_caps() -> Result<Vec<String>> {
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/baton.service"),
+    )?;
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .ok_or_else(|| anyhow::anyhow!("the unit has no CapabilityBoundingSet="))?;
+    Ok(line
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect())
+}
+
+/// A [`Daemon::start_wrapped`] wrapper: exactly `caps` in the bounding
+/// set, none inheritable, no_new_privs (as the unit runs baton).
+pub fn setpriv(caps: &[String]) -> Vec<String> {
+    let bounding = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        "setpriv".into(),
+        format!("--bounding-set={bounding}"),
+        "--inh-caps=-all".into(),
+        "--no-new-privs".into(),
+        "--".into(),
+    ]
+}
+
 pub struct Daemon {
     peer: Option<Peer>,
     pub dir: PathBuf,

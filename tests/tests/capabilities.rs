@@ -1,38 +1,9 @@
 //! The systemd unit's capability list, proven: the daemon runs and fails
 //! over with exactly that bounding set and no_new_privs (setpriv), and
 //! taking any one of them away makes it fail, or say what it cannot do.
-use baton_lab::daemon::{Daemon, lab_config};
+use baton_lab::daemon::{Daemon, lab_config, setpriv, unit_caps};
 use baton_lab::{Lab, LabSpec};
 use std::time::Duration;
-
-/// CapabilityBoundingSet= of contrib/systemd/baton.service, read from it.
-fn unit_caps() -> anyhow::Result<Vec<String>> {
-    let unit = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd/baton.service"),
-    )?;
-    let line = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .ok_or_else(|| anyhow::anyhow!("the unit has no CapabilityBoundingSet="))?;
-    Ok(line
-        .split_whitespace()
-        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
-        .collect())
-}
-
-fn setpriv(caps: &[String]) -> Vec<String> {
-    let bounding = std::iter::once("-all".to_string())
-        .chain(caps.iter().map(|c| format!("+{c}")))
-        .collect::<Vec<_>>()
-        .join(",");
-    vec![
-        "setpriv".into(),
-        format!("--bounding-set={bounding}"),
-        "--inh-caps=-all".into(),
-        "--no-new-privs".into(),
-        "--".into(),
-    ]
-}
 
 const TIMERS: &str = "hold_down = \"0\"\nannounce_count = 1";
 

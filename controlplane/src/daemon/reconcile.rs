@@ -326,8 +326,15 @@ impl Daemon {
                     if seen.is_some_and(|l| wrong(&l)) {
                         self.actuator.del_link(mv).await?;
                     }
-                    if seen.is_none_or(|l| wrong(&l)) {
-                        self.actuator.ensure_macvlan(mv, lower, mac, false).await?;
+                    match seen {
+                        Some(l) if !wrong(&l) => {
+                            // Its program must be there (and this baton's)
+                            // before a failover brings it up.
+                            self.actuator.ensure_macvlan_program(mv, l.ifindex)?;
+                        }
+                        _ => {
+                            self.actuator.ensure_macvlan(mv, lower, mac, false).await?;
+                        }
                     }
                 }
             }

@@ -3,7 +3,8 @@
 //! TCX link per macvlan, pinned so that it outlives a restart, attached
 //! before the macvlan comes up and unpinned (so detached) when baton
 //! deletes it.
-use super::{PinDir, load, load_program, pinned_link_ifindex, unpin};
+use super::links::{LinkMarks, PinnedLink};
+use super::{PinDir, load, load_program, program_fd, unpin};
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
@@ -20,6 +21,7 @@ pub struct MacvlanTc {
 
 struct Inner {
     ebpf: Ebpf,
+    marks: LinkMarks,
     /// Macvlans this process found or made attached: name -> ifindex.
     attached: BTreeMap<String, u32>,
 }
@@ -32,6 +34,7 @@ impl MacvlanTc {
             pins: pins.clone(),
             inner: Mutex::new(Inner {
                 ebpf,
+                marks: LinkMarks::open(pins)?,
                 attached: BTreeMap::new(),
             }),
         })
@@ -50,7 +53,16 @@ impl MacvlanTc {
         }
         let pin = self.pins.macvlan_link(name);
         if pin.exists() {
-            if pinned_link_ifindex(&pin).ok() == Some(ifindex) {
+            if let Some(link) = PinnedLink::open(&pin).ok().filter(|l| l.ifindex == ifindex) {
+                // Attached, maybe by an earlier baton (see links.rs).
+                let Inner { ebpf, marks, .. } = &mut *inner;
+                let program = program_fd(ebpf, names::TC_MACVLAN_PROGRAM)?;
+                if link
+                    .adopt(program, marks)
+                    .with_context(|| format!("giving {} this baton's program", pin.display()))?
+                {
+                    tracing::warn!(pin = %pin.display(), "the macvlan's link was not this baton's (an earlier baton's program, or other maps): its program swapped in place");
+                }
                 inner.attached.insert(name.to_string(), ifindex);
                 return Ok(());
             }
@@ -70,6 +82,7 @@ impl MacvlanTc {
             .map_err(|e| anyhow!("TC egress on {name} is not a bpf_link ({e})"))?;
         link.pin(&pin)
             .with_context(|| format!("pinning {}", pin.display()))?;
+        inner.marks.mark_pin(&pin)?;
         inner.attached.insert(name.to_string(), ifindex);
         Ok(())
     }

@@ -9,7 +9,9 @@ pub mod bench;
 pub mod fence;
 mod instances;
 pub mod kernel_btf;
+pub mod links;
 pub mod macvlan;
+pub mod pinned_maps;
 mod pins;
 pub mod sockets;
 pub mod stats;
@@ -29,6 +31,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, links::FdLink, links::PinnedLink},
 };
 use baton_common::names;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::PathBuf;
 use tracing::{info, warn};
 
@@ -76,6 +79,8 @@ pub enum ProgramSet {
 /// Loads the object with its maps pinned (created or reused) in `pins`.
 pub fn load(pins: &PinDir) -> Result<Ebpf> {
     pins.ensure()?;
+    // aya would reuse a pinned map of another shape (an earlier baton's).
+    pinned_maps::remove_misfits(pins)?;
     EbpfLoader::new()
         .default_map_pin_directory(pins.maps())
         .load(OBJECT)
@@ -119,17 +124,46 @@ pub fn load_xdp(pins: &PinDir, program: &str) -> Result<(Ebpf, u32)> {
     Ok((ebpf, insns))
 }
 
+/// What attaching did on a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attachment {
+    /// XDP in the driver.
+    Native,
+    /// XDP in generic (skb) mode.
+    Skb,
+    /// TCX ingress instead of XDP.
+    Tcx,
+    /// baton's pins existed and ran these programs.
+    Already,
+    /// baton's pins existed but ran other programs (an earlier baton's):
+    /// swapped in place.
+    Replaced,
+}
+
+impl std::fmt::Display for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attachment::Native => "native",
+            Attachment::Skb => "skb",
+            Attachment::Tcx => "tcx",
+            Attachment::Already => "already",
+            Attachment::Replaced => "replaced",
+        })
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Attached {
     pub port: String,
-    /// The XDP mode the kernel accepted, or "already" when baton's pins existed.
-    pub mode: String,
+    pub mode: Attachment,
     pub verified_instructions: u32,
 }
 
 impl Attached {
+    /// Attached before this call: nothing of it is this call's to undo.
     pub fn already(&self) -> bool {
-        self.mode == "already"
+        matches!(self.mode, Attachment::Already | Attachment::Replaced)
     }
 }
 
@@ -161,9 +195,10 @@ pub fn attach_set(
     };
     load_program(&mut ebpf, tc_egress_program(set))?;
 
+    let mut marks = links::LinkMarks::open(pins)?;
     let mut done: Vec<Attached> = Vec::new();
     for dev in &devs {
-        match attach_one(pins, &mut ebpf, dev, mode, set) {
+        match attach_one(pins, &mut ebpf, &mut marks, dev, mode, set) {
             Ok(kind) => done.push(Attached {
                 port: dev.name.clone(),
                 mode: kind,
@@ -185,10 +220,11 @@ pub fn attach_set(
 fn attach_one(
     pins: &PinDir,
     ebpf: &mut Ebpf,
+    marks: &mut links::LinkMarks,
     dev: &Netdev,
     mode: AttachMode,
     set: ProgramSet,
-) -> Result<String> {
+) -> Result<Attachment> {
     let wanted: Vec<PathBuf> = match set {
         ProgramSet::Baton => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
         ProgramSet::Empty => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
@@ -202,24 +238,40 @@ fn attach_one(
         pins.tc_link(&dev.name),
         pins.tc_ingress_link(&dev.name),
     ];
-    let mut live = 0;
+    let mut live = Vec::new();
     for pin in all.iter().filter(|p| p.exists()) {
-        let on = pinned_link_ifindex(pin).with_context(|| {
+        let link = links::PinnedLink::open(pin).with_context(|| {
             format!(
                 "{} exists but is not a pinned link; remove it by hand",
                 pin.display()
             )
         })?;
-        if wanted.contains(pin) && on == dev.ifindex {
-            live += 1;
+        if wanted.contains(pin) && link.ifindex == dev.ifindex {
+            live.push((pin, link));
         } else {
-            info!(pin = %pin.display(), on, port = %dev.name, "replacing a stale or other-hook pin");
+            info!(pin = %pin.display(), on = link.ifindex, port = %dev.name, "replacing a stale or other-hook pin");
             unpin(pin)?;
         }
     }
-    if live == wanted.len() {
+    if live.len() == wanted.len() {
+        // Attached, but maybe by an earlier baton: its programs read maps
+        // this one may have replaced, and lack what this one does.
+        let mut swapped = 0;
+        for (pin, link) in &live {
+            let program = pinned_program(set, pins, pin, &dev.name)?;
+            if link
+                .adopt(program_fd(ebpf, program)?, marks)
+                .with_context(|| format!("giving {} this baton's {program}", pin.display()))?
+            {
+                warn!(pin = %pin.display(), now = program, "the link was not this baton's (an earlier baton's program, or other maps): its program swapped in place");
+                swapped += 1;
+            }
+        }
+        if swapped > 0 {
+            return Ok(Attachment::Replaced);
+        }
         info!(port = %dev.name, "already attached by baton; nothing to do");
-        return Ok("already".to_string());
+        return Ok(Attachment::Already);
     }
     // Part of a set is there: start it again whole.
     for pin in wanted.iter().filter(|p| p.exists()) {
@@ -242,21 +294,56 @@ fn attach_one(
                 dev,
                 &pins.tc_ingress_link(&dev.name),
             )?;
-            "tcx"
+            Attachment::Tcx
         }
     };
-    if let Err(e) = attach_tc(
+    let egress = attach_tc(
         ebpf,
         tc_egress_program(set),
         TcAttachType::Egress,
         dev,
         &pins.tc_link(&dev.name),
-    ) {
+    );
+    let marked = egress.and_then(|()| wanted.iter().try_for_each(|pin| marks.mark_pin(pin)));
+    if let Err(e) = marked {
         let _ = unpin_port(pins, &dev.name);
         return Err(e);
     }
-    info!(port = %dev.name, mode = label, programs = ?set, "attached");
-    Ok(label.to_string())
+    info!(port = %dev.name, mode = %label, programs = ?set, "attached");
+    Ok(label)
+}
+
+/// The program of `set` that the link pinned at `pin` should run.
+fn pinned_program(
+    set: ProgramSet,
+    pins: &PinDir,
+    pin: &std::path::Path,
+    port: &str,
+) -> Result<&'static str> {
+    Ok(if pin == pins.tc_link(port) {
+        tc_egress_program(set)
+    } else if pin == pins.tc_ingress_link(port) {
+        names::TC_INGRESS_PROGRAM
+    } else if pin == pins.xdp_link(port) {
+        match set {
+            ProgramSet::Empty => names::XDP_PASS_PROGRAM,
+            ProgramSet::Baton | ProgramSet::TcIngress => names::XDP_PROGRAM,
+        }
+    } else {
+        bail!("{} is none of {port}'s pins", pin.display())
+    })
+}
+
+/// The descriptor of a loaded program of the object.
+pub fn program_fd<'a>(ebpf: &'a Ebpf, program: &str) -> Result<BorrowedFd<'a>> {
+    let fd = match ebpf.program(program) {
+        Some(aya::programs::Program::Xdp(p)) => p.fd(),
+        Some(aya::programs::Program::SchedClassifier(p)) => p.fd(),
+        Some(_) => bail!("{program} is neither XDP nor TC"),
+        None => bail!("program {program} missing from the BPF object"),
+    }
+    .with_context(|| format!("{program} is not loaded"))?;
+    Ok(fd.as_fd())
 }
 
 /// The TC egress program of a set: the empty baseline gets an empty one,
@@ -274,15 +361,18 @@ fn attach_xdp(
     dev: &Netdev,
     mode: AttachMode,
     pin: &PathBuf,
-) -> Result<&'static str> {
+) -> Result<Attachment> {
     let prog: &mut Xdp = ebpf
         .program_mut(program)
         .ok_or_else(|| anyhow!("program vanished"))?
         .try_into()?;
-    let tries: &[(XdpMode, &'static str)] = match mode {
-        AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
-        AttachMode::Native => &[(XdpMode::Driver, "native")],
-        AttachMode::Skb => &[(XdpMode::Skb, "skb")],
+    let tries: &[(XdpMode, Attachment)] = match mode {
+        AttachMode::Auto => &[
+            (XdpMode::Driver, Attachment::Native),
+            (XdpMode::Skb, Attachment::Skb),
+        ],
+        AttachMode::Native => &[(XdpMode::Driver, Attachment::Native)],
+        AttachMode::Skb => &[(XdpMode::Skb, Attachment::Skb)],
     };
     let mut last_err = None;
     for (xdp_mode, label) in tries {
@@ -296,7 +386,7 @@ fn attach_xdp(
                 })?;
                 link.pin(pin)
                     .with_context(|| format!("pinning {}", pin.display()))?;
-                return Ok(label);
+                return Ok(*label);
             }
             Err(err) => {
                 let busy = is_busy(&err);
@@ -308,7 +398,7 @@ fn attach_xdp(
                         dev.name, dev.name
                     )));
                 }
-                warn!(port = %dev.name, mode = label, error = %format!("{err:#}"), "XDP attach failed");
+                warn!(port = %dev.name, mode = %label, error = %format!("{err:#}"), "XDP attach failed");
                 last_err = Some(err.context(format!("attaching XDP ({label}) to {}", dev.name)));
             }
         }
@@ -397,66 +487,4 @@ pub(crate) fn unpin(path: &PathBuf) -> Result<()> {
     link.unpin()
         .with_context(|| format!("removing {}", path.display()))?;
     Ok(())
-}
-
-/// The ifindex a pinned XDP or TCX link is attached to (0 once its device
-/// is gone): BPF_OBJ_GET, then BPF_OBJ_GET_INFO_BY_FD (aya's LinkInfo does
-/// not expose it). In `struct bpf_link_info` both the xdp and the tcx member
-/// start with the ifindex, at offset 16.
-pub fn pinned_link_ifindex(pin: &std::path::Path) -> Result<u32> {
-    use std::os::fd::{FromRawFd as _, OwnedFd};
-    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes())
-        .context("pin path contains a NUL byte")?;
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-    }
-    let get = ObjGet {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-        path_fd: 0,
-    };
-    // SAFETY: BPF_OBJ_GET (7) with a valid attr of the size given.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            7,
-            &get as *const ObjGet,
-            std::mem::size_of::<ObjGet>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_OBJ_GET");
-    }
-    // SAFETY: the kernel returned a new descriptor we now own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut info = [0u8; 128];
-    #[repr(C)]
-    struct InfoByFd {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let attr = InfoByFd {
-        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
-        info_len: info.len() as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: BPF_OBJ_GET_INFO_BY_FD (15) writes at most info_len bytes to info.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            15,
-            &attr as *const InfoByFd,
-            std::mem::size_of::<InfoByFd>(),
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error()).context("BPF_OBJ_GET_INFO_BY_FD");
-    }
-    Ok(u32::from_ne_bytes([info[16], info[17], info[18], info[19]]))
 }
