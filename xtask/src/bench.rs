@@ -2,6 +2,7 @@
 //! address, against what administrators script today, measured in one run on
 //! the same lab. Writes target/bench/failover.json.
 use crate::bench_pulls::{ADDR, Setup, Side};
+use crate::stall_meter::{Stall, StallMeter};
 use anyhow::{Context as _, Result};
 use baton_lab::daemon::Daemon;
 use baton_lab::{Lab, LabSpec, probe};
@@ -41,6 +42,10 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
         "[bench] unplanned under socket floods: {REPS} pulls, 1,000 idle connections to each socket, 100 scrapes/s"
     );
     let mut side = Side::baton(Setup::Separate)?;
+    // The machine's stalls here too: a slow stretch of these minutes must
+    // be told apart from baton (the traced pulls have their own meter).
+    let meter = StallMeter::start(2);
+    let flood_from = probe::monotonic_us();
     let daemon = side.daemon().context("baton side")?;
     let flood = daemon.flood(1000, 100)?;
     let started = Instant::now();
@@ -51,8 +56,13 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
     let scrapes = flood.stop();
     let flooded_timings = move_timings(daemon.log_text().get(log_before..).unwrap_or(""));
     println!("[bench] planned: {REPS} x baton move under the probe and iperf3");
-    let planned = planned(side.lab(), daemon)?;
+    let planned_from = probe::monotonic_us();
+    let planned = planned(side.lab(), daemon, &meter)?;
+    let planned_to = probe::monotonic_us();
+    let (stalls, _) = meter.stop();
     drop(side);
+    let planned_gaps: Vec<f64> = planned.moves.iter().map(|m| m.gap_ms).collect();
+    let (over, over_stalled) = planned.gaps_over(PLANNED_GAP_MS);
 
     println!("[bench] scale: 1,000 instances on one port, its cable pulled");
     let scale = scale(1000)?;
@@ -78,9 +88,17 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
         "flooded_announced_us_p50": percentile(&flooded_timings.1, 50.0),
         "flood_idle_connections": 1000,
         "flood_scrapes_answered_per_s": scrapes as f64 / scrape_s,
+        "flood_machine_stalls": stalls_between(&stalls, flood_from, planned_from),
         "planned_moves": REPS,
-        "planned_lost": planned.0,
-        "planned_resets": planned.1,
+        "planned_lost": planned.lost,
+        "planned_resets": planned.resets,
+        "planned_gap_ms_p50": percentile(&planned_gaps, 50.0),
+        "planned_gap_ms_max": planned_gaps.iter().copied().fold(f64::NAN, f64::max),
+        "planned_gaps_over_ms": PLANNED_GAP_MS,
+        "planned_gaps_over": over,
+        "planned_gaps_over_with_stall": over_stalled,
+        "planned_each": planned.moves,
+        "planned_machine_stalls": stalls_between(&stalls, planned_from, planned_to),
         "scale_instances": scale.0,
         "scale_ms": scale.1,
         "rss_mb": scale.2,
@@ -128,10 +146,37 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
         String::new(),
     ]);
     t.add_row([
+        "machine stalls under floods / in planned moves: per s per CPU, longest (ms)".into(),
+        [
+            &result["flood_machine_stalls"],
+            &result["planned_machine_stalls"],
+        ]
+        .map(|m| {
+            format!(
+                "{:.1}, {:.1}",
+                m["per_s_per_cpu"].as_f64().unwrap_or(f64::NAN),
+                m["longest_ms"].as_f64().unwrap_or(f64::NAN)
+            )
+        })
+        .join(" / "),
+        String::new(),
+        String::new(),
+    ]);
+    t.add_row([
         "planned: probes lost / TCP resets".into(),
-        format!("{} / {}", planned.0, planned.1),
+        format!("{} / {}", planned.lost, planned.resets),
         String::new(),
         "0 / 0".into(),
+    ]);
+    t.add_row([
+        format!("planned: echo gap per move p50 / max (ms); moves > {PLANNED_GAP_MS} ms (a stall inside)"),
+        format!(
+            "{} / {}; {over} ({over_stalled})",
+            f("planned_gap_ms_p50"),
+            f("planned_gap_ms_max")
+        ),
+        String::new(),
+        String::new(),
     ]);
     t.add_row([
         "scale: 1,000 instances moved + announced (ms)".into(),
@@ -170,8 +215,53 @@ fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>) {
     out
 }
 
-/// `baton move` back and forth under the probe and iperf3: (lost, resets).
-fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
+/// An echo gap of a planned move longer than this (ms) is an outage worth
+/// naming: ten probes lost at 10 kHz.
+const PLANNED_GAP_MS: f64 = 1.0;
+
+/// The stalls that began in [from_us, to_us]: how many, how often, the longest.
+fn stalls_between(stalls: &[Stall], from_us: u64, to_us: u64) -> serde_json::Value {
+    let inside: Vec<&Stall> = stalls
+        .iter()
+        .filter(|s| (from_us..to_us).contains(&s.from_us))
+        .collect();
+    let secs = to_us.saturating_sub(from_us) as f64 / 1e6;
+    serde_json::json!({
+        "late_over_us": crate::stall_meter::LATE_US,
+        "watched_s": secs,
+        "count": inside.len(),
+        "per_s_per_cpu": inside.len() as f64 / secs / 2.0,
+        "longest_ms": inside.iter().map(|s| s.late_us).max().unwrap_or(0) as f64 / 1000.0,
+    })
+}
+
+/// One planned move as the probe saw it.
+#[derive(serde::Serialize)]
+struct PlannedMove {
+    /// The longest echo gap from the command to 50 ms after it returned.
+    gap_ms: f64,
+    /// The longest machine stall overlapping that gap (0: none).
+    stall_ms: f64,
+}
+
+struct Planned {
+    lost: u64,
+    resets: u64,
+    moves: Vec<PlannedMove>,
+}
+
+impl Planned {
+    /// Moves whose gap was over `ms`, and how many of them had a stall inside.
+    fn gaps_over(&self, ms: f64) -> (usize, usize) {
+        let over = self.moves.iter().filter(|m| m.gap_ms > ms);
+        let stalled = over.clone().filter(|m| m.stall_ms > 0.0).count();
+        (over.count(), stalled)
+    }
+}
+
+/// `baton move` back and forth under the probe and iperf3, each move's
+/// echo gap set beside the machine's stalls.
+fn planned(lab: &Lab, daemon: &Daemon, meter: &StallMeter) -> Result<Planned> {
     let addr: IpAddr = ADDR.parse()?;
     let before = baton_lab::traffic::tcp_counters(lab)?;
     lab.spawn(&lab.gw(0).ns, &["iperf3", "-s", "-1", "-B", ADDR])?;
@@ -191,9 +281,12 @@ fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
     )?;
     std::thread::sleep(Duration::from_millis(300));
     let mut owner = daemon.owner("iscsi-a")?.context("not placed")?;
+    let mut windows = Vec::with_capacity(REPS);
     for _ in 0..REPS {
         let to = if owner == "ge0" { "ge1" } else { "ge0" };
+        let began = probe::monotonic_us();
         let out = daemon.cli(&["move", "iscsi-a", to])?;
+        windows.push((began, probe::monotonic_us()));
         anyhow::ensure!(
             out.status.success(),
             "baton move: {}",
@@ -207,7 +300,32 @@ fn planned(lab: &Lab, daemon: &Daemon) -> Result<(u64, u64)> {
         .map_err(|_| anyhow::anyhow!("probe panicked"))??;
     let _ = iperf.join();
     let after = baton_lab::traffic::tcp_counters(lab)?;
-    Ok((report.lost, after.0 - before.0))
+    let start_us = report.start_mono_us as f64;
+    let moves = windows
+        .iter()
+        .map(|&(began, returned)| {
+            let ms_of = |us: u64| (us as f64 - start_us) / 1000.0;
+            let (at_ms, gap_ms) = report
+                .gap_in(ms_of(began), ms_of(returned) + 50.0)
+                .unwrap_or((ms_of(began), f64::NAN));
+            let from_us = start_us + at_ms * 1000.0;
+            let stall_us = meter
+                .within(from_us, from_us + gap_ms * 1000.0)
+                .iter()
+                .map(|s| s.late_us)
+                .max()
+                .unwrap_or(0);
+            PlannedMove {
+                gap_ms,
+                stall_ms: stall_us as f64 / 1000.0,
+            }
+        })
+        .collect();
+    Ok(Planned {
+        lost: report.lost,
+        resets: after.0 - before.0,
+        moves,
+    })
 }
 
 /// 1,000 instances on ge0 (198.18.0.0/15, the benchmarking range), ge0's
