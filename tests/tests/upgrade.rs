@@ -156,66 +156,6 @@ fn an_earlier_batons_programs_are_replaced_in_place() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// BPF_MAP_CREATE of an array and BPF_OBJ_PIN at `path`: a map as an
-/// earlier baton could have left it.
-fn pin_array(path: &Path, value_size: u32, entries: u32) -> anyhow::Result<()> {
-    #[repr(C)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        map_flags: u32,
-    }
-    let mut create = MapCreate {
-        map_type: 2, // BPF_MAP_TYPE_ARRAY
-        key_size: 4,
-        value_size,
-        max_entries: entries,
-        map_flags: 0,
-    };
-    // SAFETY: BPF_MAP_CREATE (0) with the leading fields of its attr.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0,
-            &mut create as *mut MapCreate,
-            std::mem::size_of::<MapCreate>(),
-        )
-    };
-    anyhow::ensure!(
-        fd >= 0,
-        "BPF_MAP_CREATE: {}",
-        std::io::Error::last_os_error()
-    );
-    let path_c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    #[repr(C)]
-    struct ObjPin {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    let mut pin = ObjPin {
-        pathname: path_c.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        file_flags: 0,
-    };
-    // SAFETY: BPF_OBJ_PIN (6) with a valid path and our map's descriptor.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            6,
-            &mut pin as *mut ObjPin,
-            std::mem::size_of::<ObjPin>(),
-        )
-    };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: our own descriptor; the pin holds the map now.
-    unsafe { libc::close(fd as i32) };
-    anyhow::ensure!(rc == 0, "BPF_OBJ_PIN {}: {err}", path.display());
-    Ok(())
-}
-
 /// Frames ge0's program counted, read from the map pinned now.
 fn counted_on_ge0(lab: &Lab) -> anyhow::Result<u64> {
     let stats = dataplane::counters(lab.gw(0))?;
@@ -236,11 +176,18 @@ fn a_pinned_map_of_another_shape_is_made_anew_under_running_links() -> anyhow::R
     // An earlier baton's map, of another shape, where the counters are.
     let path = pins.map(names::PORT_STATS_MAP);
     std::fs::remove_file(&path)?;
-    pin_array(&path, 8, 4)?;
+    let earlier = pinned_maps::Shape {
+        map_type: 2, // BPF_MAP_TYPE_ARRAY
+        key_size: 4,
+        value_size: 8,
+        max_entries: 4,
+        flags: 0,
+    };
+    pinned_maps::create_pinned(&path, names::PORT_STATS_MAP, &earlier)?;
     let wanted = pinned_maps::wanted()?
-        .into_iter()
+        .iter()
         .find(|(n, _)| n == names::PORT_STATS_MAP)
-        .map(|(_, s)| s)
+        .map(|(_, s)| *s)
         .ok_or_else(|| anyhow::anyhow!("no {} in the object", names::PORT_STATS_MAP))?;
     let old = pinned_maps::pinned_shape(&path)?;
     assert_ne!(old, wanted);

@@ -227,19 +227,11 @@ impl LinkMarks {
                     std::fs::remove_file(&path)
                         .with_context(|| format!("removing {}", path.display()))?;
                 }
-                let s = MARKS_SHAPE;
-                let def = aya_obj::Map::new_from_params(
-                    s.map_type,
-                    s.key_size,
-                    s.value_size,
-                    s.max_entries,
-                    s.flags,
-                );
-                let data = MapData::create(def, baton_common::names::LINK_MARKS_MAP, None)
-                    .context("creating the link marks map")?;
-                data.pin(&path)
-                    .with_context(|| format!("pinning {}", path.display()))?;
-                data
+                pinned_maps::create_pinned(
+                    &path,
+                    baton_common::names::LINK_MARKS_MAP,
+                    &MARKS_SHAPE,
+                )?
             }
         };
         let map = HashMap::try_from(aya::maps::Map::HashMap(data))
@@ -277,13 +269,19 @@ impl LinkMarks {
     }
 }
 
+/// SHA-256 of this BPF object, hashed once.
+fn object_digest() -> &'static [u8; 32] {
+    static DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    DIGEST.get_or_init(|| Sha256::digest(OBJECT).into())
+}
+
 /// This object's mark on the maps pinned in `pins` now: SHA-256 of the
-/// object and of each pinned map's name and id.
+/// object's digest and of each pinned map's name and id.
 fn mark_of(pins: &PinDir) -> Result<[u8; 32]> {
     let mut hash = Sha256::new();
-    hash.update(OBJECT);
+    hash.update(object_digest());
     for (name, _) in pinned_maps::wanted()? {
-        let path = pins.map(&name);
+        let path = pins.map(name);
         let id = match aya::maps::MapInfo::from_pin(&path) {
             Ok(info) => info.id(),
             Err(e) if !path.exists() => {

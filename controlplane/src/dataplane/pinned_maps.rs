@@ -10,6 +10,7 @@
 //! entry and the fence from its own state; counters start at zero.
 use super::{OBJECT, PinDir};
 use anyhow::{Context as _, Result};
+use aya::maps::MapData;
 use aya_obj::generated::bpf_map_type;
 use aya_obj::maps::PinningType;
 use tracing::warn;
@@ -35,26 +36,50 @@ impl std::fmt::Display for Shape {
 }
 
 /// The maps of the object that are pinned by name, as the loader creates
-/// them.
-pub fn wanted() -> Result<Vec<(String, Shape)>> {
-    let object = aya_obj::Object::parse(OBJECT).context("parsing baton's BPF object")?;
-    let mut maps: Vec<(String, Shape)> = object
-        .maps
-        .iter()
-        .filter(|(_, m)| m.pinning() == PinningType::ByName)
-        .map(|(name, m)| {
-            let shape = Shape {
-                map_type: m.map_type(),
-                key_size: m.key_size(),
-                value_size: m.value_size(),
-                max_entries: m.max_entries(),
-                flags: m.map_flags(),
-            };
-            (name.clone(), shape)
+/// them. Parsed once: the object is part of the binary, and every load
+/// checks its pins against it.
+pub fn wanted() -> Result<&'static [(String, Shape)]> {
+    static WANTED: std::sync::OnceLock<Result<Vec<(String, Shape)>, String>> =
+        std::sync::OnceLock::new();
+    WANTED
+        .get_or_init(|| {
+            let object = aya_obj::Object::parse(OBJECT)
+                .map_err(|e| format!("parsing baton's BPF object: {e}"))?;
+            let mut maps: Vec<(String, Shape)> = object
+                .maps
+                .iter()
+                .filter(|(_, m)| m.pinning() == PinningType::ByName)
+                .map(|(name, m)| {
+                    let shape = Shape {
+                        map_type: m.map_type(),
+                        key_size: m.key_size(),
+                        value_size: m.value_size(),
+                        max_entries: m.max_entries(),
+                        flags: m.map_flags(),
+                    };
+                    (name.clone(), shape)
+                })
+                .collect();
+            maps.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(maps)
         })
-        .collect();
-    maps.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(maps)
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Creates a map of `shape` named `name` and pins it at `path`.
+pub fn create_pinned(path: &std::path::Path, name: &str, shape: &Shape) -> Result<MapData> {
+    let def = aya_obj::Map::new_from_params(
+        shape.map_type,
+        shape.key_size,
+        shape.value_size,
+        shape.max_entries,
+        shape.flags,
+    );
+    let data = MapData::create(def, name, None).with_context(|| format!("creating {name}"))?;
+    data.pin(path)
+        .with_context(|| format!("pinning {}", path.display()))?;
+    Ok(data)
 }
 
 /// Whether a pinned map of `shape` serves where `wanted` is wanted. A
@@ -88,17 +113,17 @@ pub fn pinned_shape(path: &std::path::Path) -> Result<Shape> {
 pub fn remove_misfits(pins: &PinDir) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (name, wanted) in wanted()? {
-        let path = pins.map(&name);
+        let path = pins.map(name);
         if !path.exists() {
             continue;
         }
         let found = pinned_shape(&path)?;
-        if fits(&found, &wanted) {
+        if fits(&found, wanted) {
             continue;
         }
         warn!(map = %name, was = %found, now = %wanted, "a pinned map of another shape (an earlier baton's?): replaced, its contents start anew");
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        removed.push(name);
+        removed.push(name.clone());
     }
     Ok(removed)
 }
