@@ -188,11 +188,7 @@ pub fn attach_set(
         .map(|p| netdev::data_port(p))
         .collect::<Result<Vec<_>>>()?;
     let mut ebpf = load(pins)?;
-    let insns = match set {
-        ProgramSet::Baton => load_program(&mut ebpf, names::XDP_PROGRAM)?,
-        ProgramSet::Empty => load_program(&mut ebpf, names::XDP_PASS_PROGRAM)?,
-        ProgramSet::TcIngress => load_program(&mut ebpf, names::TC_INGRESS_PROGRAM)?,
-    };
+    let insns = load_program(&mut ebpf, ingress_program(set))?;
     load_program(&mut ebpf, tc_egress_program(set))?;
 
     let mut marks = links::LinkMarks::open(pins)?;
@@ -225,11 +221,15 @@ fn attach_one(
     mode: AttachMode,
     set: ProgramSet,
 ) -> Result<Attachment> {
-    let wanted: Vec<PathBuf> = match set {
-        ProgramSet::Baton => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
-        ProgramSet::Empty => vec![pins.xdp_link(&dev.name), pins.tc_link(&dev.name)],
-        ProgramSet::TcIngress => vec![pins.tc_ingress_link(&dev.name), pins.tc_link(&dev.name)],
+    let ingress_pin = match set {
+        ProgramSet::Baton | ProgramSet::Empty => pins.xdp_link(&dev.name),
+        ProgramSet::TcIngress => pins.tc_ingress_link(&dev.name),
     };
+    // Each pin of the set with the program its link runs.
+    let wanted = [
+        (ingress_pin, ingress_program(set)),
+        (pins.tc_link(&dev.name), tc_egress_program(set)),
+    ];
     // Pins of the other ingress hook (after `[daemon] ingress` changed), or
     // of a device that is gone (the link then names ifindex 0 or an old
     // one), are not ours to keep.
@@ -246,8 +246,9 @@ fn attach_one(
                 pin.display()
             )
         })?;
-        if wanted.contains(pin) && link.ifindex == dev.ifindex {
-            live.push((pin, link));
+        let program = wanted.iter().find(|(p, _)| p == pin).map(|(_, prog)| *prog);
+        if let Some(program) = program.filter(|_| link.ifindex == dev.ifindex) {
+            live.push((pin, program, link));
         } else {
             info!(pin = %pin.display(), on = link.ifindex, port = %dev.name, "replacing a stale or other-hook pin");
             unpin(pin)?;
@@ -257,8 +258,7 @@ fn attach_one(
         // Attached, but maybe by an earlier baton: its programs read maps
         // this one may have replaced, and lack what this one does.
         let mut swapped = 0;
-        for (pin, link) in &live {
-            let program = pinned_program(set, pins, pin, &dev.name)?;
+        for (pin, program, link) in &live {
             if link
                 .adopt(program_fd(ebpf, program)?, marks)
                 .with_context(|| format!("giving {} this baton's {program}", pin.display()))?
@@ -274,64 +274,25 @@ fn attach_one(
         return Ok(Attachment::Already);
     }
     // Part of a set is there: start it again whole.
-    for pin in wanted.iter().filter(|p| p.exists()) {
+    for (pin, _) in wanted.iter().filter(|(p, _)| p.exists()) {
         unpin(pin)?;
     }
+    let [(ingress_pin, ingress), (egress_pin, egress)] = &wanted;
     let label = match set {
-        ProgramSet::Baton | ProgramSet::Empty => {
-            let program = if set == ProgramSet::Baton {
-                names::XDP_PROGRAM
-            } else {
-                names::XDP_PASS_PROGRAM
-            };
-            attach_xdp(ebpf, program, dev, mode, &pins.xdp_link(&dev.name))?
-        }
+        ProgramSet::Baton | ProgramSet::Empty => attach_xdp(ebpf, ingress, dev, mode, ingress_pin)?,
         ProgramSet::TcIngress => {
-            attach_tc(
-                ebpf,
-                names::TC_INGRESS_PROGRAM,
-                TcAttachType::Ingress,
-                dev,
-                &pins.tc_ingress_link(&dev.name),
-            )?;
+            attach_tc(ebpf, ingress, TcAttachType::Ingress, dev, ingress_pin)?;
             Attachment::Tcx
         }
     };
-    let egress = attach_tc(
-        ebpf,
-        tc_egress_program(set),
-        TcAttachType::Egress,
-        dev,
-        &pins.tc_link(&dev.name),
-    );
-    let marked = egress.and_then(|()| wanted.iter().try_for_each(|pin| marks.mark_pin(pin)));
+    let attached = attach_tc(ebpf, egress, TcAttachType::Egress, dev, egress_pin);
+    let marked = attached.and_then(|()| wanted.iter().try_for_each(|(pin, _)| marks.mark_pin(pin)));
     if let Err(e) = marked {
         let _ = unpin_port(pins, &dev.name);
         return Err(e);
     }
     info!(port = %dev.name, mode = %label, programs = ?set, "attached");
     Ok(label)
-}
-
-/// The program of `set` that the link pinned at `pin` should run.
-fn pinned_program(
-    set: ProgramSet,
-    pins: &PinDir,
-    pin: &std::path::Path,
-    port: &str,
-) -> Result<&'static str> {
-    Ok(if pin == pins.tc_link(port) {
-        tc_egress_program(set)
-    } else if pin == pins.tc_ingress_link(port) {
-        names::TC_INGRESS_PROGRAM
-    } else if pin == pins.xdp_link(port) {
-        match set {
-            ProgramSet::Empty => names::XDP_PASS_PROGRAM,
-            ProgramSet::Baton | ProgramSet::TcIngress => names::XDP_PROGRAM,
-        }
-    } else {
-        bail!("{} is none of {port}'s pins", pin.display())
-    })
 }
 
 /// The descriptor of a loaded program of the object.
@@ -344,6 +305,15 @@ pub fn program_fd<'a>(ebpf: &'a Ebpf, program: &str) -> Result<BorrowedFd<'a>> {
     }
     .with_context(|| format!("{program} is not loaded"))?;
     Ok(fd.as_fd())
+}
+
+/// The ingress program of a set: XDP, or TCX ingress.
+fn ingress_program(set: ProgramSet) -> &'static str {
+    match set {
+        ProgramSet::Baton => names::XDP_PROGRAM,
+        ProgramSet::Empty => names::XDP_PASS_PROGRAM,
+        ProgramSet::TcIngress => names::TC_INGRESS_PROGRAM,
+    }
 }
 
 /// The TC egress program of a set: the empty baseline gets an empty one,
