@@ -44,7 +44,7 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
     let mut side = Side::baton(Setup::Separate)?;
     // The machine's stalls here too: a slow stretch of these minutes must
     // be told apart from baton (the traced pulls have their own meter).
-    let meter = StallMeter::start(2);
+    let meter = StallMeter::start(crate::stall_meter::CPUS);
     let flood_from = probe::monotonic_us();
     let daemon = side.daemon().context("baton side")?;
     let flood = daemon.flood(1000, 100)?;
@@ -155,7 +155,8 @@ pub fn failover(pulls: usize) -> Result<serde_json::Value> {
             format!(
                 "{:.1}, {:.1}",
                 m["per_s_per_cpu"].as_f64().unwrap_or(f64::NAN),
-                m["longest_ms"].as_f64().unwrap_or(f64::NAN)
+                // None: no stall in the stretch.
+                m["late_ms"]["max"].as_f64().unwrap_or(0.0)
             )
         })
         .join(" / "),
@@ -219,20 +220,14 @@ fn move_timings(log: &str) -> (Vec<f64>, Vec<f64>) {
 /// naming: ten probes lost at 10 kHz.
 const PLANNED_GAP_MS: f64 = 1.0;
 
-/// The stalls that began in [from_us, to_us]: how many, how often, the longest.
+/// The stalls that began in [from_us, to_us], summed up.
 fn stalls_between(stalls: &[Stall], from_us: u64, to_us: u64) -> serde_json::Value {
-    let inside: Vec<&Stall> = stalls
+    let inside: Vec<Stall> = stalls
         .iter()
         .filter(|s| (from_us..to_us).contains(&s.from_us))
+        .copied()
         .collect();
-    let secs = to_us.saturating_sub(from_us) as f64 / 1e6;
-    serde_json::json!({
-        "late_over_us": crate::stall_meter::LATE_US,
-        "watched_s": secs,
-        "count": inside.len(),
-        "per_s_per_cpu": inside.len() as f64 / secs / 2.0,
-        "longest_ms": inside.iter().map(|s| s.late_us).max().unwrap_or(0) as f64 / 1000.0,
-    })
+    crate::stall_meter::summary(&inside, to_us.saturating_sub(from_us) as f64 / 1e6)
 }
 
 /// One planned move as the probe saw it.

@@ -559,7 +559,7 @@ pub fn alternating(n: usize) -> Result<Runs> {
     }
     let with = Instruments {
         trace: Ftrace::new(&format!("baton-bench-{}", std::process::id()))?,
-        stalls: StallMeter::start(2),
+        stalls: StallMeter::start(crate::stall_meter::CPUS),
     };
     for side in sides.iter_mut() {
         side.cold = Some(ColdProcess::spawn()?);

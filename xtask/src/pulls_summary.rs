@@ -68,11 +68,6 @@ pub fn run(n: usize) -> Result<Summary> {
     keep_traces(&runs.pulls)?;
     print_tail(&baton);
     let p99 = |v: &[f64]| crate::bench::percentile(v, 99.0);
-    let stalls_ms: Vec<f64> = runs
-        .stalls
-        .iter()
-        .map(|s| s.late_us as f64 / 1000.0)
-        .collect();
     let json = serde_json::json!({
         "rounds": n,
         "probe_hz": 10_000,
@@ -81,13 +76,7 @@ pub fn run(n: usize) -> Result<Summary> {
         "ratio_p99_polled": p99(&gaps(&of(SideKind::Baton, Setup::Polled))) / p99(&sg),
         "ratio_p99_shared": p99(&gaps(&of(SideKind::Baton, Setup::Shared)))
             / p99(&gaps(&of(SideKind::Script, Setup::Shared))),
-        "machine_stalls": {
-            "late_over_us": crate::stall_meter::LATE_US,
-            "watched_s": runs.watched_s,
-            "count": runs.stalls.len(),
-            "per_s_per_cpu": runs.stalls.len() as f64 / runs.watched_s / 2.0,
-            "late_ms": distribution(&stalls_ms),
-        },
+        "machine_stalls": crate::stall_meter::summary(&runs.stalls, runs.watched_s),
         "still_gap_at_pull_ms": distribution(&runs.still.iter().map(|s| s.gap_at_pull_ms).collect::<Vec<_>>()),
         "still_longest_gap_ms": distribution(&runs.still.iter().map(|s| s.longest_gap_ms).collect::<Vec<_>>()),
         "still": runs.still,

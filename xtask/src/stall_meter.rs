@@ -21,6 +21,22 @@ pub struct Stall {
     pub late_us: u64,
 }
 
+/// The CPUs the bench watches: this project's VM has two.
+pub const CPUS: usize = 2;
+
+/// What `stalls`, watched over `watched_s` seconds, say: how many, how
+/// often per CPU, how late (ms).
+pub fn summary(stalls: &[Stall], watched_s: f64) -> serde_json::Value {
+    let late_ms: Vec<f64> = stalls.iter().map(|s| s.late_us as f64 / 1000.0).collect();
+    serde_json::json!({
+        "late_over_us": LATE_US,
+        "watched_s": watched_s,
+        "count": stalls.len(),
+        "per_s_per_cpu": stalls.len() as f64 / watched_s / CPUS as f64,
+        "late_ms": crate::pulls_summary::distribution(&late_ms),
+    })
+}
+
 pub struct StallMeter {
     stop: Arc<AtomicBool>,
     stalls: Arc<Mutex<Vec<Stall>>>,
