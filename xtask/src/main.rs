@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: set-up, build, load, demo and test for baton.
 mod bench;
 mod bench_cluster;
+mod bench_dataplane;
 mod bench_pulls;
 mod bench_revert;
 mod demo;
@@ -160,7 +161,7 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::create_dir_all(&dir)?;
             let (name, result) = match which {
                 BenchKind::Failover => ("failover", bench::failover(pulls)?),
-                BenchKind::Dataplane => ("dataplane", bench::dataplane()?),
+                BenchKind::Dataplane => ("dataplane", bench_dataplane::dataplane()?),
                 BenchKind::Revert => ("revert", bench_revert::revert()?),
                 BenchKind::Pulls => ("pulls", pulls_summary::run(pulls)?.json),
                 BenchKind::Cluster => ("cluster", bench_cluster::cluster()?),
