@@ -432,12 +432,15 @@ fn a_reload_refuses_what_needs_a_restart_and_says_why() -> anyhow::Result<()> {
 #[test]
 fn a_later_move_cancels_the_earlier_moves_announcements() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
-    // Ten announcements 100 ms apart: a second still going when we move back.
+    // Twenty announcements 100 ms apart: the first move's still going when we
+    // move back, even on a loaded machine.
     let timers =
-        "hold_down = \"0\"\nhold_up = \"0\"\nannounce_count = 10\nannounce_interval = \"100ms\"";
+        "hold_down = \"0\"\nhold_up = \"0\"\nannounce_count = 20\nannounce_interval = \"100ms\"";
     let daemon = Daemon::start(&lab, 0, &lab_config(timers, ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
-    std::thread::sleep(Duration::from_millis(1200));
+    // The start-up's own rounds over first.
+    std::thread::sleep(Duration::from_millis(2200));
+    let ge0 = lab.gw(0).ns.mac("ge0")?;
     let ge1 = lab.gw(0).ns.mac("ge1")?;
     let capture = lab.capture(&lab.client, "eth0", "arp")?;
     lab.pull_cable(0, 0)?;
@@ -450,21 +453,25 @@ fn a_later_move_cancels_the_earlier_moves_announcements() -> anyhow::Result<()> 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let moved_back = Instant::now();
     std::thread::sleep(Duration::from_millis(1300));
     let lines = capture.lines()?;
     // The reply form names the MAC in the ARP payload (TC egress may have
     // sent a stale one out of the new owner, but it still says ge1).
-    let for_ge1: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(&format!("192.0.2.100 is-at {ge1}")))
-        .collect();
-    // One per round; the move back came after about three rounds.
+    let announces = |l: &String, mac: &str| l.contains(&format!("192.0.2.100 is-at {mac}"));
+    let first_ge1 = lines.iter().position(|l| announces(l, &ge1));
+    let last_ge1 = lines.iter().rposition(|l| announces(l, &ge1));
+    // The move back's first announcement (the start-up's are before ge1's).
+    let move_back =
+        first_ge1.and_then(|first| (first..lines.len()).find(|&i| announces(&lines[i], &ge0)));
+    let rounds_for_ge1 = lines.iter().filter(|l| announces(l, &ge1)).count();
+    // The causal claim: once ge0 announces again, ge1 never does; and the
+    // move back came while ge1's rounds were still due (else nothing was
+    // cancelled and the test proved nothing).
     assert!(
-        !for_ge1.is_empty() && for_ge1.len() <= 5,
-        "{} announcements of ge1's MAC (all 10 rounds: 10); moved back {:?} ago: {lines:#?}",
-        for_ge1.len(),
-        moved_back.elapsed()
+        matches!((last_ge1, move_back), (Some(last), Some(back)) if last < back)
+            && rounds_for_ge1 < 20,
+        "ge1 announced {rounds_for_ge1} of 20 rounds; its last at line {last_ge1:?}, \
+         the move back's first at line {move_back:?}: {lines:#?}"
     );
     Ok(())
 }
