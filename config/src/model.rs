@@ -24,6 +24,9 @@ pub struct DaemonSettings {
     /// SCHED_FIFO priority (1..=99) so a busy host cannot delay a failover;
     /// 0 runs it as an ordinary process.
     pub realtime_priority: u32,
+    /// mlockall: the daemon's pages stay resident, so a host short of
+    /// memory cannot make a failover wait for the disk.
+    pub lock_memory: bool,
     /// Where the ingress logic runs: XDP (the default) or TCX ingress, for
     /// drivers where XDP costs more than it gives (veth: XDP turns the
     /// peer's TSO off; `cargo xtask bench dataplane` measures both).
@@ -44,6 +47,7 @@ impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
             realtime_priority: 10,
+            lock_memory: true,
             ingress: IngressHook::Xdp,
             resync_interval: Duration::from_secs(10),
         }

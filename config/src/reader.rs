@@ -119,6 +119,9 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         if let Some(p) = r.u32(t, "daemon", "realtime_priority", 0, 99) {
             config.daemon.realtime_priority = p;
         }
+        if let Some(b) = r.boolean(t, "daemon", "lock_memory") {
+            config.daemon.lock_memory = b;
+        }
         if let Some(d) = r.duration(t, "daemon", "resync_interval") {
             config.daemon.resync_interval = d;
         }
@@ -141,17 +144,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
                 "an address and port (\"127.0.0.1:9750\")",
             )
         });
-        let enabled = match r
-            .value(t, "metrics", "enabled")
-            .map(|v| v.get_ref().clone())
-        {
-            None => true,
-            Some(DeValue::Boolean(b)) => b,
-            Some(_) => {
-                r.error("metrics.enabled", None, "must be true or false");
-                true
-            }
-        };
+        let enabled = r.boolean(t, "metrics", "enabled").unwrap_or(true);
         config.metrics.listen = if enabled {
             listen.or(config.metrics.listen)
         } else {
@@ -312,11 +305,12 @@ impl<'t> Reader<'t> {
 
     /// `key` as true or false (None when absent; an error when not a boolean).
     fn boolean(&mut self, t: &DeTable, path: &str, key: &str) -> Option<bool> {
-        match t.get(key).map(|v| v.get_ref()) {
-            None => None,
-            Some(DeValue::Boolean(b)) => Some(*b),
-            Some(_) => {
-                self.error(&Self::join(path, key), None, "must be true or false");
+        let v = self.value(t, path, key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                let span = v.span();
+                self.error(&Self::join(path, key), Some(span), "must be true or false");
                 None
             }
         }

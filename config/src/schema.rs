@@ -510,6 +510,14 @@ pub const KEYS: &[Key] = &[
     ),
     key!(
         Daemon,
+        "lock_memory",
+        "boolean",
+        Some(|| DaemonSettings::default().lock_memory.to_string()),
+        "needs CAP_IPC_LOCK",
+        "Keeps the daemon's memory resident (mlockall): no failover waits for a page from disk."
+    ),
+    key!(
+        Daemon,
         "ingress",
         "\"xdp\" | \"tcx\"",
         Some(|| "xdp".into()),

@@ -56,13 +56,17 @@ pub fn unit_caps() -> Result<Vec<String>> {
 }
 
 /// A [`Daemon::start_wrapped`] wrapper: exactly `caps` in the bounding
-/// set, none inheritable, no_new_privs (as the unit runs baton).
+/// set, none inheritable, no_new_privs, and systemd's default
+/// RLIMIT_MEMLOCK of 8 MiB (as the unit runs baton).
 pub fn setpriv(caps: &[String]) -> Vec<String> {
     let bounding = std::iter::once("-all".to_string())
         .chain(caps.iter().map(|c| format!("+{c}")))
         .collect::<Vec<_>>()
         .join(",");
     vec![
+        "prlimit".into(),
+        "--memlock=8388608:8388608".into(),
+        "--".into(),
         "setpriv".into(),
         format!("--bounding-set={bounding}"),
         "--inh-caps=-all".into(),

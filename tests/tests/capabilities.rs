@@ -29,6 +29,11 @@ fn the_daemon_fails_over_with_exactly_the_units_capabilities() -> anyhow::Result
         caps.len(),
         "CapBnd {bnd:#x} for {caps:?}"
     );
+    // Its memory locked, on fault: every page it has resident stays so
+    // (but the vDSO's, a mapping mlock skips).
+    let unlocked = unlocked_mappings(pid)?;
+    let unlocked_kb: u64 = unlocked.iter().map(|(kb, _)| kb).sum();
+    assert!(unlocked_kb <= 64, "resident but not locked: {unlocked:#?}");
     lab.pull_cable(0, 0)?;
     daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(3))?;
     assert!(
@@ -96,6 +101,37 @@ fn each_capability_of_the_unit_is_needed() -> anyhow::Result<()> {
         .collect();
     assert!(unclear.is_empty(), "{unclear:#?}");
     Ok(())
+}
+
+/// The mappings of `pid` with resident pages that are not locked, as
+/// (kB not locked, the mapping's line). smaps gives `Locked` as a
+/// proportional share (a page shared by n processes counts 1/n): it is
+/// compared with `Pss`, not `Rss`.
+fn unlocked_mappings(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let kb = |l: &str, key: &str| {
+        l.strip_prefix(key)
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    let (mut out, mut mapping, mut pss) = (Vec::new(), String::new(), 0);
+    for l in smaps.lines() {
+        // A mapping's first line; its fields' lines start "Key:".
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|w| !w.ends_with(':'))
+        {
+            mapping = l.to_string();
+        }
+        if let Some(n) = kb(l, "Pss:") {
+            pss = n;
+        }
+        if let Some(locked) = kb(l, "Locked:")
+            && pss > locked
+        {
+            out.push((pss - locked, mapping.clone()));
+        }
+    }
+    Ok(out)
 }
 
 fn last_line(text: &str) -> String {

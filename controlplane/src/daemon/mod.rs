@@ -24,6 +24,7 @@ mod notification;
 mod notify;
 mod observed;
 mod ports;
+mod process;
 mod raw;
 mod reconcile;
 mod reload;
@@ -53,27 +54,6 @@ pub struct Options {
     pub config: PathBuf,
     pub pin_dir: PathBuf,
     pub socket: PathBuf,
-}
-
-/// SCHED_FIFO for the daemon's main thread.
-/// The configured priority, or a clear error: a daemon that was asked to
-/// run real-time and cannot would fail over late on a busy host.
-fn set_realtime(priority: u32) -> Result<()> {
-    if priority == 0 {
-        return Ok(());
-    }
-    let param = libc::sched_param {
-        sched_priority: priority as i32,
-    };
-    // SAFETY: plain sched_setscheduler on the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        let e = std::io::Error::last_os_error();
-        bail!(
-            "could not run at SCHED_FIFO priority {priority} ({e}; CAP_SYS_NICE is needed); \
-             [daemon] realtime_priority = 0 runs without; nothing was applied"
-        );
-    }
-    Ok(())
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -239,7 +219,8 @@ impl Daemon {
     async fn start(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
         let config = baton_config::load(&opts.config)
             .map_err(|d| anyhow::anyhow!("{d}invalid configuration; nothing was applied"))?;
-        set_realtime(config.daemon.realtime_priority)?;
+        process::set_realtime(config.daemon.realtime_priority)?;
+        process::lock_memory(config.daemon.lock_memory)?;
         // Raw sockets are how baton announces and probes: without them (no
         // CAP_NET_RAW) it could move nothing safely, so it stops here.
         let (claim_tx, claims) = mpsc::channel(256);

@@ -18,6 +18,9 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     if new.daemon.realtime_priority != old.daemon.realtime_priority {
         return Some("[daemon] realtime_priority changed");
     }
+    if new.daemon.lock_memory != old.daemon.lock_memory {
+        return Some("[daemon] lock_memory changed");
+    }
     if new.metrics.listen != old.metrics.listen {
         return Some("[metrics] changed (the endpoint is bound at start)");
     }
@@ -137,6 +140,23 @@ mod tests {
         assert_eq!(
             needs_restart(&config("", "3260"), &config("", "3260, 860")),
             None
+        );
+    }
+
+    #[test]
+    fn how_the_process_runs_needs_a_restart() {
+        let base = config("", "3260");
+        let mut other = base.clone();
+        other.daemon.lock_memory = false;
+        assert_eq!(
+            needs_restart(&base, &other),
+            Some("[daemon] lock_memory changed")
+        );
+        let mut other = base.clone();
+        other.daemon.realtime_priority = 20;
+        assert_eq!(
+            needs_restart(&base, &other),
+            Some("[daemon] realtime_priority changed")
         );
     }
 }
