@@ -178,6 +178,21 @@ impl ClusterLab {
         self.lab.kill(pid)
     }
 
+    /// SIGSTOPs every running etcd member for `how_long`, then SIGCONTs
+    /// them: the engine stands still, as it does in a long election.
+    pub fn pause_etcd(&self, how_long: Duration) {
+        let pids: Vec<i32> = self.etcd.iter().flatten().map(|p| *p as i32).collect();
+        for p in &pids {
+            // SAFETY: kill(2) on a child the lab started.
+            unsafe { libc::kill(*p, libc::SIGSTOP) };
+        }
+        std::thread::sleep(how_long);
+        for p in &pids {
+            // SAFETY: as above.
+            unsafe { libc::kill(*p, libc::SIGCONT) };
+        }
+    }
+
     /// The etcd member that leads now (from its /metrics).
     pub fn etcd_leader(&self) -> Result<usize> {
         for i in (0..3).filter(|i| self.etcd[*i].is_some()) {

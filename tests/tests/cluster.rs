@@ -457,6 +457,36 @@ fn etcd_member_failures_fence_only_without_quorum() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An engine that stands still for longer than `dead_after` but less than
+/// D (every etcd member stopped, as a long election stops every write)
+/// revokes nobody: the member whose counter moves first again must not
+/// take the other's pause for its death.
+#[test]
+fn an_engine_pause_longer_than_dead_after_revokes_nobody() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    healthy(&s)?;
+    let before = owners(&s)?;
+    for _ in 0..5 {
+        s.c.pause_etcd(DEAD_AFTER + Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let revokes: Vec<String> =
+        s.gw.iter()
+            .flat_map(|d| {
+                d.log_text()
+                    .lines()
+                    .filter(|l| l.contains("revoked a silent member"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    assert!(revokes.is_empty(), "{revokes:#?}");
+    assert_eq!(owners(&s)?, before, "a pause moved an instance");
+    println!("etcd paused 5 times for {DEAD_AFTER:?} + 200 ms: nobody revoked, nothing moved");
+    Ok(())
+}
+
 /// Refusals with their reasons: an address another host answers for on
 /// the wire (RFC 5227 probe), a key another member holds, and a
 /// definition that differs between the members: when its holder dies,

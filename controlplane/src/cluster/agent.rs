@@ -2,6 +2,7 @@
 //! deadline). What the watch shows is in view.rs, liveness and revokes in
 //! liveness.rs, claims and releases in claims.rs, what it publishes in
 //! publish.rs. Every etcd request is bounded; a lost stream is read again.
+use super::alive::AliveCounters;
 use super::backend::{Backend, Change, lease_gone};
 use super::etcd::Etcd;
 use super::records::{Conn, ConnRecord, Handover, Key, Keys, MemberRecord, OwnerRecord};
@@ -90,8 +91,7 @@ struct Agent<B: Backend> {
     lease: Option<i64>,
     lease_lost: bool,
     members: BTreeMap<String, MemberRecord>,
-    /// member -> (its alive counter, when it last changed here).
-    alive: BTreeMap<String, (Vec<u8>, Instant)>,
+    alive: AliveCounters,
     owners: BTreeMap<String, OwnerRecord>,
     handovers: BTreeMap<String, (Handover, Instant)>,
     /// Instances whose owner vanished with its member: not claimed before.
@@ -136,6 +136,7 @@ impl<B: Backend> Agent<B> {
                 takeover_wait(&c).max(c.lease_ttl)
             }
         };
+        let alive = AliveCounters::new(&c.member_id, c.heartbeat, c.dead_after);
         Agent {
             me: c.member_id.clone(),
             keys: Keys {
@@ -152,7 +153,7 @@ impl<B: Backend> Agent<B> {
             lease: None,
             lease_lost: false,
             members: BTreeMap::new(),
-            alive: BTreeMap::new(),
+            alive,
             owners: BTreeMap::new(),
             handovers: BTreeMap::new(),
             released_to_us: BTreeSet::new(),
@@ -259,8 +260,8 @@ impl<B: Backend> Agent<B> {
             if deadline.is_some_and(|d| d > now)
                 && self
                     .alive
-                    .get(&self.me)
-                    .is_some_and(|(_, t)| now.duration_since(*t) > stall)
+                    .last_change(&self.me)
+                    .is_some_and(|t| now.duration_since(t) > stall)
                 && now.duration_since(watch_restarted) > stall
             {
                 warn!("the etcd watch is silent; following another member");

@@ -16,6 +16,7 @@
 //! The agent runs on a thread of its own ([`spawn`]); the daemon sees its
 //! [`ClusterState`], its deadline and its [`ClusterEvent`]s.
 mod agent;
+mod alive;
 pub mod backend;
 pub mod etcd;
 pub mod records;

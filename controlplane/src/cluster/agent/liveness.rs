@@ -44,24 +44,20 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Revokes the lease of a member whose alive counter stood still for
-    /// `dead_after`, while this member's own counter moves (its view is
-    /// current). Fast path only.
+    /// `dead_after` while this member saw its own counter move (see
+    /// `AliveCounters`: an election that stops every counter is nobody's
+    /// death). Fast path only.
     pub(super) async fn revoke_silent(&mut self, s: &Setup) {
         if self.c.owner_deadline.is_zero() {
             return;
         }
-        let now = Instant::now();
-        let fresh = |t: &Instant| now.duration_since(*t) < self.c.dead_after;
-        if !self.alive.get(&self.me).is_some_and(|(_, t)| fresh(t)) {
-            return;
-        }
         let silent: Vec<(String, i64, Duration)> = self
-            .members
-            .iter()
-            .filter(|(m, r)| **m != self.me && !r.leaving && !self.revoked.contains(&r.lease))
-            .filter_map(|(m, r)| {
-                let since = self.alive.get(m).map(|(_, t)| *t)?;
-                (!fresh(&since)).then(|| (m.clone(), r.lease, now.duration_since(since)))
+            .alive
+            .silent(Instant::now(), self.c.dead_after)
+            .into_iter()
+            .filter_map(|(m, quiet)| {
+                let r = self.members.get(&m)?;
+                (!r.leaving && !self.revoked.contains(&r.lease)).then_some((m, r.lease, quiet))
             })
             .collect();
         for (member, lease, quiet) in silent {

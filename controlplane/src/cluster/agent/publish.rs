@@ -89,12 +89,12 @@ impl<B: Backend> Agent<B> {
                 id: r.member.clone(),
                 alive: self
                     .alive
-                    .get(&r.member)
-                    .is_some_and(|(_, t)| now.duration_since(*t) < self.c.dead_after),
+                    .silent_for(&r.member, now)
+                    .is_some_and(|quiet| quiet < self.c.dead_after),
                 silent_ms: self
                     .alive
-                    .get(&r.member)
-                    .map(|(_, t)| now.duration_since(*t).as_millis() as u64),
+                    .silent_for(&r.member, now)
+                    .map(|quiet| quiet.as_millis() as u64),
                 digests_match: r
                     .digests
                     .iter()

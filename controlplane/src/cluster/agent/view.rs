@@ -12,21 +12,16 @@ impl<B: Backend> Agent<B> {
                 self.members.clear();
                 self.owners.clear();
                 self.handovers.clear();
-                let mut alive = BTreeMap::new();
+                let mut alive = Vec::new();
                 for (k, v) in kvs {
                     if let Some(Key::Alive(m)) = self.keys.parse(&k) {
-                        // Unchanged since we last saw it: still silent since
-                        // then; else (or new) moving now.
-                        let since = match self.alive.get(&m) {
-                            Some((old, t)) if *old == v => *t,
-                            _ => now,
-                        };
-                        alive.insert(m, (v, since));
+                        alive.push((m, v));
                     } else {
                         self.put(&k, v, now);
                     }
                 }
-                self.alive = alive;
+                // Unchanged counters stay silent since they last moved.
+                self.alive.replace(alive, now);
             }
             Seen::Changes(changes) => {
                 for ch in changes {
@@ -96,12 +91,7 @@ impl<B: Backend> Agent<B> {
                 }
                 Err(e) => warn!(%key, error = %e, "unreadable member record: ignored"),
             },
-            Some(Key::Alive(m)) => {
-                let changed = self.alive.get(&m).is_none_or(|(v, _)| *v != value);
-                if changed {
-                    self.alive.insert(m, (value, now));
-                }
-            }
+            Some(Key::Alive(m)) => self.alive.seen(&m, value, now),
             Some(Key::Owner(i)) => match serde_json::from_slice(&value) {
                 Ok(r) => {
                     self.owners.insert(i, r);
