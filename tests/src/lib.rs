@@ -368,6 +368,16 @@ pub(crate) fn cable_to(
     Ok(())
 }
 
+/// The number of a /proc `Key:   N kB` line (status, smaps) when the line
+/// is `key`'s: `kb_field("VmRSS:\t  2048 kB", "VmRSS:") == Some(2048)`.
+pub fn kb_field(line: &str, key: &str) -> Option<u64> {
+    line.strip_prefix(key)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there.
 pub fn ensure_bpffs() -> Result<()> {
     let mounted = std::fs::read_to_string("/proc/self/mounts")

@@ -109,10 +109,6 @@ fn each_capability_of_the_unit_is_needed() -> anyhow::Result<()> {
 /// compared with `Pss`, not `Rss`.
 fn unlocked_mappings(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
-    let kb = |l: &str, key: &str| {
-        l.strip_prefix(key)
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
     let (mut out, mut mapping, mut pss) = (Vec::new(), String::new(), 0);
     for l in smaps.lines() {
         // A mapping's first line; its fields' lines start "Key:".
@@ -122,10 +118,10 @@ fn unlocked_mappings(pid: u32) -> anyhow::Result<Vec<(u64, String)>> {
         {
             mapping = l.to_string();
         }
-        if let Some(n) = kb(l, "Pss:") {
+        if let Some(n) = baton_lab::kb_field(l, "Pss:") {
             pss = n;
         }
-        if let Some(locked) = kb(l, "Locked:")
+        if let Some(locked) = baton_lab::kb_field(l, "Locked:")
             && pss > locked
         {
             out.push((pss - locked, mapping.clone()));

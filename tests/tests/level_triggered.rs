@@ -145,10 +145,9 @@ fn an_endless_control_line_is_cut_off() -> anyhow::Result<()> {
         "answer: {answer:?} after {sent} bytes"
     );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb: u64 = status
+    let rss_kb = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .find_map(|l| baton_lab::kb_field(l, "VmRSS:"))
         .unwrap_or(u64::MAX);
     assert!(rss_kb < 64 * 1024, "daemon RSS {rss_kb} kB after the flood");
     daemon.status()?;

@@ -399,17 +399,10 @@ fn scale(n: usize) -> Result<(usize, f64, f64, f64)> {
             "[bench] scale: the event follower saw {moves} of {n} moves (the daemon drops events for a slow follower); the time is the last one it saw"
         );
     }
-    let rss_kb: f64 =
-        std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().context("pid")?))?
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .context("VmRSS")?;
+    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid().context("pid")?))?
+        .lines()
+        .find_map(|l| baton_lab::kb_field(l, "VmRSS:"))
+        .context("VmRSS")? as f64;
     let t = Instant::now();
     let out = daemon.cli(&["status", "--json"])?;
     let status_ms = t.elapsed().as_secs_f64() * 1000.0;
