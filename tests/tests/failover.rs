@@ -135,11 +135,18 @@ fn hold_down_two_seconds_is_respected_and_tcp_survives() -> anyhow::Result<()> {
     daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
     let moved = pulled.elapsed();
     assert!(moved >= Duration::from_secs(2), "moved after {moved:?}");
+    // The resets are counted while the stream still runs (it ends about
+    // 3 s after the move): after a 2 s outage iperf3's server may close
+    // its data connection with the client's late data unread, and the
+    // kernel ends it with a RST. That is iperf3's teardown, not the
+    // failover's (a capture showed it at the stream's last instant).
+    std::thread::sleep(Duration::from_millis(1000));
+    let resets_in_failover = resets(&lab)? - resets_before;
     let result = iperf
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
     baton_lab::traffic::stream_survived(&result, 6)?;
-    assert_eq!(resets(&lab)? - resets_before, 0);
+    assert_eq!(resets_in_failover, 0, "the client saw resets");
     Ok(())
 }
 
