@@ -91,7 +91,9 @@ fn each_instance_has_one_owner_by_its_members_order() -> anyhow::Result<()> {
     let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
     wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
     wait_placed(&s.gw[1], "iscsi-b", Duration::from_secs(10))?;
-    std::thread::sleep(Duration::from_millis(500));
+    // A second of the checker's asking after both are placed (one CI run
+    // caught only 270 ms of answers after a 500 ms wait).
+    std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(s.gw[0].owner("iscsi-b")?, None);
     assert_eq!(s.gw[1].owner("iscsi-a")?, None);
     assert_eq!(withheld(&s.gw[0], "iscsi-b")?, "claimed-by-member");
