@@ -52,12 +52,14 @@ fn pulled_cable_moves_the_instance_and_tcp_survives() -> anyhow::Result<()> {
     let moved_after = daemon.wait_owner("iscsi-a", "ge1", Duration::from_secs(2))?;
     std::thread::sleep(Duration::from_millis(600));
     let garp_lines = garps.lines()?;
+    // Before the stream's end: iperf3's own teardown may end with a RST.
+    let resets_in_failover = resets(&lab)? - resets_before;
     let result = iperf
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
 
     baton_lab::traffic::stream_survived(&result, 5)?;
-    assert_eq!(resets(&lab)? - resets_before, 0, "the client saw resets");
+    assert_eq!(resets_in_failover, 0, "the client saw resets");
     assert!(addresses(&lab, "ge1")?.contains(INSTANCE));
     assert!(
         !addresses(&lab, "ge0")?.contains(INSTANCE),
