@@ -1,4 +1,5 @@
-//! The decision engine (seed FIG. 3A, blocks 310-320): pure, no I/O, no clock.
+//! The decision engine: which port (if any) each instance should be on.
+//! Pure, no I/O, no clock.
 //!
 //! `decide(config, port states, cluster view, probe results, current
 //! placement, now) -> Plan`. Time is the caller's monotonic clock, as a
@@ -45,7 +46,7 @@ pub fn all_ports_up(config: &Config) -> BTreeMap<String, PortState> {
         .collect()
 }
 
-/// The cluster's word on each instance (seed FIG. 1B, block 315): only
+/// The cluster's word on each instance: only
 /// the member holding an instance's owner key may place it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterView {
@@ -105,7 +106,7 @@ pub struct Inputs<'a> {
     pub now: Time,
 }
 
-/// Why a port cannot take an instance (seed block 315), as shown in status
+/// Why a port cannot take an instance, as shown in status
 /// and logs; in JSON `{"reason": "port-settling", "remaining": 1500}` (ms).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
@@ -228,7 +229,11 @@ pub enum Placement {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why an instance moved. `Planned` is an operator's `baton move`, or a
+/// reload that took an instance's port off its list: make-before-break
+/// with no outage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MoveKind {
     /// First placement after start.
     Initial,
@@ -236,6 +241,8 @@ pub enum MoveKind {
     Failover,
     /// Back to a preferred port (`failback = "auto"`).
     Failback,
+    /// `baton move`, or its port taken off its list by a reload.
+    Planned,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,6 +278,31 @@ enum Health {
     },
     Failed,
     Missing,
+}
+
+/// What the engine makes of a port, as status and events show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortCondition {
+    Up,
+    /// Up again, but not yet for `hold_up`.
+    Settling,
+    /// Down, but not yet for `hold_down`.
+    HeldDown,
+    Failed,
+    Missing,
+}
+
+/// The one reading of a port's state against the hold timers (`None`: the
+/// port does not exist now).
+pub fn port_condition(state: Option<&PortState>, c: &Config, now: Time) -> PortCondition {
+    match health(state, c, now) {
+        Health::Up { .. } => PortCondition::Up,
+        Health::Settling { .. } => PortCondition::Settling,
+        Health::HeldDown { .. } => PortCondition::HeldDown,
+        Health::Failed => PortCondition::Failed,
+        Health::Missing => PortCondition::Missing,
+    }
 }
 
 fn health(state: Option<&PortState>, c: &Config, now: Time) -> Health {
@@ -361,7 +393,8 @@ fn plan_once(inp: &Inputs) -> Plan {
 
     // Pass 1: who stays (their load counts first), who must or may move.
     for (name, inst) in &c.instances {
-        let owner = inp.placement.get(name).filter(|o| inst.ports.contains(o));
+        let placed = inp.placement.get(name);
+        let owner = placed.filter(|o| inst.ports.contains(o));
         if let Some(reason) = inp.cluster.and_then(|v| v.refusal(name)) {
             placements.insert(
                 name.clone(),
@@ -370,6 +403,17 @@ fn plan_once(inp: &Inputs) -> Plan {
                     reason,
                 },
             );
+            continue;
+        }
+        // A reload took its port off its list: it moves make-before-break
+        // to a listed port, as `baton move` would (the address is ours: no
+        // probe), and stays where it is until one can take it.
+        if let Some(o) = placed.filter(|_| owner.is_none()) {
+            let kind = match health_of(o) {
+                Health::Failed | Health::Missing => MoveKind::Failover,
+                _ => MoveKind::Planned,
+            };
+            movers.push((name, Some(o), inst.ports.iter().collect(), kind));
             continue;
         }
         match owner {
@@ -422,7 +466,7 @@ fn plan_once(inp: &Inputs) -> Plan {
 }
 
 /// Why `port` cannot take `instance` now, for a planned move (`baton move`):
-/// the same block 315 checks, with the load of every other instance where it is.
+/// the same eligibility checks, with the load of every other instance where it is.
 pub fn check_move(inp: &Inputs, instance: &str, port: &str) -> Option<Reason> {
     let inst = inp.config.instances.get(instance)?;
     let mut load = Load::default();
@@ -483,7 +527,7 @@ fn place<'a>(
 }
 
 /// Why `port` cannot take `inst` now (None: it can): the port's health
-/// first, then block 315.
+/// first, then the eligibility checks.
 fn eligibility(
     inp: &Inputs,
     load: &Load,
@@ -509,7 +553,7 @@ fn eligibility(
     }
 }
 
-/// The static and load-dependent checks of block 315, first failure first.
+/// The static and load-dependent eligibility checks, first failure first.
 fn ineligible(
     inp: &Inputs,
     load: &Load,

@@ -1,4 +1,5 @@
-//! `baton`: the command-line interface (and, later, the daemon).
+//! `baton`: the command-line interface; `baton run` starts the daemon
+//! ([`baton::daemon`]).
 use anyhow::{Result, bail};
 use baton::dataplane::{self, AttachMode, DEFAULT_PIN_DIR, PinDir};
 use baton::protocol::Request;

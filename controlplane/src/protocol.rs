@@ -1,6 +1,6 @@
 //! The control protocol between `baton` CLI commands and the daemon: one
 //! JSON object per line over a root-only Unix socket. Version 1.
-pub use crate::decide::Reason;
+pub use crate::decide::{MoveKind, PortCondition, Reason};
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
@@ -286,19 +286,6 @@ pub enum Event {
     },
 }
 
-/// What the engine makes of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PortCondition {
-    Up,
-    /// Up again, but not yet for `hold_up`.
-    Settling,
-    /// Down, but not yet for `hold_down`.
-    HeldDown,
-    Failed,
-    Missing,
-}
-
 /// What the kernel says of a port's link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -307,15 +294,6 @@ pub enum LinkCondition {
     NoCarrier,
     AdminDown,
     Missing,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MoveKind {
-    Initial,
-    Failover,
-    Failback,
-    Planned,
 }
 
 /// What a repair put right.

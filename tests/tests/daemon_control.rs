@@ -35,6 +35,22 @@ fn map_owner(lab: &Lab) -> anyhow::Result<String> {
     Ok(entry["owner"].as_str().unwrap_or("none").to_string())
 }
 
+/// How long the iperf3 streams of the restart and planned-move tests run:
+/// past their pings (3-4 s at least, more on a loaded machine).
+const STREAM_S: usize = 8;
+
+/// The client's reset counter is only the event's while the stream runs:
+/// at its end iperf3's own teardown may send one.
+fn read_before_the_streams_end(started: Instant) -> anyhow::Result<()> {
+    let at = started.elapsed();
+    anyhow::ensure!(
+        at < Duration::from_secs(STREAM_S as u64),
+        "the resets were read {at:?} after the stream began, past its end: \
+         they cannot be told from iperf3's teardown"
+    );
+    Ok(())
+}
+
 /// Pings in the background: `count` at `interval`; returns answered.
 fn pinger(
     lab: &Lab,
@@ -156,7 +172,10 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
     let daemon = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let resets_before = traffic::tcp_counters(&lab)?.0;
-    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, 5, "100M")?;
+    // Longer than the pings (≥ 4 s, more on a loaded machine): the resets
+    // are read while the stream still runs.
+    let stream_started = Instant::now();
+    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, STREAM_S as u32, "100M")?;
     let ping = pinger(&lab, 2000, "0.002");
     std::thread::sleep(Duration::from_millis(800));
     let mut daemon = daemon;
@@ -178,10 +197,11 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
     assert_eq!(answered, 2000, "packets lost across the restart");
     // Before the stream's end: iperf3's own teardown may end with a RST.
     let resets = traffic::tcp_counters(&lab)?.0 - resets_before;
+    read_before_the_streams_end(stream_started)?;
     let result = stream
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
-    traffic::stream_survived(&result, 5)?;
+    traffic::stream_survived(&result, STREAM_S)?;
     assert_eq!(resets, 0, "TCP resets across the restart");
     assert!(
         daemon.status()?["instances"][0]["last_move"].is_null(),
@@ -191,13 +211,61 @@ fn a_restart_under_traffic_is_hitless() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A reload that takes the owner port off an instance's list moves it
+/// make-before-break, as `baton move` does: no probe (on the old code its
+/// own port answered the probe, the port was refused as `address-in-use`,
+/// and the instance was placed nowhere for ~10 s), no packet lost, an
+/// owner in every status read.
+#[test]
+fn a_reload_that_narrows_the_ports_is_a_planned_move() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let config = lab_config("", "");
+    let daemon = Daemon::start(&lab, 0, &config)?;
+    daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
+    let ping = pinger(&lab, 1500, "0.002");
+    std::thread::sleep(Duration::from_millis(500));
+    let narrowed = config.replace("ports = [\"ge0\", \"ge1\"]", "ports = [\"ge1\"]");
+    assert_ne!(narrowed, config, "the lab config lists ge0 and ge1");
+    std::fs::write(&daemon.config, narrowed)?;
+    let out = daemon.cli(&["reload"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every read until the ping ends (~2 s after the reload) names an owner.
+    let mut owners = Vec::new();
+    while !ping.is_finished() {
+        owners.push(daemon.owner("iscsi-a")?);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answered = ping
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping thread panicked"))??;
+    assert!(owners.len() >= 20, "only {} status reads", owners.len());
+    assert!(
+        owners.iter().all(Option::is_some),
+        "no owner in {} of {} reads after the reload\n{}",
+        owners.iter().filter(|o| o.is_none()).count(),
+        owners.len(),
+        daemon.log_text()
+    );
+    assert_eq!(owners.last().cloned().flatten().as_deref(), Some("ge1"));
+    assert_eq!(answered, 1500, "packets lost in the narrowing reload");
+    assert_eq!(holders(&lab)?, vec!["ge1"]);
+    let last = &daemon.status()?["instances"][0]["last_move"];
+    assert_eq!(last["kind"], "planned", "{last}");
+    Ok(())
+}
+
 #[test]
 fn a_planned_move_loses_no_packet() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
     let daemon = Daemon::start(&lab, 0, &lab_config("", ""))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let resets_before = traffic::tcp_counters(&lab)?.0;
-    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, 4, "100M")?;
+    let stream_started = Instant::now();
+    let stream = traffic::stream_in_background(&lab, 0, INSTANCE, STREAM_S as u32, "100M")?;
     let ping = pinger(&lab, 1500, "0.002");
     std::thread::sleep(Duration::from_millis(700));
     let out = daemon.cli(&["move", "iscsi-a", "ge1"])?;
@@ -220,10 +288,11 @@ fn a_planned_move_loses_no_packet() -> anyhow::Result<()> {
     assert_eq!(answered, 1500, "packets lost during planned moves");
     // Before the stream's end: iperf3's own teardown may end with a RST.
     let resets = traffic::tcp_counters(&lab)?.0 - resets_before;
+    read_before_the_streams_end(stream_started)?;
     let result = stream
         .join()
         .map_err(|_| anyhow::anyhow!("iperf thread panicked"))??;
-    traffic::stream_survived(&result, 4)?;
+    traffic::stream_survived(&result, STREAM_S)?;
     assert_eq!(resets, 0, "TCP resets during planned moves");
     assert_eq!(holders(&lab)?, vec!["ge0"]);
     // Refusals: not one of its ports; a port that is down.

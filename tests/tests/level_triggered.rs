@@ -524,3 +524,53 @@ fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Resu
     assert!(again >= 3, "{again} WATCHDOG=1 after SIGCONT");
     Ok(())
 }
+
+/// systemd's STATUS= follows the daemon: placed after the first placement
+/// (it stayed "placed 0 of 1" before), then the move a pulled cable made.
+#[test]
+fn systemd_status_follows_placement_and_moves() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let dir = std::env::temp_dir().join(format!("{}-gw0-daemon", lab.prefix));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let path_s = path.display().to_string();
+    let _daemon = Daemon::start_with_env(
+        &lab,
+        0,
+        &lab_config(TIMERS, ""),
+        &[("NOTIFY_SOCKET", &path_s)],
+    )?;
+    // The STATUS= lines until `want` arrives (or `within` passes).
+    let statuses = |want: &str, within: Duration| {
+        let mut seen: Vec<String> = Vec::new();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        while started.elapsed() < within && !seen.iter().any(|l| l == want) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.extend(
+                    msg.lines()
+                        .filter_map(|l| l.strip_prefix("STATUS="))
+                        .map(str::to_string),
+                );
+            }
+        }
+        seen
+    };
+    let seen = statuses("placed 1 of 1 instances", Duration::from_secs(3));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("placed 1 of 1 instances"),
+        "STATUS= lines: {seen:?}"
+    );
+    lab.pull_cable(0, 0)?;
+    let seen = statuses("placed 1 of 1 instances; 1 move", Duration::from_secs(3));
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("placed 1 of 1 instances; 1 move"),
+        "STATUS= lines after the pull: {seen:?}"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! the same lab. Writes target/bench/failover.json.
 use crate::bench_pulls::{ADDR, Setup, Side};
 use crate::stall_meter::{Stall, StallMeter};
+use crate::stats::percentile;
 use anyhow::{Context as _, Result};
 use baton_lab::daemon::Daemon;
 use baton_lab::{Lab, LabSpec, probe};
@@ -14,16 +15,6 @@ use std::time::{Duration, Instant};
 pub const PULLS: usize = 50;
 /// Repetitions of the other measures.
 const REPS: usize = 20;
-
-pub fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (s.len() - 1) as f64).round() as usize;
-    s[rank.min(s.len() - 1)]
-}
 
 /// `REPS` pulls on one side, untraced (the flooded daemon's).
 fn untraced(side: &mut Side) -> Result<Vec<f64>> {

@@ -14,6 +14,7 @@
 //! two-owner checker's windows. Results in target/bench/cluster.json.
 use crate::demo::{capture_iscsi_data, finish_iscsi_perf, iscsi_perf};
 use crate::report;
+use crate::stats::percentile;
 use anyhow::{Context as _, Result, bail};
 use baton_lab::cluster::{ClusterLab, HA_NET, TwoOwnerChecker, now_of_day};
 use baton_lab::daemon::Daemon;
@@ -168,18 +169,8 @@ pub fn cluster() -> Result<serde_json::Value> {
     Ok(out)
 }
 
-fn percentile(v: &[f64], p: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let i = ((p * (s.len() - 1) as f64).round() as usize).min(s.len() - 1);
-    Some(s[i])
-}
-
 fn summary(samples: &[Sample]) -> serde_json::Value {
-    let stat = |v: Vec<f64>| json!({"p50": percentile(&v, 0.5), "p99": percentile(&v, 0.99), "n": v.len()});
+    let stat = |v: Vec<f64>| json!({"p50": percentile(&v, 50.0), "p99": percentile(&v, 99.0), "n": v.len()});
     json!({
         "takeover_ms": stat(samples.iter().filter_map(|s| s.takeover_ms).collect()),
         "outage_ms": stat(samples.iter().map(|s| s.outage_ms).collect()),

@@ -1,6 +1,6 @@
 //! `cargo xtask bench revert` (also part of `bench failover`): RFC 6069 at
 //! the move, measured under iSCSI with the revert on and off in one run.
-use crate::bench::percentile;
+use crate::stats::percentile;
 use anyhow::Result;
 use baton_lab::daemon::{Daemon, lab_config};
 use baton_lab::{Lab, LabSpec, probe};

@@ -13,6 +13,7 @@ mod pulls_summary;
 mod report;
 mod setup;
 mod stall_meter;
+mod stats;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};

@@ -3,20 +3,9 @@
 //! segment, baton's slowest tenth segment by segment, the kept traces.
 use crate::bench_pulls::{Pull, SIDES, Setup, SideKind, alternating};
 use crate::pull_trace::SEGMENTS;
+use crate::stats::{distribution, percentile};
 use anyhow::Result;
 use std::collections::BTreeMap;
-
-/// p50, p90, p99 and the maximum of a set of gaps.
-pub fn distribution(gaps: &[f64]) -> serde_json::Value {
-    use crate::bench::percentile;
-    serde_json::json!({
-        "n": gaps.len(),
-        "p50": percentile(gaps, 50.0),
-        "p90": percentile(gaps, 90.0),
-        "p99": percentile(gaps, 99.0),
-        "max": gaps.iter().copied().fold(f64::NAN, f64::max),
-    })
-}
 
 /// What the traced pulls say: the distributions of every side, with and
 /// without the pulls a machine stall overlapped; the median of every
@@ -67,7 +56,7 @@ pub fn run(n: usize) -> Result<Summary> {
     let (bg, sg) = (gaps(&baton), gaps(&script));
     keep_traces(&runs.pulls)?;
     print_tail(&baton);
-    let p99 = |v: &[f64]| crate::bench::percentile(v, 99.0);
+    let p99 = |v: &[f64]| percentile(v, 99.0);
     let json = serde_json::json!({
         "rounds": n,
         "probe_hz": 10_000,
@@ -150,7 +139,7 @@ fn medians(p: &[&Pull]) -> BTreeMap<&'static str, f64> {
                 .iter()
                 .filter_map(|p| p.segments.get(name).copied())
                 .collect();
-            (!v.is_empty()).then(|| (*name, crate::bench::percentile(&v, 50.0)))
+            (!v.is_empty()).then(|| (*name, percentile(&v, 50.0)))
         })
         .collect()
 }
@@ -158,7 +147,7 @@ fn medians(p: &[&Pull]) -> BTreeMap<&'static str, f64> {
 /// baton's median pull and its slowest tenth, segment by segment.
 fn print_tail(baton: &[&Pull]) {
     let gaps: Vec<f64> = baton.iter().map(|p| p.gap_ms).collect();
-    let p90 = crate::bench::percentile(&gaps, 90.0);
+    let p90 = percentile(&gaps, 90.0);
     let mut tail: Vec<&&Pull> = baton.iter().filter(|p| p.gap_ms >= p90).collect();
     tail.sort_by(|x, y| y.gap_ms.total_cmp(&x.gap_ms));
     let m = medians(baton);
@@ -174,7 +163,7 @@ fn print_tail(baton: &[&Pull]) {
     }
     let cold = |f: fn(&(f64, f64)) -> f64| {
         let v: Vec<f64> = baton.iter().map(|p| f(&p.cold_meter_us)).collect();
-        crate::bench::percentile(&v, 50.0)
+        percentile(&v, 50.0)
     };
     let mut row = vec![
         "cold meter: cold / warm (µs)".to_string(),

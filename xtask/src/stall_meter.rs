@@ -33,7 +33,7 @@ pub fn summary(stalls: &[Stall], watched_s: f64) -> serde_json::Value {
         "watched_s": watched_s,
         "count": stalls.len(),
         "per_s_per_cpu": stalls.len() as f64 / watched_s / CPUS as f64,
-        "late_ms": crate::pulls_summary::distribution(&late_ms),
+        "late_ms": crate::stats::distribution(&late_ms),
     })
 }
 

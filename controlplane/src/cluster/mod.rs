@@ -1,4 +1,4 @@
-//! Gateways that share instances through etcd (seed FIG. 1B). A single
+//! Gateways that share instances through etcd. A single
 //! host never starts any of this.
 //!
 //! Each instance has one owner key, created only if absent under the

@@ -10,19 +10,38 @@ use std::time::Duration;
 /// The part of an instance's definition members must agree on before one
 /// takes it over from another: address, VLAN, MAC, routes, services, members.
 pub fn digest(inst: &Instance) -> String {
-    let text = format!(
-        "{:?}",
-        (
-            &inst.address,
-            &inst.vlan,
-            &inst.mac,
-            &inst.routes,
-            &inst.services,
-            &inst.members
-        )
-    );
-    let hash = Sha256::digest(text.as_bytes());
+    let hash = Sha256::digest(canonical(inst).as_bytes());
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digested fields, written out field by field so that no library's or
+/// type's `Debug` output can change a digest between two versions (a
+/// different digest reads as `config-differs` and blocks takeovers during a
+/// rolling upgrade). The text is the one earlier versions hashed (a tuple's
+/// `Debug`), so members running them agree with this one too.
+fn canonical(inst: &Instance) -> String {
+    fn list<T>(items: &[T], item: impl Fn(&T) -> String) -> String {
+        let items: Vec<String> = items.iter().map(item).collect();
+        format!("[{}]", items.join(", "))
+    }
+    fn option<T>(v: Option<T>, some: impl Fn(T) -> String) -> String {
+        v.map_or_else(|| "None".to_string(), |v| format!("Some({})", some(v)))
+    }
+    let routes = list(&inst.routes, |r| {
+        format!(
+            "Route {{ to: {}, via: {}, replaces_default: {} }}",
+            r.to, r.via, r.replaces_default
+        )
+    });
+    format!(
+        "({}, {}, {}, {}, {}, {})",
+        inst.address,
+        option(inst.vlan, |v| v.to_string()),
+        option(inst.mac, |m| list(&m, u8::to_string)),
+        routes,
+        list(&inst.services, u16::to_string),
+        list(&inst.members, |m| format!("\"{}\"", m.escape_debug())),
+    )
 }
 
 /// Whether `me` should claim the unowned `instance` now: it can host it,
@@ -104,6 +123,64 @@ pub fn takeover_wait(c: &Cluster) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest of one instance with every digested field set, as the
+    /// version before this encoding computed it (`format!("{:?}")` of the
+    /// fields): a member of that version and this one agree.
+    #[test]
+    fn the_digest_is_the_one_earlier_versions_computed() {
+        let inst = Instance {
+            address: "192.0.2.100/24".parse().expect("net"),
+            ports: vec!["ge0".into(), "ge1".into()],
+            vlan: Some(100),
+            mac: Some([0x02, 0, 0x5e, 0, 1, 0xfe]),
+            routes: vec![baton_config::model::Route {
+                to: "198.51.100.0/24".parse().expect("net"),
+                via: "192.0.2.1".parse().expect("addr"),
+                replaces_default: false,
+            }],
+            services: vec![3260, 860],
+            iscsi_ports: vec![3260],
+            iscsi_digests: Default::default(),
+            cpus: vec![],
+            failback: Default::default(),
+            revert_backoff: None,
+            members: vec!["gw0".into(), "gw-1".into()],
+        };
+        assert_eq!(
+            canonical(&inst),
+            "(192.0.2.100/24, Some(100), Some([2, 0, 94, 0, 1, 254]), \
+             [Route { to: 198.51.100.0/24, via: 192.0.2.1, replaces_default: false }], \
+             [3260, 860], [\"gw0\", \"gw-1\"])"
+        );
+        let legacy = format!(
+            "{:?}",
+            (
+                &inst.address,
+                &inst.vlan,
+                &inst.mac,
+                &inst.routes,
+                &inst.services,
+                &inst.members
+            )
+        );
+        assert_eq!(
+            canonical(&inst),
+            legacy,
+            "today's Debug output still agrees"
+        );
+        let v6 = Instance {
+            address: "2001:db8::64/64".parse().expect("net"),
+            vlan: None,
+            mac: None,
+            routes: vec![],
+            ..inst.clone()
+        };
+        assert_eq!(
+            canonical(&v6),
+            "(2001:db8::64/64, None, None, [], [3260, 860], [\"gw0\", \"gw-1\"])"
+        );
+    }
 
     fn rec(id: &str, hostable: &[&str], digests: &[(&str, &str)]) -> (String, MemberRecord) {
         (

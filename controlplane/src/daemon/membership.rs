@@ -1,36 +1,39 @@
 //! The daemon's end of the cluster ([`crate::cluster`]): the engine's view
 //! (the agent's word, and nothing held past the deadline whatever the
-//! agent says), withdrawing what is not this member's, what it can host,
-//! planned handovers, leaving at SIGTERM.
-use super::Daemon;
-use crate::cluster::{ClusterEvent, ClusterLink, ToAgent};
-use crate::decide::{ClusterView, FenceCause, Link, Placement, Plan, Reason};
+//! agent says), what this member can host, the instances it is releasing,
+//! and what it tells the agent (releases, leaving at SIGTERM). On a single
+//! host there is no link and this member may hold everything.
+use super::ports::PortTable;
+use super::report::{Reporter, metrics};
+use crate::cluster::records::Conn;
+use crate::cluster::{ClusterEvent, ClusterLink, ClusterState, ToAgent};
+use crate::decide::{ClusterView, FenceCause, Reason};
 use crate::protocol::{ClusterStatus, Event};
 use anyhow::{Result, bail};
+use baton_config::Config;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 /// What woke the loop on the cluster's side.
-pub(super) enum Wake {
+pub enum Wake {
     /// The agent's state or the deadline moved.
     Changed,
     Event(ClusterEvent),
 }
 
-/// Waits for the agent (never returns without a cluster, or once the
-/// agent is gone: the deadline then passes and fences).
-pub(super) async fn wake(link: &mut Option<ClusterLink>) -> Wake {
-    let Some(l) = link else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        Ok(()) = l.state.changed() => Wake::Changed,
-        Ok(()) = l.deadline.changed() => Wake::Changed,
-        Some(e) = l.events.recv() => Wake::Event(e),
-        else => std::future::pending().await,
-    }
+pub struct Membership {
+    /// The agent (None on a single host).
+    link: Option<ClusterLink>,
+    /// What the engine is told (None on a single host).
+    view: Option<ClusterView>,
+    state: ClusterState,
+    deadline: Option<Instant>,
+    /// The hostable set the agent was last told.
+    hostable_sent: Option<BTreeSet<String>>,
+    /// Instances being handed over: off this host, never re-adopted.
+    releasing: BTreeSet<String>,
 }
 
 /// What this member is releasing is not the engine's to place again, even
@@ -44,10 +47,65 @@ fn withhold_releasing(view: &mut ClusterView, releasing: &BTreeSet<String>) {
     }
 }
 
-impl Daemon {
+impl Membership {
+    /// In a cluster the daemon starts holding nothing.
+    pub fn new(config: &Config, link: Option<ClusterLink>) -> Membership {
+        let view = config.cluster.as_ref().map(|c| {
+            crate::cluster::rules::view(
+                &c.member_id,
+                None,
+                config.instances.keys().cloned(),
+                &Default::default(),
+                Some(FenceCause::NoQuorum),
+                &Default::default(),
+            )
+        });
+        Membership {
+            link,
+            view,
+            state: ClusterState::default(),
+            deadline: None,
+            hostable_sent: None,
+            releasing: BTreeSet::new(),
+        }
+    }
+
+    pub fn in_cluster(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// What the engine is told of the cluster (None on a single host).
+    pub fn view(&self) -> Option<&ClusterView> {
+        self.view.as_ref()
+    }
+
+    /// Instances a live member released to this one: placed without a probe.
+    pub fn released_to_us(&self) -> &BTreeSet<String> {
+        &self.state.released_to_us
+    }
+
+    /// instance -> its owner, as the agent last said.
+    pub fn owner_of(&self, instance: &str) -> Option<&String> {
+        self.state.owners.get(instance)
+    }
+
+    /// Waits for the agent (never returns without a cluster, or once the
+    /// agent is gone: the deadline then passes and fences).
+    pub async fn wake(&mut self) -> Wake {
+        let Some(l) = &mut self.link else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            Ok(()) = l.state.changed() => Wake::Changed,
+            Ok(()) = l.deadline.changed() => Wake::Changed,
+            Some(e) = l.events.recv() => Wake::Event(e),
+            else => std::future::pending().await,
+        }
+    }
+
     /// The engine's view now; true when it changed.
-    pub(super) fn refresh_cluster(&mut self) -> bool {
-        let Some(link) = &self.cluster else {
+    pub fn refresh(&mut self) -> bool {
+        let Some(link) = &self.link else {
             return false;
         };
         let state = link.state.borrow().clone();
@@ -63,34 +121,31 @@ impl Daemon {
         // A release is over once the key is no longer ours.
         self.releasing.retain(|n| view.held.contains(n));
         withhold_releasing(&mut view, &self.releasing);
-        self.cluster_deadline = deadline;
-        self.cluster_state = state;
-        let changed = self.cluster_view.as_ref() != Some(&view);
-        self.cluster_view = Some(view);
+        self.deadline = deadline;
+        self.state = state;
+        let changed = self.view.as_ref() != Some(&view);
+        self.view = Some(view);
         changed
     }
 
     /// When the deadline passes (a wake-up for the loop).
-    pub(super) fn cluster_wake_at(&self) -> Option<Instant> {
-        let held = self
-            .cluster_view
-            .as_ref()
-            .is_some_and(|v| !v.held.is_empty());
-        self.cluster_deadline.filter(|_| held)
+    pub fn wake_at(&self) -> Option<Instant> {
+        let held = self.view.as_ref().is_some_and(|v| !v.held.is_empty());
+        self.deadline.filter(|_| held)
     }
 
     /// Whether this member may hold `instance` (always, on a single host):
     /// the cluster says so and it is not being released.
-    pub(super) fn may_hold(&self, instance: &str) -> bool {
+    pub fn may_hold(&self, instance: &str) -> bool {
         !self.releasing.contains(instance)
-            && self
-                .cluster_view
-                .as_ref()
-                .is_none_or(|v| v.held.contains(instance))
+            && self.view.as_ref().is_none_or(|v| v.held.contains(instance))
     }
 
-    pub(super) fn on_cluster_event(&mut self, e: ClusterEvent) {
-        let at_ms = self.at_ms();
+    /// A cluster event reported; a claim of ours returns the connections
+    /// its last owner published (to tickle once it is placed).
+    pub fn on_event(&mut self, e: ClusterEvent, report: &Reporter) -> Option<(String, Vec<Conn>)> {
+        let at_ms = report.at_ms();
+        let mut claimed = None;
         let (kind, event) = match e {
             ClusterEvent::Claimed {
                 instance,
@@ -101,14 +156,7 @@ impl Daemon {
                 // instance was under way is over (a release and a claim back
                 // within one view left it withheld for good).
                 self.releasing.remove(&instance);
-                let tickle = self.config.cluster.as_ref().is_some_and(|c| c.tickle);
-                if tickle && !conns.is_empty() {
-                    self.tickles_due.insert(instance.clone(), conns);
-                    // Placed before the event came: now.
-                    if self.placement.contains_key(&instance) {
-                        self.tickle_due(&instance);
-                    }
-                }
+                claimed = Some((instance.clone(), conns));
                 (
                     "claimed",
                     Event::Claimed {
@@ -138,54 +186,23 @@ impl Daemon {
             ClusterEvent::Fenced { cause } => ("fenced", Event::Fenced { at_ms, cause }),
             ClusterEvent::Unfenced => ("unfenced", Event::Unfenced { at_ms }),
         };
-        self.metrics
+        report
+            .metrics
             .cluster_events
-            .get_or_create(&super::metrics::KindLabel { kind: kind.into() })
+            .get_or_create(&metrics::KindLabel { kind: kind.into() })
             .inc();
-        self.emit(event);
-    }
-
-    /// Takes off this host every instance the plan withholds (the cluster
-    /// says another member holds it, or this one is fenced); the reconcile
-    /// that follows removes its address, macvlan and entry.
-    pub(super) fn withdraw(&mut self, plan: &Plan) {
-        for (name, p) in &plan.placements {
-            let Placement::Withheld { reason, .. } = p else {
-                continue;
-            };
-            if self.placement.remove(name).is_some() {
-                warn!(instance = %name, %reason, "withdrawn: not this member's now");
-                self.metrics
-                    .cluster_events
-                    .get_or_create(&super::metrics::KindLabel {
-                        kind: "withdrawn".into(),
-                    })
-                    .inc();
-                self.emit(Event::Withdrawn {
-                    at_ms: self.at_ms(),
-                    instance: name.clone(),
-                    reason: reason.clone(),
-                });
-                self.dirty.instances.insert(name.clone());
-            }
-        }
+        report.emit(event);
+        claimed
     }
 
     /// Tells the agent which instances this member could place now (one of
     /// their ports has its link up), when that changed.
-    pub(super) fn send_hostable(&mut self) {
-        let Some(link) = &self.cluster else { return };
-        let hostable: BTreeSet<String> = self
-            .config
+    pub fn send_hostable(&mut self, config: &Config, ports: &PortTable) {
+        let Some(link) = &self.link else { return };
+        let hostable: BTreeSet<String> = config
             .instances
             .iter()
-            .filter(|(_, i)| {
-                i.ports.iter().any(|p| {
-                    self.ports
-                        .get(p)
-                        .is_some_and(|p| p.ifindex.is_some() && p.state.link == Link::Up)
-                })
-            })
+            .filter(|(_, i)| i.ports.iter().any(|p| ports.link_up(p)))
             .map(|(n, _)| n.clone())
             .collect();
         if self.hostable_sent.as_ref() != Some(&hostable) {
@@ -196,13 +213,13 @@ impl Daemon {
         }
     }
 
-    /// `baton move INSTANCE --member ID`: off this host first, then the
-    /// release names the taker, which places it without a probe.
-    pub(super) async fn handover(&mut self, instance: &str, member: &str) -> Result<String> {
-        let Some(link) = &self.cluster else {
+    /// `baton move INSTANCE --member ID`, checked: a cluster, a member of the
+    /// instance's list, an instance this member holds.
+    pub fn check_handover(&self, config: &Config, instance: &str, member: &str) -> Result<()> {
+        if self.link.is_none() {
             bail!("no [cluster] here: a handover needs one");
-        };
-        let Some(inst) = self.config.instances.get(instance) else {
+        }
+        let Some(inst) = config.instances.get(instance) else {
             bail!("no instance {instance}");
         };
         if !inst.members.iter().any(|m| m == member) {
@@ -214,18 +231,24 @@ impl Daemon {
         if !self.may_hold(instance) {
             bail!("{instance} is not held by this member");
         }
-        let to_agent = link.to_agent.clone();
-        let began = Instant::now();
-        // Off this host for good (no re-adoption) before the key goes.
-        self.releasing.insert(instance.to_string());
-        if let Some(v) = self.cluster_view.as_mut() {
+        Ok(())
+    }
+
+    /// Off this host for good (no re-adoption) before their keys go.
+    pub fn begin_release(&mut self, instances: impl IntoIterator<Item = String>) {
+        self.releasing.extend(instances);
+        if let Some(v) = self.view.as_mut() {
             withhold_releasing(v, &self.releasing);
         }
-        self.placement.remove(instance);
-        self.dirty.instances.insert(instance.to_string());
-        self.reconcile().await;
+    }
+
+    /// Lets the agent release `instance` (already off this host) to `member`.
+    pub async fn release(&self, instance: &str, member: &str, began: Instant) -> Result<String> {
+        let Some(link) = &self.link else {
+            bail!("no [cluster] here: a handover needs one");
+        };
         let (done, answer) = oneshot::channel();
-        let _ = to_agent.send(ToAgent::Release {
+        let _ = link.to_agent.send(ToAgent::Release {
             instance: instance.to_string(),
             to: Some(member.to_string()),
             done,
@@ -240,36 +263,27 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM in a cluster: every held instance off this host, then
-    /// released, then the lease revoked (bounded: 3 s).
-    pub(super) async fn leave_cluster(&mut self) {
-        let Some(link) = &self.cluster else { return };
-        let to_agent = link.to_agent.clone();
-        let held: Vec<String> = self.placement.keys().cloned().collect();
-        self.releasing.extend(self.config.instances.keys().cloned());
-        if let Some(v) = self.cluster_view.as_mut() {
-            withhold_releasing(v, &self.releasing);
-        }
-        self.placement.clear();
-        self.dirty.instances.extend(held.iter().cloned());
-        self.reconcile().await;
+    /// SIGTERM: the agent releases everything and revokes the lease
+    /// (bounded: 3 s); the instances are already off this host.
+    pub async fn leave(&self, released: usize) {
+        let Some(link) = &self.link else { return };
         let (done, answer) = oneshot::channel();
-        let _ = to_agent.send(ToAgent::Leave { done });
+        let _ = link.to_agent.send(ToAgent::Leave { done });
         let left = tokio::time::timeout(Duration::from_secs(3), answer).await;
-        info!(
-            released = held.len(),
-            clean = left.is_ok(),
-            "left the cluster"
-        );
+        info!(released, clean = left.is_ok(), "left the cluster");
     }
 
-    pub(super) fn cluster_status(&self) -> Option<ClusterStatus> {
-        let c = self.config.cluster.as_ref()?;
-        let st = &self.cluster_state;
-        let now = Instant::now();
-        let left = self
-            .cluster_deadline
-            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+    /// The agent's end of connections (for the connection publisher).
+    pub fn to_agent(&self) -> Option<tokio::sync::mpsc::UnboundedSender<ToAgent>> {
+        self.link.as_ref().map(|l| l.to_agent.clone())
+    }
+
+    pub fn status(&self, config: &Config) -> Option<ClusterStatus> {
+        let c = config.cluster.as_ref()?;
+        let st = &self.state;
+        let left = self.deadline.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let fenced = st
             .fenced
             .or_else(|| left.is_zero().then_some(FenceCause::NoQuorum));
@@ -280,20 +294,6 @@ impl Daemon {
             deadline_left_ms: left.as_millis() as u64,
             members: st.members.clone(),
             owners: st.owners.clone(),
-        })
-    }
-
-    /// The view a daemon starts with in a cluster: nothing held yet.
-    pub(super) fn initial_view(config: &baton_config::Config) -> Option<ClusterView> {
-        config.cluster.as_ref().map(|c| {
-            crate::cluster::rules::view(
-                &c.member_id,
-                None,
-                config.instances.keys().cloned(),
-                &Default::default(),
-                Some(FenceCause::NoQuorum),
-                &Default::default(),
-            )
         })
     }
 }

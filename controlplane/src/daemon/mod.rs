@@ -1,52 +1,48 @@
-//! `baton run`: the daemon. The folder reads in the order data flows:
-//! [`monitor`] (kernel events) -> [`ports`] (port states) -> decide (pure,
-//! `crate::decide`) -> [`moves`] (plans carried out by the
-//! [`actuator`], [`announce`]) and [`reconcile`] (desired vs [`observed`],
-//! repaired) -> report ([`status`], [`control`], [`metrics`]).
+//! `baton run`: the daemon. Its folders follow the data: [`netlink`]
+//! (kernel events and dumps) -> [`ports`] (port states) -> decide (pure,
+//! `crate::decide`) -> [`placement`] (the plan carried out by the actuator,
+//! the kernel reconciled with the placement) -> [`wire`] (announcements,
+//! probes, the address defence, what TCP peers are told) -> [`report`]
+//! (status, events, metrics, systemd). [`membership`] is the cluster's word.
 //!
 //! Level-triggered: the daemon keeps the desired state (the placement) and
 //! compares it with the kernel's whenever an event says something of an
 //! instance changed, after a lost event, and every `resync_interval`; any
-//! difference is repaired, whoever caused it. This module is only the loop.
-pub mod actuator;
-pub mod announce;
-mod conflict;
-mod connections;
-mod control;
-mod frames;
-mod io_thread;
+//! difference is repaired, whoever caused it. This module owns the stages'
+//! state and runs the loop; each stage takes what it needs as arguments.
+mod backoff;
 mod lock;
 mod membership;
-mod metrics;
-mod monitor;
-mod moves;
-mod notification;
-mod notify;
-mod observed;
+mod netlink;
+mod placement;
 mod ports;
 mod process;
-mod raw;
-mod reconcile;
-mod reload;
-mod revive;
-mod rtnl_batch;
+mod report;
 mod sockopt;
-mod status;
-mod tickle;
+mod start;
+mod wire;
 
-use crate::dataplane::{self, AttachMode, InstanceTable, PinDir};
-use crate::decide::Reason;
-use crate::protocol::{Event, MoveRecord, RepairRecord, Request, Response};
-use actuator::Actuator;
-use anyhow::{Result, bail};
+use crate::dataplane::PinDir;
+use crate::protocol::{Event, Request, Response};
+use anyhow::Result;
 use baton_config::Config;
-use monitor::Observation;
-use ports::Port;
-use std::collections::{BTreeMap, BTreeSet};
+use membership::{Membership, Wake};
+use netlink::decode::Observation;
+use netlink::observed::Observed;
+use placement::actuator::Actuator;
+use placement::state::PlacementState;
+use placement::{Context, Stage};
+use ports::{LinkChange, PortTable};
+use report::Reporter;
+use report::control::Call;
+use report::sd_notify::Notifier;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
-use tracing::{info, warn};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+use wire::conflict::Defence;
+use wire::{Aftercare, AftercareResults, announce};
 
 pub use baton_config::instance_id;
 
@@ -65,314 +61,75 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let mut daemon = Daemon::start(opts, lock).await?;
+        let mut daemon = start::daemon(opts, lock).await?;
         // After the first reconcile: systemd's READY.
-        daemon.notify.send(&format!(
-            "READY=1\nSTATUS=placed {} of {} instances",
-            daemon.placement.len(),
-            daemon.config.instances.len()
-        ));
+        let summary = daemon.summary();
+        daemon.notify.ready(&summary);
         daemon.main_loop().await
     })
 }
 
-/// Which instances the next reconcile looks at.
-#[derive(Default)]
-struct Dirty {
-    all: bool,
-    instances: BTreeSet<String>,
+/// Where the loop hears from the kernel, the clients and its own tasks.
+struct Inbox {
+    monitor: mpsc::UnboundedReceiver<Observation>,
+    calls: mpsc::Receiver<Call>,
+    /// Other hosts' ARP/ND claims, from the address watch.
+    claims: mpsc::Receiver<announce::Seen>,
+    after: AftercareResults,
 }
 
-/// A takeover's tickles: what they did, or (instance, error).
-type TickleResult = Result<tickle::Tickled, (String, String)>;
-
-/// Events a `baton events` follower may fall behind before it is told it
-/// missed some (bounded memory: a few hundred bytes each).
-const EVENT_BUFFER: usize = 4096;
-
-/// A reconcile error on one instance, retried with backoff.
-struct Trouble {
-    error: String,
-    attempts: u32,
-    retry_at: Instant,
+/// The loop's own clocks.
+struct Timers {
+    /// When the engine's timers (hold, failback) next need a decision.
+    next_check: Option<Instant>,
+    next_resync: Instant,
+    /// When the main loop next feeds systemd's watchdog.
+    next_watchdog: Option<Instant>,
 }
 
 struct Daemon {
     opts: Options,
     config: Config,
     pins: PinDir,
-    start: Instant,
-    ports: BTreeMap<String, Port>,
-    /// The desired state: instance -> the port it lives on.
-    placement: BTreeMap<String, String>,
-    /// (instance, port) -> until when an RFC 5227 conflict keeps it off.
-    in_use: BTreeMap<(String, String), Instant>,
-    /// (instance, port) -> until when a failed move is not retried.
-    failed: BTreeMap<(String, String), Instant>,
-    /// (instance, port) -> failed moves in a row (the pause doubles with each).
-    move_failures: BTreeMap<(String, String), u32>,
-    refused: BTreeMap<String, Vec<(String, Reason)>>,
-    /// Port conditions last reported, so timer-driven changes (held-down ->
-    /// failed, settling -> up) become events too.
-    port_states: BTreeMap<String, crate::protocol::PortCondition>,
-    last_move: BTreeMap<String, MoveRecord>,
-    last_repair: BTreeMap<String, RepairRecord>,
-    trouble: BTreeMap<String, Trouble>,
-    dirty: Dirty,
+    ports: PortTable,
+    placement: PlacementState,
+    actuator: Actuator,
+    membership: Membership,
+    defence: Defence,
+    after: Aftercare,
+    report: Reporter,
+    notify: Notifier,
+    inbox: Inbox,
+    timers: Timers,
     /// A link dump is due (events were lost): ports are set from it.
     refresh_links: bool,
-    /// When the engine's timers (hold, failback) next need a decision.
-    next_check: Option<Instant>,
-    next_resync: Instant,
-    /// Other hosts' ARP/ND claims, from the address watch.
-    claims: mpsc::Receiver<announce::Seen>,
-    /// The last conflict of each placed instance (RFC 5227 2.4).
-    conflicts: BTreeMap<String, conflict::Conflict>,
-    /// Ends the sockets' retransmission backoff after a move (None when no
-    /// instance asks for it, or the socket iterator could not load).
-    reviver: Option<revive::Reviver>,
-    revived_tx: mpsc::UnboundedSender<revive::Revival>,
-    revived: mpsc::UnboundedReceiver<revive::Revival>,
-    /// instance -> the connections to tickle once a takeover placed it.
-    tickles_due: BTreeMap<String, Vec<crate::cluster::records::Conn>>,
-    tickled_tx: mpsc::UnboundedSender<TickleResult>,
-    tickled: mpsc::UnboundedReceiver<TickleResult>,
-    /// The background announcements of each instance's last move.
-    announcing: BTreeMap<String, tokio::task::AbortHandle>,
-    events: broadcast::Sender<Event>,
-    actuator: Actuator,
-    monitor: mpsc::UnboundedReceiver<Observation>,
-    calls: mpsc::Receiver<control::Call>,
-    metrics: std::sync::Arc<metrics::Metrics>,
-    /// When the last link change arrived: a move's reaction time is logged.
-    last_link_event: Instant,
-    notify: notify::Notifier,
-    /// When the main loop next feeds systemd's watchdog.
-    next_watchdog: Option<Instant>,
-    /// The cluster agent (None on a single host).
-    cluster: Option<crate::cluster::ClusterLink>,
-    /// What the engine is told of the cluster (None on a single host).
-    cluster_view: Option<crate::decide::ClusterView>,
-    cluster_state: crate::cluster::ClusterState,
-    cluster_deadline: Option<Instant>,
-    /// The hostable set the agent was last told.
-    hostable_sent: Option<BTreeSet<String>>,
-    /// Instances being handed over: off this host, never re-adopted.
-    releasing: BTreeSet<String>,
     _lock: lock::PinDirLock,
 }
 
-/// Attaches the programs to ports, one port at a time so that one that
-/// refuses does not keep the others bare. A pin of another hook (after
-/// `[daemon] ingress` changed) or of a device that is gone is replaced.
-fn attach(pins: &PinDir, config: &Config, ports: &[String]) -> Result<()> {
-    let programs = match config.daemon.ingress {
-        baton_config::model::IngressHook::Xdp => dataplane::ProgramSet::Baton,
-        baton_config::model::IngressHook::Tcx => dataplane::ProgramSet::TcIngress,
-    };
-    let mut first_error = None;
-    let mut attached = 0;
-    for port in ports {
-        match dataplane::attach_set(pins, std::slice::from_ref(port), AttachMode::Auto, programs) {
-            Ok(done) => {
-                attached += 1;
-                for a in done.iter().filter(|a| !a.already()) {
-                    info!(port = %a.port, mode = %a.mode, "dataplane attached");
-                }
-            }
-            Err(e) => {
-                warn!(%port, error = %format!("{e:#}"), "could not attach the dataplane");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    // Some ports without programs: a warning each. None at all: baton
-    // would run blind (no ARP ownership, no steering), so it says so and stops.
-    match first_error {
-        Some(e) if attached == 0 => {
-            Err(e.context("the dataplane could not be attached to any port"))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// What each ingress hook cannot do, said once at start.
-fn warn_hook_limits(config: &baton_config::Config) {
-    use baton_config::model::IngressHook;
-    for (name, inst) in &config.instances {
-        match config.daemon.ingress {
-            IngressHook::Xdp if inst.vlan.is_some() => warn!(
-                instance = %name,
-                "XDP pops only VLAN tags that arrive in the frame (NICs with rxvlan off); \
-                 on veth and VLAN-offloading NICs the tag is metadata: use [daemon] ingress = \"tcx\""
-            ),
-            IngressHook::Tcx if !inst.cpus.is_empty() => warn!(
-                instance = %name,
-                "CPU steering needs the XDP hook (cpumaps take XDP frames); cpus ignored with ingress = \"tcx\""
-            ),
-            _ => {}
-        }
-    }
-}
-
 impl Daemon {
-    async fn start(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
-        let config = baton_config::load(&opts.config)
-            .map_err(|d| anyhow::anyhow!("{d}invalid configuration; nothing was applied"))?;
-        process::set_realtime(config.daemon.realtime_priority)?;
-        process::lock_memory(config.daemon.lock_memory)?;
-        // Raw sockets are how baton announces and probes: without them (no
-        // CAP_NET_RAW) it could move nothing safely, so it stops here.
-        let (claim_tx, claims) = mpsc::channel(256);
-        announce::watch(claim_tx).map_err(|e| {
-            e.context("opening raw sockets for announcements and probes; nothing was applied")
-        })?;
-        let start = Instant::now();
-        let pins = PinDir::new(&opts.pin_dir);
-        // Subscribe before anything else so no change is missed.
-        let (links_now, monitor) = monitor::start().await?;
-        let ports = ports::from_dump(&config, &links_now);
-        if ports.values().all(|p| p.ifindex.is_none()) {
-            bail!(
-                "none of the configured ports exists here ({})",
-                config.ports.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
+    /// What the stages read.
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            config: &self.config,
+            ports: &self.ports,
+            report: &self.report,
+            cluster: &self.membership,
         }
-        warn_hook_limits(&config);
-        let present: Vec<String> = ports
-            .iter()
-            .filter(|(_, p)| p.ifindex.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
-        attach(&pins, &config, &present)?;
-        let actuator = Actuator::new(
-            InstanceTable::open(&pins)?,
-            crate::dataplane::macvlan::MacvlanTc::load(&pins)?,
-        )?;
-        // The socket iterator: the backoff revert's, and a cluster member's
-        // connections for a taker's tickles.
-        let reverts = config
-            .instances
-            .values()
-            .any(|i| i.reverts_backoff(&config.timers));
-        let tickles = config.cluster.as_ref().is_some_and(|c| c.tickle);
-        let sockets = if reverts || tickles {
-            match crate::dataplane::sockets::TcpSockets::load(&pins) {
-                Ok(s) => Some(std::sync::Arc::new(std::sync::Mutex::new(s))),
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "no backoff revert and no tickles: the socket iterator did not load");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let reviver = sockets
-            .clone()
-            .filter(|_| reverts)
-            .map(revive::Reviver::new);
-        let (revived_tx, revived) = mpsc::unbounded_channel();
-        let (tickled_tx, tickled) = mpsc::unbounded_channel();
-        let cluster = match &config.cluster {
-            Some(_) => Some(crate::cluster::spawn(&config, &pins)?),
-            None => None,
-        };
-        if let (Some(link), Some(sockets)) = (&cluster, sockets.filter(|_| tickles)) {
-            let addrs = config
-                .instances
-                .iter()
-                .map(|(n, i)| (n.clone(), i.address.addr()))
-                .collect();
-            connections::spawn(sockets, addrs, link.to_agent.clone());
-        }
-        // A failover of 1,000 instances brings ~1,000 events: with 1,024
-        // the scale bench's follower missed ~100 of them.
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let (call_tx, calls) = mpsc::channel(16);
-        let metrics = metrics::Metrics::new(pins.clone());
-        io_thread::spawn(
-            control::listen(&opts.socket)?,
-            call_tx,
-            events.clone(),
-            config.metrics.listen,
-            metrics.clone(),
-        )?;
-        let cluster_view = Daemon::initial_view(&config);
-        let mut d = Daemon {
-            opts,
-            next_resync: Instant::now() + config.daemon.resync_interval,
-            config,
-            pins,
-            start,
-            ports,
-            placement: BTreeMap::new(),
-            in_use: BTreeMap::new(),
-            failed: BTreeMap::new(),
-            move_failures: BTreeMap::new(),
-            refused: BTreeMap::new(),
-            port_states: BTreeMap::new(),
-            last_move: BTreeMap::new(),
-            last_repair: BTreeMap::new(),
-            trouble: BTreeMap::new(),
-            dirty: Dirty {
-                all: true,
-                instances: BTreeSet::new(),
+    }
+
+    /// A placement step on this daemon's state.
+    fn stage(&mut self) -> Stage<'_> {
+        Stage {
+            ctx: Context {
+                config: &self.config,
+                ports: &self.ports,
+                report: &self.report,
+                cluster: &self.membership,
             },
-            refresh_links: false,
-            reviver,
-            revived_tx,
-            revived,
-            tickles_due: BTreeMap::new(),
-            tickled_tx,
-            tickled,
-            claims,
-            conflicts: BTreeMap::new(),
-            next_check: None,
-            announcing: BTreeMap::new(),
-            events,
-            actuator,
-            monitor,
-            calls,
-            metrics,
-            last_link_event: start,
-            next_watchdog: None,
-            notify: notify::Notifier::from_env(),
-            cluster_view,
-            cluster,
-            cluster_state: Default::default(),
-            cluster_deadline: None,
-            hostable_sent: None,
-            releasing: BTreeSet::new(),
-            _lock: lock,
-        };
-        for ifindex in d.ports.values().filter_map(|p| p.ifindex) {
-            d.actuator.prepare_port(ifindex);
+            state: &mut self.placement,
+            actuator: &mut self.actuator,
+            after: &self.after,
         }
-        d.reconcile().await;
-        info!(
-            instances = d.config.instances.len(),
-            placed = d.placement.len(),
-            "baton running"
-        );
-        Ok(d)
-    }
-
-    fn now(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    fn at_ms(&self) -> u64 {
-        self.now().as_millis() as u64
-    }
-
-    fn emit(&self, e: Event) {
-        let _ = self.events.send(e);
-    }
-
-    /// [`attach`] with this daemon's pins and config (a port that appeared).
-    fn attach(&self, ports: &[String]) {
-        // Its error is logged per port; the daemon goes on with the others.
-        let _ = attach(&self.pins, &self.config, ports);
     }
 
     async fn main_loop(&mut self) -> Result<()> {
@@ -391,65 +148,63 @@ impl Daemon {
             if self.run_plan().await {
                 continue;
             }
-            if self.reconcile_due() && self.reconcile().await {
+            if self.placement.reconcile_due(Instant::now()) && self.reconcile().await {
                 continue;
             }
+            let summary = self.summary();
+            self.notify.status(&summary);
             // Wait for something that matters: an event of a port or an
             // instance, a request, a timer.
             loop {
                 let wake = self.next_wake();
                 tokio::select! {
-                    o = self.monitor.recv() => {
+                    o = self.inbox.monitor.recv() => {
                         let mut relevant = match o {
                             Some(o) => self.observe(o),
                             None => self.restart_monitor().await,
                         };
                         // A burst is handled as one: drain before acting.
-                        while let Ok(o) = self.monitor.try_recv() {
+                        while let Ok(o) = self.inbox.monitor.try_recv() {
                             relevant |= self.observe(o);
                         }
                         if relevant {
                             break;
                         }
                     }
-                    Some(r) = self.revived.recv() => {
-                        self.on_revival(r);
+                    Some(r) = self.inbox.after.revived.recv() => {
+                        placement::moves::on_revival(&mut self.placement, &self.report, r);
                     }
-                    Some(t) = self.tickled.recv() => {
-                        self.on_tickled(t);
+                    Some(t) = self.inbox.after.tickled.recv() => {
+                        placement::moves::on_tickled(&mut self.placement, &self.report, t);
                     }
-                    Some(seen) = self.claims.recv() => {
+                    Some(seen) = self.inbox.claims.recv() => {
                         let mut relevant = self.on_claim(seen);
-                        while let Ok(seen) = self.claims.try_recv() {
+                        while let Ok(seen) = self.inbox.claims.try_recv() {
                             relevant |= self.on_claim(seen);
                         }
                         if relevant {
                             break;
                         }
                     }
-                    w = membership::wake(&mut self.cluster) => {
-                        let relevant = match w {
-                            membership::Wake::Changed => self.refresh_cluster(),
-                            membership::Wake::Event(e) => {
-                                self.on_cluster_event(e);
-                                self.refresh_cluster()
-                            }
-                        };
-                        if relevant {
+                    w = self.membership.wake() => {
+                        if let Wake::Event(e) = w {
+                            self.on_cluster_event(e);
+                        }
+                        if self.membership.refresh() {
                             break;
                         }
                     }
-                    Some((req, reply)) = self.calls.recv() => {
+                    Some((req, reply)) = self.inbox.calls.recv() => {
                         let response = self.on_request(req).await;
                         let _ = reply.send(response);
                         break;
                     }
                     _ = tokio::time::sleep_until(wake.into()) => {
                         self.feed_watchdog();
-                        self.refresh_cluster();
-                        if Instant::now() >= self.next_resync {
-                            self.next_resync = Instant::now() + self.config.daemon.resync_interval;
-                            self.dirty.all = true;
+                        self.membership.refresh();
+                        if Instant::now() >= self.timers.next_resync {
+                            self.timers.next_resync = Instant::now() + self.config.daemon.resync_interval;
+                            self.placement.dirty.all = true;
                         }
                         break;
                     }
@@ -459,7 +214,7 @@ impl Daemon {
                         break;
                     }
                     _ = term.recv() => {
-                        if self.cluster.is_some() {
+                        if self.membership.in_cluster() {
                             info!("SIGTERM: releasing this member's instances, then exiting");
                             self.notify.send("STOPPING=1");
                             self.leave_cluster().await;
@@ -474,22 +229,31 @@ impl Daemon {
         }
     }
 
+    /// The daemon in one line, for systemd.
+    fn summary(&self) -> report::sd_notify::Summary {
+        report::sd_notify::Summary {
+            placed: self.placement.placement.len(),
+            instances: self.config.instances.len(),
+            moves: self.placement.moves_done,
+            fenced: self.membership.status(&self.config).and_then(|c| c.fenced),
+            failing: self.placement.trouble.len(),
+        }
+    }
+
     /// The earliest timer: a port's hold timer, a conflict or failed move
     /// expiring, a retry, the periodic resync.
     fn next_wake(&self) -> Instant {
         [
-            self.next_check,
-            Some(self.next_resync),
-            self.next_watchdog,
-            self.cluster_wake_at(),
+            self.timers.next_check,
+            Some(self.timers.next_resync),
+            self.timers.next_watchdog,
+            self.membership.wake_at(),
+            self.placement.next_timer(),
         ]
         .into_iter()
         .flatten()
-        .chain(self.in_use.values().copied())
-        .chain(self.failed.values().copied())
-        .chain(self.trouble.values().map(|t| t.retry_at))
         .min()
-        .unwrap_or(self.next_resync)
+        .unwrap_or(self.timers.next_resync)
     }
 
     /// WATCHDOG=1 when due: only this loop feeds it, so a loop that hangs
@@ -499,69 +263,106 @@ impl Daemon {
             return;
         };
         let now = Instant::now();
-        if self.next_watchdog.is_none_or(|t| t <= now) {
+        if self.timers.next_watchdog.is_none_or(|t| t <= now) {
             self.notify.send("WATCHDOG=1");
-            self.next_watchdog = Some(now + every);
+            self.timers.next_watchdog = Some(now + every);
         }
+    }
+
+    /// Decides and carries out the plan; true when something moved (or a
+    /// probe found a conflict), so the engine must decide again.
+    async fn run_plan(&mut self) -> bool {
+        self.placement.expire_holds(Instant::now());
+        self.membership.refresh();
+        let plan = placement::with_inputs(&self.ctx(), &self.placement, crate::decide::decide);
+        self.timers.next_check = plan.next_check.map(|t| self.report.start() + t);
+        self.ports.report_conditions(&self.config, &self.report);
+        self.membership.send_hostable(&self.config, &self.ports);
+        self.placement.withdraw(&plan, &self.report);
+        self.placement.note_refusals(&plan, &self.report);
+        self.stage().carry_out(&plan).await
+    }
+
+    /// Reconciles what is dirty (and failing instances whose retry is due).
+    /// True when it changed the placement or a port, so the engine must
+    /// decide again.
+    async fn reconcile(&mut self) -> bool {
+        let (all, names) = self
+            .placement
+            .take_dirty(self.config.instances.keys().cloned());
+        let observed = match Observed::dump(self.actuator.handle()).await {
+            Ok(o) => o,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "reading the kernel's state; retrying");
+                self.placement.dirty.all = true;
+                self.timers.next_resync = Instant::now() + Duration::from_secs(1);
+                return false;
+            }
+        };
+        let mut changed = false;
+        if std::mem::take(&mut self.refresh_links) {
+            let change = self.ports.apply_dump(&observed.links, self.report.now());
+            changed |= self.on_link_change(change);
+        }
+        if all {
+            let cpus: BTreeSet<u32> = self
+                .config
+                .instances
+                .values()
+                .flat_map(|i| i.cpus.iter().copied())
+                .collect();
+            if let Err(e) = crate::dataplane::steering::enable_cpus(&self.pins, cpus) {
+                warn!(error = %format!("{e:#}"), "CPU steering");
+            }
+        }
+        changed |= self.stage().reconcile(names, all, &observed).await;
+        report::status::publish_placement(&self.ctx(), &self.placement, &self.actuator);
+        changed
     }
 
     /// Takes in one observation; true when it concerns a port or an instance.
     fn observe(&mut self, o: Observation) -> bool {
-        match o {
-            Observation::Link(ev) => {
-                if let Some(id) = actuator::macvlan_owner_id(&ev.name) {
-                    match self.instance_by_id(id) {
-                        Some(name) => self.dirty.instances.insert(name),
-                        None => {
-                            self.dirty.all = true;
-                            true
-                        }
-                    }
-                } else {
-                    self.on_link(ev)
-                }
+        match placement::concern_of(&self.config, o) {
+            placement::Concern::Port(ev) => {
+                let change = self.ports.on_link(ev, self.report.now());
+                self.on_link_change(change)
             }
-            Observation::Address(addr) => self.mark_instances(|i| i.address.addr() == addr),
-            Observation::Route(dst) => {
-                self.mark_instances(|i| i.routes.iter().any(|r| r.to.addr() == dst))
+            placement::Concern::Instances(names) => {
+                let any = !names.is_empty();
+                self.placement.dirty.instances.extend(names);
+                any
             }
-            Observation::Lost => {
+            placement::Concern::All => {
+                self.placement.dirty.all = true;
+                true
+            }
+            placement::Concern::Lost => {
                 self.lost_events("netlink overrun: the kernel dropped notifications");
                 true
             }
         }
     }
 
-    fn mark_instances(&mut self, f: impl Fn(&baton_config::model::Instance) -> bool) -> bool {
-        let hit: Vec<String> = self
-            .config
-            .instances
-            .iter()
-            .filter(|(_, i)| f(i))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let any = !hit.is_empty();
-        self.dirty.instances.extend(hit);
-        any
-    }
-
-    fn instance_by_id(&self, id: u32) -> Option<String> {
-        self.config
-            .instances
-            .keys()
-            .find(|n| instance_id(n) == id)
-            .cloned()
+    /// Ports that appeared get their programs and a full reconcile.
+    fn on_link_change(&mut self, change: LinkChange) -> bool {
+        for (name, ifindex) in &change.appeared {
+            // Its error is logged per port; the daemon goes on with the others.
+            let _ = start::attach(&self.pins, &self.config, std::slice::from_ref(name));
+            self.actuator.prepare_port(*ifindex);
+            self.placement.dirty.all = true;
+        }
+        change.changed
     }
 
     /// Anything may have changed: read the links again and reconcile all.
     fn lost_events(&mut self, reason: &str) {
         warn!(reason, "events may be lost: full resync");
-        self.metrics.resyncs.inc();
-        self.emit(Event::Resync {
-            at_ms: self.at_ms(),
+        self.report.metrics.resyncs.inc();
+        self.report.emit(Event::Resync {
+            at_ms: self.report.at_ms(),
             reason: reason.to_string(),
         });
-        self.dirty.all = true;
+        self.placement.dirty.all = true;
         self.refresh_links = true;
     }
 
@@ -569,11 +370,12 @@ impl Daemon {
     async fn restart_monitor(&mut self) -> bool {
         let mut delay = Duration::from_millis(10);
         loop {
-            match monitor::start().await {
+            match netlink::monitor::start().await {
                 Ok((links, rx)) => {
-                    self.monitor = rx;
+                    self.inbox.monitor = rx;
                     self.lost_events("the rtnetlink monitor ended; started a new one");
-                    self.apply_link_dump(&links);
+                    let change = self.ports.apply_dump(&links, self.report.now());
+                    self.on_link_change(change);
                     return true;
                 }
                 Err(e) => {
@@ -585,10 +387,45 @@ impl Daemon {
         }
     }
 
+    /// Another host's ARP/ND claim; true when it was a conflict.
+    fn on_claim(&mut self, seen: announce::Seen) -> bool {
+        let ctx = Context {
+            config: &self.config,
+            ports: &self.ports,
+            report: &self.report,
+            cluster: &self.membership,
+        };
+        self.defence
+            .on_claim(seen, &ctx, &self.placement.placement, &mut self.actuator)
+    }
+
+    fn on_cluster_event(&mut self, e: crate::cluster::ClusterEvent) {
+        let Some((instance, conns)) = self.membership.on_event(e, &self.report) else {
+            return;
+        };
+        let tickle = self.config.cluster.as_ref().is_some_and(|c| c.tickle);
+        if tickle && !conns.is_empty() {
+            self.placement.tickles_due.insert(instance.clone(), conns);
+            // Placed before the event came: now.
+            if self.placement.placement.contains_key(&instance) {
+                self.stage().tickle_due(&instance);
+            }
+        }
+    }
+
     async fn on_request(&mut self, req: Request) -> Response {
         let result = match req {
-            Request::Status => return Response::Status(self.status()),
-            Request::Move { instance, port } => self.planned_move(&instance, &port).await,
+            Request::Status => {
+                return Response::Status(report::status::status(&report::status::Sources {
+                    ctx: self.ctx(),
+                    state: &self.placement,
+                    defence: &self.defence,
+                    actuator: &self.actuator,
+                    pins: &self.pins,
+                    config_path: &self.opts.config,
+                }));
+            }
+            Request::Move { instance, port } => self.stage().planned_move(&instance, &port).await,
             Request::Handover { instance, member } => self.handover(&instance, &member).await,
             Request::Reload => self.reload().await,
             Request::Events => {
@@ -603,5 +440,52 @@ impl Daemon {
                 message: format!("{e:#}"),
             },
         }
+    }
+
+    /// `baton reload` / SIGHUP: the new file validated whole, settings that
+    /// need a restart refused with the reason, the difference applied.
+    async fn reload(&mut self) -> Result<String> {
+        self.notify.send("RELOADING=1");
+        let result =
+            placement::reload::apply(&self.opts.config, &mut self.config, &mut self.placement);
+        if result.is_ok() {
+            self.reconcile().await;
+        }
+        self.notify.send("READY=1");
+        self.report.emit(Event::Reload {
+            at_ms: self.report.at_ms(),
+            ok: result.is_ok(),
+            message: match &result {
+                Ok(m) => m.clone(),
+                Err(e) => format!("{e:#}"),
+            },
+        });
+        result
+    }
+
+    /// `baton move INSTANCE --member ID`: off this host first, then the
+    /// release names the taker, which places it without a probe.
+    async fn handover(&mut self, instance: &str, member: &str) -> Result<String> {
+        self.membership
+            .check_handover(&self.config, instance, member)?;
+        let began = Instant::now();
+        // Off this host for good (no re-adoption) before the key goes.
+        self.membership.begin_release([instance.to_string()]);
+        self.placement.placement.remove(instance);
+        self.placement.dirty.instances.insert(instance.to_string());
+        self.reconcile().await;
+        self.membership.release(instance, member, began).await
+    }
+
+    /// SIGTERM in a cluster: every held instance off this host, then
+    /// released, then the lease revoked (bounded: 3 s).
+    async fn leave_cluster(&mut self) {
+        let held: Vec<String> = self.placement.placement.keys().cloned().collect();
+        self.membership
+            .begin_release(self.config.instances.keys().cloned());
+        self.placement.placement.clear();
+        self.placement.dirty.instances.extend(held.iter().cloned());
+        self.reconcile().await;
+        self.membership.leave(held.len()).await;
     }
 }

@@ -1,12 +1,13 @@
-//! Port states from link events and dumps, and the engine's inputs built
-//! from them.
-use super::monitor::LinkEvent;
-use super::{Daemon, metrics};
-use crate::decide::{Inputs, Link, PortState};
+//! The configured ports as the kernel shows them: state with timestamps,
+//! from link events and dumps, read against the hold timers by the engine's
+//! one rule ([`crate::decide::port_condition`]).
+use super::netlink::decode::LinkEvent;
+use super::report::{Reporter, metrics};
+use crate::decide::{Link, PortState};
 use crate::protocol::{Event, LinkCondition, PortCondition};
 use baton_common::MAX_COUNTED_PORTS;
 use baton_config::Config;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -18,30 +19,11 @@ pub struct Port {
     pub changed: Instant,
 }
 
-/// The configured ports as the start-up dump shows them: their state holds
-/// since start (a port down at start counts as failed at once).
-pub fn from_dump(config: &Config, links: &[LinkEvent]) -> BTreeMap<String, Port> {
-    let now = Instant::now();
-    config
-        .ports
-        .keys()
-        .map(|name| {
-            let link = links.iter().find(|l| &l.name == name);
-            let up = link.is_some_and(LinkEvent::is_up);
-            let port = Port {
-                ifindex: link.map(|l| l.ifindex),
-                admin_up: link.is_some_and(|l| l.admin_up),
-                carrier: link.is_some_and(|l| l.carrier),
-                state: PortState {
-                    link: if up { Link::Up } else { Link::Down },
-                    since: Duration::ZERO,
-                    at_start: true,
-                },
-                changed: now,
-            };
-            (name.clone(), port)
-        })
-        .collect()
+impl Port {
+    /// It exists and its link is up (hold timers aside).
+    pub fn link_up(&self) -> bool {
+        self.ifindex.is_some() && self.state.link == Link::Up
+    }
 }
 
 pub fn link_condition(p: &Port) -> LinkCondition {
@@ -53,20 +35,114 @@ pub fn link_condition(p: &Port) -> LinkCondition {
     }
 }
 
-impl Daemon {
-    /// A link event; true when it changed a configured port. A port that
-    /// appears (or comes back as a new device) gets its programs and a full
-    /// reconcile.
-    pub(super) fn on_link(&mut self, ev: LinkEvent) -> bool {
-        let now = self.now();
+/// What link events did to the table.
+#[derive(Default)]
+pub struct LinkChange {
+    /// A configured port changed (the engine decides again).
+    pub changed: bool,
+    /// Ports that appeared (or came back as new devices): they need their
+    /// programs and a full reconcile.
+    pub appeared: Vec<(String, u32)>,
+}
+
+pub struct PortTable {
+    ports: BTreeMap<String, Port>,
+    /// Conditions last reported, so timer-driven changes (held-down ->
+    /// failed, settling -> up) become events too.
+    reported: BTreeMap<String, PortCondition>,
+    /// When the last link change arrived: a move's trace starts there.
+    pub last_link_event: Instant,
+}
+
+impl PortTable {
+    /// The configured ports as the start-up dump shows them: their state
+    /// holds since start (a port down at start counts as failed at once).
+    pub fn from_dump(config: &Config, links: &[LinkEvent]) -> PortTable {
+        let now = Instant::now();
+        let ports = config
+            .ports
+            .keys()
+            .map(|name| {
+                let link = links.iter().find(|l| &l.name == name);
+                let up = link.is_some_and(LinkEvent::is_up);
+                let port = Port {
+                    ifindex: link.map(|l| l.ifindex),
+                    admin_up: link.is_some_and(|l| l.admin_up),
+                    carrier: link.is_some_and(|l| l.carrier),
+                    state: PortState {
+                        link: if up { Link::Up } else { Link::Down },
+                        since: Duration::ZERO,
+                        at_start: true,
+                    },
+                    changed: now,
+                };
+                (name.clone(), port)
+            })
+            .collect();
+        PortTable {
+            ports,
+            reported: BTreeMap::new(),
+            last_link_event: now,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Port> {
+        self.ports.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Port)> {
+        self.ports.iter()
+    }
+
+    /// The port's device now (None: missing, or not a configured port).
+    pub fn ifindex(&self, name: &str) -> Option<u32> {
+        self.ports.get(name)?.ifindex
+    }
+
+    /// The devices of the ports that exist now.
+    pub fn ifindexes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ports.values().filter_map(|p| p.ifindex)
+    }
+
+    /// The ports that exist now.
+    pub fn present(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| p.ifindex.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    pub fn name_of(&self, ifindex: u32) -> Option<&String> {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.ifindex == Some(ifindex))
+            .map(|(n, _)| n)
+    }
+
+    /// The port exists and its link is up (hold timers aside).
+    pub fn link_up(&self, name: &str) -> bool {
+        self.ports.get(name).is_some_and(Port::link_up)
+    }
+
+    /// The engine's port states: those of the ports that exist.
+    pub fn states(&self) -> BTreeMap<String, PortState> {
+        self.ports
+            .iter()
+            .filter(|(_, p)| p.ifindex.is_some())
+            .map(|(n, p)| (n.clone(), p.state))
+            .collect()
+    }
+
+    /// A link event at `now` (the engine's clock).
+    pub fn on_link(&mut self, ev: LinkEvent, now: Duration) -> LinkChange {
         let Some((name, port)) = self
             .ports
             .iter_mut()
             .find(|(n, p)| **n == ev.name || (p.ifindex == Some(ev.ifindex) && ev.removed))
         else {
-            return false;
+            return LinkChange::default();
         };
-        let name = name.clone();
         let ifindex = if ev.removed { None } else { Some(ev.ifindex) };
         let appeared = ifindex.is_some() && port.ifindex != ifindex;
         let changed =
@@ -85,19 +161,21 @@ impl Daemon {
             self.last_link_event = port.changed;
             info!(port = %name, link = %link_condition(port), "link changed");
         }
+        let mut change = LinkChange {
+            changed,
+            appeared: Vec::new(),
+        };
         if appeared {
             info!(port = %name, ifindex = ev.ifindex, "port appeared");
-            self.attach(std::slice::from_ref(&name));
-            self.actuator.prepare_port(ev.ifindex);
-            self.dirty.all = true;
+            change.appeared.push((name.clone(), ev.ifindex));
         }
-        changed
+        change
     }
 
     /// A fresh link dump: every configured port is set from it; a port
-    /// missing from it is gone. True when a port changed.
-    pub(super) fn apply_link_dump(&mut self, links: &[LinkEvent]) -> bool {
-        let mut changed = false;
+    /// missing from it is gone.
+    pub fn apply_dump(&mut self, links: &[LinkEvent], now: Duration) -> LinkChange {
+        let mut all = LinkChange::default();
         let names: Vec<String> = self.ports.keys().cloned().collect();
         for name in names {
             let ev = match links.iter().find(|l| l.name == name) {
@@ -115,92 +193,54 @@ impl Daemon {
                     None => continue,
                 },
             };
-            changed |= self.on_link(ev);
+            let change = self.on_link(ev, now);
+            all.changed |= change.changed;
+            all.appeared.extend(change.appeared);
         }
-        changed
+        all
     }
 
-    pub(super) fn port_name(&self, ifindex: u32) -> Option<&String> {
-        self.ports
-            .iter()
-            .find(|(_, p)| p.ifindex == Some(ifindex))
-            .map(|(n, _)| n)
+    pub fn condition(&self, name: &str, config: &Config, now: Duration) -> PortCondition {
+        let state = self
+            .ports
+            .get(name)
+            .filter(|p| p.ifindex.is_some())
+            .map(|p| &p.state);
+        crate::decide::port_condition(state, config, now)
     }
 
-    pub(super) fn port_condition(&self, name: &str) -> PortCondition {
-        let Some(p) = self.ports.get(name).filter(|p| p.ifindex.is_some()) else {
-            return PortCondition::Missing;
-        };
-        let t = &self.config.timers;
-        let elapsed = self.now().saturating_sub(p.state.since);
-        match p.state.link {
-            Link::Up if p.state.at_start || elapsed >= t.hold_up => PortCondition::Up,
-            Link::Up => PortCondition::Settling,
-            Link::Down if p.state.at_start || elapsed >= t.hold_down => PortCondition::Failed,
-            Link::Down => PortCondition::HeldDown,
-        }
-    }
-
-    pub(super) fn note_port_states(&mut self) {
-        let names: Vec<String> = self.ports.keys().cloned().collect();
-        for name in names {
-            let state = self.port_condition(&name);
-            if self.port_states.get(&name) != Some(&state) {
-                let link = link_condition(&self.ports[&name]);
-                info!(port = %name, %state, %link, "port state");
-                self.metrics
-                    .port_up
-                    .get_or_create(&metrics::PortLabel { port: name.clone() })
-                    .set(i64::from(state == PortCondition::Up));
-                self.emit(Event::Port {
-                    at_ms: self.at_ms(),
-                    port: name.clone(),
-                    link,
-                    state,
-                });
-                self.port_states.insert(name, state);
+    /// Reports the ports whose condition changed since the last report.
+    pub fn report_conditions(&mut self, config: &Config, report: &Reporter) {
+        let now = report.now();
+        for (name, port) in &self.ports {
+            let state = self.condition(name, config, now);
+            if self.reported.get(name) == Some(&state) {
+                continue;
             }
+            let link = link_condition(port);
+            info!(port = %name, %state, %link, "port state");
+            report
+                .metrics
+                .port_up
+                .get_or_create(&metrics::PortLabel { port: name.clone() })
+                .set(i64::from(state == PortCondition::Up));
+            report.emit(Event::Port {
+                at_ms: report.at_ms(),
+                port: name.clone(),
+                link,
+                state,
+            });
+            self.reported.insert(name.clone(), state);
         }
     }
 
     /// Ifindexes of the ports the dataplane counts an instance on: its
     /// first configured ports (0 for one that does not exist now).
-    pub(super) fn counted_ports(
-        &self,
-        inst: &baton_config::model::Instance,
-    ) -> [u32; MAX_COUNTED_PORTS] {
+    pub fn counted(&self, inst: &baton_config::model::Instance) -> [u32; MAX_COUNTED_PORTS] {
         let mut out = [0; MAX_COUNTED_PORTS];
         for (slot, port) in out.iter_mut().zip(&inst.ports) {
-            *slot = self.ports.get(port).and_then(|p| p.ifindex).unwrap_or(0);
+            *slot = self.ifindex(port).unwrap_or(0);
         }
         out
-    }
-
-    /// Runs `f` on the engine's inputs as they are now: the states of the
-    /// ports that exist, the (instance, port) pairs a probe found in use,
-    /// the placement and the clock.
-    pub(super) fn with_inputs<R>(&self, f: impl FnOnce(&Inputs) -> R) -> R {
-        let ports: BTreeMap<String, PortState> = self
-            .ports
-            .iter()
-            .filter(|(_, p)| p.ifindex.is_some())
-            .map(|(n, p)| (n.clone(), p.state))
-            .collect();
-        let in_use: BTreeSet<(String, String)> = self.in_use.keys().cloned().collect();
-        let now = Instant::now();
-        let retry_at: BTreeMap<(String, String), Duration> = self
-            .failed
-            .iter()
-            .map(|(k, until)| (k.clone(), self.now() + until.saturating_duration_since(now)))
-            .collect();
-        f(&Inputs {
-            config: &self.config,
-            ports: &ports,
-            cluster: self.cluster_view.as_ref(),
-            in_use: &in_use,
-            retry_at: &retry_at,
-            placement: &self.placement,
-            now: self.now(),
-        })
     }
 }

@@ -34,7 +34,7 @@ impl RawSocket {
             len: 1,
             filter: drop_all.as_mut_ptr(),
         };
-        super::sockopt::set(fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &prog)
+        crate::daemon::sockopt::set(fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &prog)
             .context("SO_ATTACH_FILTER on a raw socket")?;
         Ok(RawSocket { fd, v6 })
     }

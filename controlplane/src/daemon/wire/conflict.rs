@@ -4,58 +4,75 @@
 //! with one announcement at most every DEFEND_INTERVAL; the address is kept
 //! (2.4 (c): a service address is not given up to a stranger), and the
 //! announcements stay rate-limited so two defenders cannot storm.
-use super::{Daemon, announce, metrics};
+use super::announce;
+use crate::daemon::placement::Context;
+use crate::daemon::placement::actuator::Actuator;
+use crate::daemon::placement::on_port::OnPort;
+use crate::daemon::report::metrics;
 use crate::netdev;
 use crate::protocol::{ConflictRecord, Event};
 use baton_config::model::mac_string;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// RFC 5227's DEFEND_INTERVAL.
 const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
 
-pub struct Conflict {
-    pub record: ConflictRecord,
+struct Conflict {
+    record: ConflictRecord,
     last_defence: Option<Instant>,
 }
 
-impl Daemon {
+/// The last conflict of each placed instance.
+#[derive(Default)]
+pub struct Defence {
+    conflicts: BTreeMap<String, Conflict>,
+}
+
+impl Defence {
+    /// The last conflict seen for `instance`, for status.
+    pub fn record(&self, instance: &str) -> Option<&ConflictRecord> {
+        self.conflicts.get(instance).map(|c| &c.record)
+    }
+
     /// One claim from the watch; true when it was a conflict.
-    pub(super) fn on_claim(&mut self, (ifindex, claim): announce::Seen) -> bool {
+    pub fn on_claim(
+        &mut self,
+        (ifindex, claim): announce::Seen,
+        ctx: &Context,
+        placement: &BTreeMap<String, String>,
+        actuator: &mut Actuator,
+    ) -> bool {
         // A probe only asks; the kernel answers it for an address we hold.
         if claim.probe {
             return false;
         }
+        let (config, ports, report) = (ctx.config, ctx.ports, ctx.report);
         // Counted once, on the owner port: the same broadcast also reaches
         // the other ports of the segment and the macvlans stacked on them.
-        let Some(port) = self.port_name(ifindex).cloned() else {
+        let Some(port) = ports.name_of(ifindex).cloned() else {
             return false;
         };
-        let Some((name, inst)) = self
-            .config
+        let Some((name, inst)) = config
             .instances
             .iter()
             .find(|(_, i)| i.address.addr() == claim.addr)
         else {
             return false;
         };
-        let Some(owner) = self.placement.get(name).cloned().filter(|o| *o == port) else {
+        let Some(owner) = placement.get(name).cloned().filter(|o| *o == port) else {
             return false;
         };
         let ours = inst.mac == Some(claim.mac)
-            || self
-                .config
-                .instances
-                .values()
-                .any(|i| i.mac == Some(claim.mac))
-            || self
-                .ports
-                .keys()
-                .any(|p| netdev::mac_of(p).ok() == Some(claim.mac));
+            || config.instances.values().any(|i| i.mac == Some(claim.mac))
+            || ports
+                .iter()
+                .any(|(p, _)| netdev::mac_of(p).ok() == Some(claim.mac));
         if ours {
             return false;
         }
-        let (name, vlan) = (name.clone(), inst.vlan);
+        let vlan = inst.vlan;
         let now = Instant::now();
         let entry = self.conflicts.entry(name.clone()).or_insert(Conflict {
             record: ConflictRecord {
@@ -74,7 +91,7 @@ impl Daemon {
             entry.last_defence = Some(now);
         }
         let by = mac_string(&claim.mac);
-        let at_ms = self.start.elapsed().as_millis() as u64;
+        let at_ms = report.at_ms();
         entry.record = ConflictRecord {
             by: by.clone(),
             port: port.clone(),
@@ -83,26 +100,30 @@ impl Daemon {
             defended: defend,
         };
         warn!(instance = %name, %by, %port, defended = defend, "address conflict: another host claims the address");
-        self.metrics
+        report
+            .metrics
             .conflicts
             .get_or_create(&metrics::InstanceLabel {
                 instance: name.clone(),
             })
             .inc();
         if defend {
-            let sent = self
-                .ports
-                .get(&owner)
-                .and_then(|p| p.ifindex)
-                .zip(self.entry_on(&name, &owner).ok())
-                .map(|(ifindex, e)| self.actuator.announce_now(ifindex, e.mac, claim.addr, vlan));
+            let on = OnPort {
+                name,
+                inst,
+                port: &owner,
+            };
+            let sent = ports
+                .ifindex(&owner)
+                .zip(on.entry(ports).ok())
+                .map(|(ifindex, e)| actuator.announce_now(ifindex, e.mac, claim.addr, vlan));
             if let Some(Err(e)) = sent {
                 warn!(instance = %name, error = %format!("{e:#}"), "defending the address");
             }
         }
-        self.emit(Event::Conflict {
+        report.emit(Event::Conflict {
             at_ms,
-            instance: name,
+            instance: name.clone(),
             port,
             by,
             defended: defend,

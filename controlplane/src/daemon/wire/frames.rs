@@ -1,5 +1,5 @@
 //! The frames baton sends and the claims it reads, pure: gratuitous ARP
-//! (both forms) and unsolicited NA (seed block 356), RFC 5227 ARP probes and
+//! (both forms) and unsolicited NA (a move's announcements), RFC 5227 ARP probes and
 //! DAD-style NS probes (from ::), each with the instance's 802.1Q tag when it
 //! has one (this kernel has no VLAN devices to add it), and the parser that
 //! finds another host claiming an address in an ARP or ND frame.

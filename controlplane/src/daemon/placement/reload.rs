@@ -2,13 +2,12 @@
 //! need a restart are refused with the reason, and the difference is
 //! applied: instances that are gone or changed identity leave, the rest is
 //! reconciled (copies on ports an instance no longer lists are cleaned).
-use super::Daemon;
-use crate::protocol::Event;
+use super::state::PlacementState;
 use anyhow::{Result, bail};
 use baton_config::Config;
 
 /// What a running daemon cannot take without a restart, said as the reason.
-fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     if new.ports.keys().ne(old.ports.keys()) {
         return Some("the set of ports changed");
     }
@@ -43,70 +42,47 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     None
 }
 
-impl Daemon {
-    pub(super) async fn reload(&mut self) -> Result<String> {
-        self.notify.send("RELOADING=1");
-        let result = self.reload_file().await;
-        self.notify.send("READY=1");
-        result
-    }
+/// Instances that are gone or changed identity (address, VLAN, MAC): they
+/// leave, and the sweep of the next reconcile removes what they had,
+/// recognised by their dataplane entries and macvlan names.
+pub fn leaving(old: &Config, new: &Config) -> Vec<String> {
+    old.instances
+        .iter()
+        .filter(|(name, old)| {
+            !new.instances
+                .get(*name)
+                .is_some_and(|n| n.address == old.address && n.vlan == old.vlan && n.mac == old.mac)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
 
-    async fn reload_file(&mut self) -> Result<String> {
-        let refuse = |d: &Daemon, message: String| -> Result<String> {
-            d.emit(Event::Reload {
-                at_ms: d.at_ms(),
-                ok: false,
-                message: message.clone(),
-            });
-            bail!(message)
-        };
-        let new = match baton_config::load(&self.opts.config) {
-            Ok(c) => c,
-            Err(d) => return refuse(self, format!("{d}reload refused: nothing changed")),
-        };
-        if let Some(why) = needs_restart(&self.config, &new) {
-            return refuse(
-                self,
-                format!("reload refused: {why}; restart baton for that (nothing changed)"),
-            );
-        }
-        // Instances that are gone or changed identity (address, VLAN, MAC)
-        // leave: the sweep of the next reconcile removes what they had,
-        // recognised by their dataplane entries and macvlan names.
-        let leaving: Vec<String> = self
-            .config
-            .instances
-            .iter()
-            .filter(|(name, old)| {
-                !new.instances.get(*name).is_some_and(|n| {
-                    n.address == old.address && n.vlan == old.vlan && n.mac == old.mac
-                })
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in &leaving {
-            self.placement.remove(name);
-            self.trouble.remove(name);
-            if let Some(h) = self.announcing.remove(name) {
-                h.abort();
-            }
-        }
-        self.config = new;
-        self.dirty.all = true;
-        self.reconcile().await;
-        let message = format!(
-            "reloaded {}: {} instances ({} left or changed)",
-            self.opts.config.display(),
-            self.config.instances.len(),
-            leaving.len()
-        );
-        self.emit(Event::Reload {
-            at_ms: self.at_ms(),
-            ok: true,
-            message: message.clone(),
-        });
-        Ok(message)
+/// Reads the file again and takes it, validated whole: refused with the
+/// reason (and nothing changed) when it is invalid or needs a restart;
+/// otherwise the instances that left are forgotten and every instance is
+/// due for a reconcile. Returns what to tell the operator.
+pub fn apply(
+    path: &std::path::Path,
+    config: &mut Config,
+    state: &mut PlacementState,
+) -> Result<String> {
+    let new = baton_config::load(path)
+        .map_err(|d| anyhow::anyhow!("{d}reload refused: nothing changed"))?;
+    if let Some(why) = needs_restart(config, &new) {
+        bail!("reload refused: {why}; restart baton for that (nothing changed)");
     }
+    let leaving = leaving(config, &new);
+    for name in &leaving {
+        state.forget(name);
+    }
+    *config = new;
+    state.dirty.all = true;
+    Ok(format!(
+        "reloaded {}: {} instances ({} left or changed)",
+        path.display(),
+        config.instances.len(),
+        leaving.len()
+    ))
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl Batch {
     pub fn new() -> Result<Batch> {
         let mut socket = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
         socket.bind_auto().context("binding an rtnetlink socket")?;
-        super::sockopt::set(socket.as_raw_fd(), libc::SO_RCVTIMEO, &ANSWER_TIMEOUT)
+        crate::daemon::sockopt::set(socket.as_raw_fd(), libc::SO_RCVTIMEO, &ANSWER_TIMEOUT)
             .context("SO_RCVTIMEO on the rtnetlink socket")?;
         Ok(Batch {
             socket,
@@ -100,7 +100,7 @@ impl Batch {
 
 /// (sequence number, error code: 0 or -errno) of each answer in a datagram.
 fn acks(datagram: &[u8]) -> Vec<(u32, i32)> {
-    super::notification::messages(datagram)
+    super::decode::messages(datagram)
         // struct nlmsgerr: the error, then the request's own header.
         .filter(|(kind, p)| *kind == NLMSG_ERROR && p.len() >= 4 + 16)
         .map(|(_, p)| {
@@ -114,7 +114,7 @@ fn acks(datagram: &[u8]) -> Vec<(u32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::actuator::{address_request, route_requests, up_request};
+    use crate::daemon::netlink::requests::{address_request, route_requests, up_request};
     use anyhow::bail;
     use baton_config::model::Route;
     use rtnetlink::LinkVeth;

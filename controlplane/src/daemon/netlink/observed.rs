@@ -1,6 +1,6 @@
 //! The kernel's actual state, read in one dump per kind (links, addresses,
 //! routes of the main table): what the reconciler compares with the desired.
-use super::monitor::{self, LinkEvent};
+use super::decode::{self, LinkEvent};
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
 use rtnetlink::Handle;
@@ -34,7 +34,7 @@ impl Observed {
         let mut links = Vec::new();
         let mut dump = handle.link().get().execute();
         while let Some(msg) = dump.next().await {
-            if let Some(l) = monitor::parse_link(&msg.context("dumping links")?, false) {
+            if let Some(l) = decode::parse_link(&msg.context("dumping links")?, false) {
                 links.push(l);
             }
         }
@@ -42,7 +42,7 @@ impl Observed {
         let mut dump = handle.address().get().execute();
         while let Some(msg) = dump.next().await {
             let msg = msg.context("dumping addresses")?;
-            if let Some(addr) = monitor::address_of(&msg) {
+            if let Some(addr) = decode::address_of(&msg) {
                 addresses.push(Configured {
                     ifindex: msg.header.index,
                     addr,
@@ -110,7 +110,7 @@ fn route_of(msg: &RouteMessage) -> Option<RouteSeen> {
         _ => None,
     });
     Some(RouteSeen {
-        dst: monitor::route_destination(msg)?,
+        dst: decode::route_destination(msg)?,
         prefix: msg.header.destination_prefix_length,
         gateway,
         oif,

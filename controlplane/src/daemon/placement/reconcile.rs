@@ -9,183 +9,70 @@
 //! An instance with no placement yet (start, restart, reload) adopts where
 //! the kernel has its address, so a restart moves nothing. Errors stay with
 //! their instance: recorded, retried with backoff, never stopping the others.
-use super::actuator::{self, Actuator};
-use super::observed::Observed;
-use super::{Daemon, Trouble, metrics};
+use super::Stage;
+use super::actuator::Actuator;
+use super::on_port::{OnPort, macvlan_owner_id};
+use crate::daemon::netlink::decode::LinkEvent;
+use crate::daemon::netlink::observed::Observed;
+use crate::daemon::report::{Reporter, metrics};
 use crate::dataplane::{self, key_for};
 use crate::decide::Link;
 use crate::netdev;
 use crate::protocol::{Event, Repair, RepairRecord};
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{info, warn};
 
-/// The longest wait between retries of a failing instance.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-impl Daemon {
-    pub(super) fn reconcile_due(&self) -> bool {
-        let now = Instant::now();
-        self.dirty.all
-            || !self.dirty.instances.is_empty()
-            || self.trouble.values().any(|t| t.retry_at <= now)
-    }
-
-    /// Reconciles what is dirty (and failing instances whose retry is due).
-    /// True when it changed the placement or a port, so the engine must
-    /// decide again.
-    pub(super) async fn reconcile(&mut self) -> bool {
-        let all = std::mem::take(&mut self.dirty.all);
-        let mut names = std::mem::take(&mut self.dirty.instances);
-        let now = Instant::now();
-        names.extend(
-            self.trouble
-                .iter()
-                .filter(|(_, t)| t.retry_at <= now)
-                .map(|(n, _)| n.clone()),
-        );
-        if all {
-            names.extend(self.config.instances.keys().cloned());
+impl Stage<'_> {
+    /// Reconciles the instances `names` (and, with `sweep`, removes what
+    /// removed instances left). True when it changed the placement, so the
+    /// engine must decide again.
+    pub async fn reconcile(
+        &mut self,
+        names: BTreeSet<String>,
+        sweep: bool,
+        observed: &Observed,
+    ) -> bool {
+        if sweep {
+            self.sweep_leftovers(observed).await;
         }
-        let observed = match Observed::dump(self.actuator.handle()).await {
-            Ok(o) => o,
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "reading the kernel's state; retrying");
-                self.dirty.all = true;
-                self.next_resync = Instant::now() + Duration::from_secs(1);
-                return false;
-            }
-        };
         let mut changed = false;
-        if std::mem::take(&mut self.refresh_links) {
-            changed |= self.apply_link_dump(&observed.links);
-        }
-        if all {
-            let cpus: BTreeSet<u32> = self
-                .config
-                .instances
-                .values()
-                .flat_map(|i| i.cpus.iter().copied())
-                .collect();
-            if let Err(e) = dataplane::steering::enable_cpus(&self.pins, cpus) {
-                warn!(error = %format!("{e:#}"), "CPU steering");
-            }
-            self.sweep_leftovers(&observed).await;
-        }
         for name in names {
-            if !self.config.instances.contains_key(&name) {
+            if !self.ctx.config.instances.contains_key(&name) {
                 continue;
             }
-            let before = self.placement.get(&name).cloned();
-            match self.reconcile_instance(&name, &observed).await {
+            let before = self.state.placement.get(&name).cloned();
+            match self.reconcile_instance(&name, observed).await {
                 Ok(repairs) => {
-                    if self.trouble.remove(&name).is_some() {
+                    if self.state.trouble.remove(&name).is_some() {
                         info!(instance = %name, "reconciled again after errors");
                     }
                     // Taking an instance the cluster withholds off this host
                     // is the withdrawal (its own event), not drift repaired.
-                    let withdrawing = self.cluster_view.is_some() && !self.may_hold(&name);
+                    let cluster = self.ctx.cluster;
+                    let withdrawing = cluster.view().is_some() && !cluster.may_hold(&name);
                     for (what, detail) in repairs {
                         if withdrawing {
                             info!(instance = %name, what = ?what, %detail, "withdrawn from this host");
                         } else {
-                            self.note_repair(&name, what, detail);
+                            note_repair(
+                                &mut self.state.last_repair,
+                                self.ctx.report,
+                                &name,
+                                what,
+                                detail,
+                            );
                         }
                     }
                 }
-                Err(e) => self.note_trouble(&name, format!("{e:#}")),
+                Err(e) => self
+                    .state
+                    .note_trouble(&name, format!("{e:#}"), self.ctx.report),
             }
-            changed |= before != self.placement.get(&name).cloned();
+            changed |= before != self.state.placement.get(&name).cloned();
         }
-        self.publish_placement();
         changed
-    }
-
-    fn note_repair(&mut self, name: &str, what: Repair, detail: String) {
-        warn!(instance = %name, %what, %detail, "repaired");
-        self.metrics
-            .repairs
-            .get_or_create(&metrics::RepairLabel {
-                what: what.to_string(),
-            })
-            .inc();
-        let at_ms = self.at_ms();
-        self.emit(Event::Repaired {
-            at_ms,
-            instance: name.to_string(),
-            what,
-            detail: detail.clone(),
-        });
-        self.last_repair.insert(
-            name.to_string(),
-            RepairRecord {
-                what,
-                detail,
-                at_ms,
-            },
-        );
-    }
-
-    fn note_trouble(&mut self, name: &str, error: String) {
-        let attempts = self.trouble.get(name).map_or(0, |t| t.attempts) + 1;
-        let wait =
-            (Duration::from_millis(500) * 2u32.saturating_pow(attempts - 1)).min(MAX_BACKOFF);
-        error!(instance = %name, %error, attempts, retry_ms = wait.as_millis() as u64, "reconcile failed");
-        self.metrics.repair_failures.inc();
-        self.emit(Event::RepairFailed {
-            at_ms: self.at_ms(),
-            instance: name.to_string(),
-            error: error.clone(),
-            retry_ms: wait.as_millis() as u64,
-        });
-        self.trouble.insert(
-            name.to_string(),
-            Trouble {
-                error,
-                attempts,
-                retry_at: Instant::now() + wait,
-            },
-        );
-    }
-
-    /// The instance's macvlan on `port` (None when it has no MAC of its own).
-    pub(super) fn macvlan(&self, instance: &str, port: &str) -> Option<String> {
-        self.config.instances.get(instance)?.mac?;
-        Some(actuator::macvlan_name(
-            baton_config::instance_id(instance),
-            port,
-        ))
-    }
-
-    /// The device an instance's address lives on when `port` owns it.
-    fn device(&self, instance: &str, port: &str, observed: &Observed) -> Option<u32> {
-        match self.macvlan(instance, port) {
-            Some(name) => observed.link(&name).map(|l| l.ifindex),
-            None => self.ports.get(port)?.ifindex,
-        }
-    }
-
-    /// The one builder of an instance's dataplane entry when `port` owns it.
-    pub(super) fn entry_on(&self, instance: &str, port: &str) -> Result<InstanceEntry> {
-        let inst = self
-            .config
-            .instances
-            .get(instance)
-            .with_context(|| format!("no instance {instance}"))?;
-        let ifindex = self
-            .ports
-            .get(port)
-            .and_then(|p| p.ifindex)
-            .with_context(|| format!("port {port} is missing"))?;
-        let owner = dataplane::EntryOwner {
-            id: baton_config::instance_id(instance),
-            ifindex,
-            port_mac: netdev::mac_of(port)?,
-            counted: self.counted_ports(inst),
-        };
-        Ok(dataplane::entry_for(inst, &owner))
     }
 
     /// One instance made to agree with its placement; returns the repairs.
@@ -194,37 +81,35 @@ impl Daemon {
         name: &str,
         observed: &Observed,
     ) -> Result<Vec<(Repair, String)>> {
-        let inst = self.config.instances[name].clone();
+        let config = self.ctx.config;
+        let ports = self.ctx.ports;
+        let inst = config
+            .instances
+            .get(name)
+            .with_context(|| format!("no instance {name}"))?;
         let id = baton_config::instance_id(name);
+        let macvlan = |port: &str| OnPort { name, inst, port }.macvlan();
         let addr = inst.address.addr();
         let key = key_for(inst.vlan, addr);
         let mut repairs = Vec::new();
 
         // A placement on a port the instance no longer lists (a reload
-        // narrowed it) is dropped; on a port that is gone it stays: the
-        // engine moves it.
-        if let Some(p) = self.placement.get(name)
-            && !inst.ports.contains(p)
-        {
-            info!(instance = %name, port = %p, "no longer one of its ports");
-            self.placement.remove(name);
-        }
-        if !self.placement.contains_key(name)
-            && self.may_hold(name)
+        // narrowed it) stays until the engine moves it, make-before-break;
+        // on a port that is gone it stays too: the engine moves it.
+        if !self.state.placement.contains_key(name)
+            && self.ctx.cluster.may_hold(name)
             && let Some(p) = self.adopt(name, observed)
         {
-            self.placement.insert(name.to_string(), p);
+            self.state.placement.insert(name.to_string(), p);
         }
-        let owner = self.placement.get(name).cloned();
-        let owner_port = owner
-            .as_ref()
-            .filter(|p| self.ports.get(*p).is_some_and(|p| p.ifindex.is_some()));
+        let owner = self.state.placement.get(name).cloned();
+        let owner_port = owner.as_ref().filter(|p| ports.ifindex(p).is_some());
 
         // The owner's device: the port, or the instance's macvlan on it.
         let mut dev = None;
         if let Some(port) = owner_port {
-            let lower = self.ports[port].ifindex.context("owner vanished")?;
-            dev = Some(match (self.macvlan(name, port), inst.mac) {
+            let lower = ports.ifindex(port).context("owner vanished")?;
+            dev = Some(match (macvlan(port), inst.mac) {
                 (Some(mv), Some(mac)) => {
                     let seen = observed.link(&mv);
                     let right = seen.is_some_and(|l| l.mac == Some(mac) && l.lower == Some(lower));
@@ -273,15 +158,13 @@ impl Daemon {
 
         // Copies: the address on any device baton manages but the owner's,
         // an up standby, a macvlan for a port the instance does not list.
-        let managed: BTreeSet<u32> = self
-            .ports
-            .values()
-            .filter_map(|p| p.ifindex)
+        let managed: BTreeSet<u32> = ports
+            .ifindexes()
             .chain(
                 observed
                     .links
                     .iter()
-                    .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(id))
+                    .filter(|l| macvlan_owner_id(&l.name) == Some(id))
                     .map(|l| l.ifindex),
             )
             .collect();
@@ -293,15 +176,18 @@ impl Daemon {
             let on = netdev::name_of(holder).unwrap_or_else(|| holder.to_string());
             repairs.push((Repair::Copy, format!("{} removed from {on}", inst.address)));
         }
+        // The macvlans it should have: on its ports, and on its owner port
+        // while a reload's narrowing has yet to move it off.
         let expected: Vec<(String, String)> = inst
             .ports
             .iter()
-            .filter_map(|p| Some((self.macvlan(name, p)?, p.clone())))
+            .chain(owner.iter().filter(|o| !inst.ports.contains(o)))
+            .filter_map(|p| Some((macvlan(p)?, p.clone())))
             .collect();
         for l in observed
             .links
             .iter()
-            .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(id))
+            .filter(|l| macvlan_owner_id(&l.name) == Some(id))
         {
             match expected.iter().find(|(mv, _)| *mv == l.name) {
                 None => {
@@ -318,11 +204,9 @@ impl Daemon {
         // Standbys wait, down, on the instance's other ports.
         if let Some(mac) = inst.mac {
             for (mv, port) in expected.iter().filter(|(_, p)| Some(p) != owner.as_ref()) {
-                if let Some(lower) = self.ports.get(port).and_then(|p| p.ifindex) {
+                if let Some(lower) = ports.ifindex(port) {
                     let seen = observed.link(mv);
-                    let wrong = |l: &&super::monitor::LinkEvent| {
-                        l.lower != Some(lower) || l.mac != Some(mac)
-                    };
+                    let wrong = |l: &&LinkEvent| l.lower != Some(lower) || l.mac != Some(mac);
                     if seen.is_some_and(|l| wrong(&l)) {
                         self.actuator.del_link(mv).await?;
                     }
@@ -348,7 +232,7 @@ impl Daemon {
             }
             return Ok(repairs);
         };
-        let entry = self.entry_on(name, port)?;
+        let entry = OnPort { name, inst, port }.entry(ports)?;
         if self.actuator.table.get(&key) != Some(entry) {
             self.actuator.table.set(&key, &entry)?;
             repairs.push((Repair::MapEntry, format!("entry set to owner {port}")));
@@ -384,22 +268,24 @@ impl Daemon {
     /// mid-move) the one the map names if healthy, else the first healthy
     /// in the instance's order. The other copies are cleaned by the caller.
     fn adopt(&self, name: &str, observed: &Observed) -> Option<String> {
-        let inst = &self.config.instances[name];
+        let ports = self.ctx.ports;
+        let inst = self.ctx.config.instances.get(name)?;
         let addr = inst.address.addr();
         let holders: Vec<&String> = inst
             .ports
             .iter()
-            .filter(|p| {
-                self.device(name, p, observed)
+            .filter(|port| {
+                OnPort { name, inst, port }
+                    .device(ports, observed)
                     .is_some_and(|d| observed.holders(addr).any(|h| h == d))
             })
             .collect();
-        let healthy = |p: &&String| self.ports.get(*p).is_some_and(|p| p.state.link == Link::Up);
+        let healthy = |p: &&String| ports.get(p).is_some_and(|p| p.state.link == Link::Up);
         let map_owner = self
             .actuator
             .table
             .get(&key_for(inst.vlan, addr))
-            .and_then(|e| self.port_name(e.owner_ifindex).cloned());
+            .and_then(|e| ports.name_of(e.owner_ifindex).cloned());
         if holders.len() > 1 {
             warn!(instance = %name, "address on two ports (interrupted move): keeping one");
         }
@@ -415,8 +301,8 @@ impl Daemon {
     /// their macvlans. Recognised by the pinned map and by macvlan names,
     /// never by config order.
     async fn sweep_leftovers(&mut self, observed: &Observed) {
-        let wanted: BTreeSet<_> = self
-            .config
+        let config = self.ctx.config;
+        let wanted: BTreeSet<_> = config
             .instances
             .values()
             .flat_map(|i| {
@@ -425,14 +311,13 @@ impl Daemon {
             })
             .flatten()
             .collect();
-        let ids: BTreeSet<u32> = self
-            .config
+        let ids: BTreeSet<u32> = config
             .instances
             .iter()
             .filter(|(_, i)| i.mac.is_some())
             .map(|(n, _)| baton_config::instance_id(n))
             .collect();
-        let ports: BTreeSet<u32> = self.ports.values().filter_map(|p| p.ifindex).collect();
+        let ports: BTreeSet<u32> = self.ctx.ports.ifindexes().collect();
         for (key, entry) in self.actuator.table.entries() {
             if wanted.contains(&key) {
                 continue;
@@ -443,15 +328,21 @@ impl Daemon {
                 entry.id
             );
             if let Err(e) =
-                remove_leftover(&mut self.actuator, &key, &entry, observed, &ports, &ids).await
+                remove_leftover(self.actuator, &key, &entry, observed, &ports, &ids).await
             {
                 warn!(%addr, error = %format!("{e:#}"), "removing a leftover instance");
                 continue;
             }
-            self.note_repair(&addr.to_string(), Repair::Leftover, what);
+            note_repair(
+                &mut self.state.last_repair,
+                self.ctx.report,
+                &addr.to_string(),
+                Repair::Leftover,
+                what,
+            );
         }
         for l in &observed.links {
-            let Some(id) = actuator::macvlan_owner_id(&l.name) else {
+            let Some(id) = macvlan_owner_id(&l.name) else {
                 continue;
             };
             // Only macvlans on our ports: a "bt..." device elsewhere is not ours.
@@ -459,7 +350,13 @@ impl Daemon {
                 continue;
             }
             match self.actuator.del_link(&l.name).await {
-                Ok(_) => self.note_repair(&l.name, Repair::Leftover, format!("{} deleted", l.name)),
+                Ok(_) => note_repair(
+                    &mut self.state.last_repair,
+                    self.ctx.report,
+                    &l.name,
+                    Repair::Leftover,
+                    format!("{} deleted", l.name),
+                ),
                 Err(e) => {
                     warn!(dev = %l.name, error = %format!("{e:#}"), "deleting a leftover macvlan")
                 }
@@ -479,10 +376,10 @@ async fn remove_leftover(
     live_ids: &BTreeSet<u32>,
 ) -> Result<()> {
     let addr = dataplane::addr_of(key);
-    let macvlans: Vec<&super::monitor::LinkEvent> = observed
+    let macvlans: Vec<&LinkEvent> = observed
         .links
         .iter()
-        .filter(|l| actuator::macvlan_owner_id(&l.name) == Some(entry.id))
+        .filter(|l| macvlan_owner_id(&l.name) == Some(entry.id))
         .collect();
     for c in observed.addresses.iter().filter(|c| {
         c.addr == addr
@@ -499,4 +396,37 @@ async fn remove_leftover(
         }
     }
     actuator.table.remove(key)
+}
+
+/// A repair reported (log, metric, event) and kept for status.
+fn note_repair(
+    last_repair: &mut BTreeMap<String, RepairRecord>,
+    report: &Reporter,
+    name: &str,
+    what: Repair,
+    detail: String,
+) {
+    warn!(instance = %name, %what, %detail, "repaired");
+    report
+        .metrics
+        .repairs
+        .get_or_create(&metrics::RepairLabel {
+            what: what.to_string(),
+        })
+        .inc();
+    let at_ms = report.at_ms();
+    report.emit(Event::Repaired {
+        at_ms,
+        instance: name.to_string(),
+        what,
+        detail: detail.clone(),
+    });
+    last_repair.insert(
+        name.to_string(),
+        RepairRecord {
+            what,
+            detail,
+            at_ms,
+        },
+    );
 }

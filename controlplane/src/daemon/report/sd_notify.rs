@@ -11,6 +11,39 @@ use tracing::warn;
 pub struct Notifier {
     to: Option<(UnixDatagram, SocketAddr)>,
     watchdog: Option<Duration>,
+    /// The STATUS= line last sent.
+    status: String,
+}
+
+/// What `systemctl status` shows on its Status: line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub placed: usize,
+    pub instances: usize,
+    /// Relocations since start.
+    pub moves: u64,
+    /// In a cluster: why this member is fenced, if it is.
+    pub fenced: Option<crate::decide::FenceCause>,
+    /// Instances whose reconcile keeps failing.
+    pub failing: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "placed {} of {} instances", self.placed, self.instances)?;
+        match self.moves {
+            0 => {}
+            1 => write!(f, "; 1 move")?,
+            n => write!(f, "; {n} moves")?,
+        }
+        if let Some(cause) = self.fenced {
+            write!(f, "; fenced ({cause})")?;
+        }
+        if self.failing > 0 {
+            write!(f, "; {} failing (see baton status)", self.failing)?;
+        }
+        Ok(())
+    }
 }
 
 impl Notifier {
@@ -42,12 +75,31 @@ impl Notifier {
             .and_then(|u| u.parse::<u64>().ok())
             .filter(|u| *u > 0 && for_us)
             .map(|u| Duration::from_micros(u) / 2);
-        Notifier { to, watchdog }
+        Notifier {
+            to,
+            watchdog,
+            status: String::new(),
+        }
     }
 
     /// How often the main loop must feed the watchdog (half its timeout).
     pub fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog.filter(|_| self.to.is_some())
+    }
+
+    /// READY=1 with the first STATUS= line.
+    pub fn ready(&mut self, summary: &Summary) {
+        self.status = summary.to_string();
+        self.send(&format!("READY=1\nSTATUS={}", self.status));
+    }
+
+    /// STATUS=, when the summary changed since the last one sent.
+    pub fn status(&mut self, summary: &Summary) {
+        let line = summary.to_string();
+        if line != self.status {
+            self.send(&format!("STATUS={line}"));
+            self.status = line;
+        }
     }
 
     pub fn send(&self, msg: &str) {
@@ -56,5 +108,30 @@ impl Notifier {
         {
             warn!(error = %e, "sd_notify");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_says_what_changed() {
+        let mut s = Summary {
+            placed: 0,
+            instances: 1,
+            moves: 0,
+            fenced: None,
+            failing: 0,
+        };
+        assert_eq!(s.to_string(), "placed 0 of 1 instances");
+        s.placed = 1;
+        s.moves = 2;
+        s.fenced = Some(crate::decide::FenceCause::NoQuorum);
+        s.failing = 1;
+        assert_eq!(
+            s.to_string(),
+            "placed 1 of 1 instances; 2 moves; fenced (no quorum); 1 failing (see baton status)"
+        );
     }
 }

@@ -1,21 +1,22 @@
-//! The actuator: carries out a move (seed FIG. 3B) with rtnetlink, the BPF
+//! The actuator: carries out a move (prepare the target, flip, announce,
+//! clean the old port) with rtnetlink, the BPF
 //! instance table and AF_PACKET announcements; every step checks the kernel's
 //! state first, so it can be repeated (and a crash mid-move repaired).
-use super::announce;
-use super::rtnl_batch::{Batch, Request};
+use crate::daemon::netlink::batch::{Batch, Request};
+use crate::daemon::netlink::requests::{
+    address_message, address_request, route_requests, up_request,
+};
+use crate::daemon::wire::announce;
 use crate::dataplane::{InstanceTable, key_for};
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
 use baton_config::model::{Instance, Route};
 use futures_util::StreamExt as _;
 use ipnet::IpNet;
-use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
-use rtnetlink::{AddressMessageBuilder, Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use std::net::IpAddr;
 use std::time::Instant;
 use tracing::{debug, info, warn};
@@ -106,7 +107,7 @@ impl Actuator {
                 let route = route.context("reading the IPv6 routes")?;
                 found |= route.header.kind == RouteType::Local
                     && route.header.destination_prefix_length == 128
-                    && super::monitor::route_destination(&route) == Some(addr)
+                    && crate::daemon::netlink::decode::route_destination(&route) == Some(addr)
                     && route
                         .attributes
                         .iter()
@@ -226,7 +227,7 @@ impl Actuator {
         Ok(true)
     }
 
-    /// Seed block 346: forgets what the old port learned (non-permanent
+    /// Forgets what a failed port learned (non-permanent
     /// neighbour entries). Only for a failed port: a live one's cache is right.
     pub async fn flush_neighbours(&self, ifindex: u32) -> Result<usize> {
         let mut dump = self.handle.neighbours().get().execute();
@@ -281,7 +282,7 @@ impl Actuator {
                 e.insert(announce::PortSocket::for_sending(ifindex)?)
             }
         };
-        for frame in super::frames::announcements(mac, addr, vlan) {
+        for frame in crate::daemon::wire::frames::announcements(mac, addr, vlan) {
             if let Err(e) = sock.send(&frame) {
                 // The port may have been re-created: a fresh socket next time.
                 self.sockets.remove(&ifindex);
@@ -296,7 +297,7 @@ impl Actuator {
     pub async fn move_instance(&mut self, m: &MoveSpec<'_>) -> Result<MoveSteps> {
         let inst = m.instance;
         let key = key_for(inst.vlan, inst.address.addr());
-        // 1. Prepare the target (blocks 350-354): its own MAC first, then the address and routes.
+        // 1. Prepare the target: its own MAC first, then the address and routes.
         let began = Instant::now();
         let (to_dev, macvlan) = match (&m.to_macvlan, inst.mac) {
             (Some(name), Some(mac)) => (
@@ -324,16 +325,16 @@ impl Actuator {
         self.table.set(&key, &m.entry)?;
         let flipped = Instant::now();
         failpoint("flipped", m.from_ifindex.is_some());
-        // 3. First announcement at once (block 356); the rest follow in the background.
+        // 3. First announcement at once; the rest follow in the background.
         self.announce_now(m.to_ifindex, m.entry.mac, inst.address.addr(), inst.vlan)?;
         let announced = Instant::now();
         debug!(instance = m.name, "flipped and announced");
-        // 4. Clean the old port (blocks 340-344); the neighbour and route-cache
-        // flushes (346, 348) are per port, once per plan: see `after_plan`.
+        // 4. Clean the old port; the neighbour and route-cache flushes are
+        // per port, once per plan: see `after_plan`.
         if let Some(from) = m.from_ifindex {
             match &m.from_macvlan {
                 // A macvlan going down takes its MAC and address off the old port
-                // (block 342) and stays as the standby for a move back.
+                // and stays as the standby for a move back.
                 Some(name) => {
                     self.standby_macvlan(name, inst.address).await?;
                 }
@@ -352,64 +353,6 @@ impl Actuator {
             announced,
             cleaned: Instant::now(),
         })
-    }
-}
-
-/// The instance address on a device (replace: idempotent). IPv6
-/// addresses skip the kernel's DAD: baton has probed, and a tentative
-/// address would not answer for about a second.
-pub(super) fn address_request(ifindex: u32, net: IpNet) -> Request {
-    let mut msg = address_message(ifindex, net);
-    if net.addr().is_ipv6() {
-        msg.attributes
-            .push(AddressAttribute::Flags(AddressFlags::Nodad));
-    }
-    Request {
-        message: RouteNetlinkMessage::NewAddress(msg),
-        flags: NLM_F_CREATE | NLM_F_REPLACE,
-        what: format!("adding {net} to ifindex {ifindex}"),
-    }
-}
-
-fn address_message(ifindex: u32, net: IpNet) -> rtnetlink::packet_route::address::AddressMessage {
-    match net.addr() {
-        IpAddr::V4(a) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
-            .index(ifindex)
-            .address(a, net.prefix_len())
-            .build(),
-        IpAddr::V6(a) => AddressMessageBuilder::<std::net::Ipv6Addr>::new()
-            .index(ifindex)
-            .address(a, net.prefix_len())
-            .build(),
-    }
-}
-
-/// The instance's static routes through `ifindex` (replace: a route to the
-/// same destination leaves the old port in the same step).
-pub(super) fn route_requests(routes: &[Route], ifindex: u32) -> Result<Vec<Request>> {
-    routes
-        .iter()
-        .map(|r| {
-            let msg = RouteMessageBuilder::<IpAddr>::new()
-                .destination_prefix(r.to.addr(), r.to.prefix_len())
-                .and_then(|b| b.gateway(r.via))
-                .map_err(|e| anyhow::anyhow!("route {} via {}: {e}", r.to, r.via))?
-                .output_interface(ifindex)
-                .build();
-            Ok(Request {
-                message: RouteNetlinkMessage::NewRoute(msg),
-                flags: NLM_F_CREATE | NLM_F_REPLACE,
-                what: format!("route {} via {} dev {ifindex}", r.to, r.via),
-            })
-        })
-        .collect()
-}
-
-pub(super) fn up_request(name: &str, ifindex: u32) -> Request {
-    Request {
-        message: RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(ifindex).up().build()),
-        flags: 0,
-        what: format!("bringing {name} up"),
     }
 }
 
@@ -443,32 +386,8 @@ pub struct MoveSpec<'a> {
     pub entry: InstanceEntry,
 }
 
-/// Name of the macvlan that carries instance `id`'s MAC on `port`: "bt",
-/// the id, and 20 bits of a hash of the port's name (15 bytes, the most a
-/// device name may have). It depends on nothing else in the config, so
-/// reloads and restarts find the same devices.
-pub fn macvlan_name(id: u32, port: &str) -> String {
-    let tag = baton_config::instance_id(port) & 0xf_ffff;
-    format!("bt{id:08x}{tag:05x}")
-}
-
-/// The instance id in the name of a macvlan baton made (also the older
-/// "btIDp<N>" form), or None for any other device.
-pub fn macvlan_owner_id(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix("bt")?;
-    let (id, tail) = rest.split_at_checked(8)?;
-    let ours = (tail.len() == 5 && tail.bytes().all(|b| b.is_ascii_hexdigit()))
-        || tail
-            .strip_prefix('p')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !ours {
-        return None;
-    }
-    u32::from_str_radix(id, 16).ok()
-}
-
-/// Seed blocks 346 and 348 for the ports a plan moved instances off: the
-/// failed ones forget their neighbours, and the route caches are flushed.
+/// After a plan, for the ports it moved instances off: the failed ones
+/// forget their neighbours, and the route caches are flushed.
 pub async fn after_plan(
     actuator: &Actuator,
     failed_sources: &[u32],
@@ -487,7 +406,7 @@ pub async fn after_plan(
     Ok(())
 }
 
-/// Seed block 348: IPv4 has no route cache since 3.6, but next-hop exceptions
+/// The route-cache flush: IPv4 has no route cache since 3.6, but next-hop exceptions
 /// (PMTU, redirects) remain; IPv6 has cached clones. Flushing is a /proc write.
 pub fn flush_route_cache(ipv6: bool) {
     let path = if !ipv6 {

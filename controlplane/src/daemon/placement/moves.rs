@@ -1,11 +1,15 @@
 //! Plans carried out: the engine decides, the actuator moves, the
 //! announcements follow. Relocations go first; first placements are probed
 //! (RFC 5227) afterwards, so a probe never delays a failover in the same plan.
+use super::Stage;
 use super::actuator::{self, MoveSpec};
-use super::{Daemon, announce, metrics};
-use crate::decide::{self, Link, Move, Placement};
+use super::on_port::OnPort;
+use super::state::PlacementState;
+use crate::daemon::report::{Reporter, metrics};
+use crate::daemon::wire::{TickleResult, announce, revive};
+use crate::decide::{self, Move, MoveKind, Plan};
 use crate::netdev;
-use crate::protocol::{Event, MoveKind, MoveRecord};
+use crate::protocol::{Event, MoveRecord};
 use anyhow::{Context as _, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -16,38 +20,15 @@ struct NewAddress {
     instance: String,
     addr: std::net::IpAddr,
     vlan: Option<u16>,
-    mac: Option<[u8; 6]>,
 }
 
 /// How long an RFC 5227 conflict keeps an address off a port before baton probes again.
 const CONFLICT_HOLD: Duration = Duration::from_secs(10);
-/// How long a failed move first waits before it is tried again; each
-/// failure in a row doubles it, up to [`RETRY_MAX`].
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(30);
-
-fn kind_of(m: &Move) -> MoveKind {
-    match m.kind {
-        decide::MoveKind::Initial => MoveKind::Initial,
-        decide::MoveKind::Failover => MoveKind::Failover,
-        decide::MoveKind::Failback => MoveKind::Failback,
-    }
-}
-
-impl Daemon {
-    /// Decides and carries out the plan; true when something moved (or a
-    /// probe found a conflict), so the engine must decide again.
-    pub(super) async fn run_plan(&mut self) -> bool {
-        let now = Instant::now();
-        self.in_use.retain(|_, until| *until > now);
-        self.failed.retain(|_, until| *until > now);
-        self.refresh_cluster();
-        let plan = self.with_inputs(decide::decide);
-        self.next_check = plan.next_check.map(|t| self.start + t);
-        self.note_port_states();
-        self.send_hostable();
-        self.withdraw(&plan);
-        self.note_refusals(&plan);
+impl Stage<'_> {
+    /// Carries out a plan: relocations first, then the first placements,
+    /// probed; true when something moved (or a probe found a conflict), so
+    /// the engine must decide again.
+    pub async fn carry_out(&mut self, plan: &Plan) -> bool {
         let (relocations, initial): (Vec<&Move>, Vec<&Move>) =
             plan.moves.iter().partition(|m| m.from.is_some());
         let mut progressed = false;
@@ -68,7 +49,7 @@ impl Daemon {
         }
         if progressed {
             let failed_sources: Vec<u32> = failed_sources.into_iter().collect();
-            if let Err(e) = actuator::after_plan(&self.actuator, &failed_sources, families).await {
+            if let Err(e) = actuator::after_plan(self.actuator, &failed_sources, families).await {
                 warn!(error = %format!("{e:#}"), "cleaning after the plan");
             }
         }
@@ -81,51 +62,25 @@ impl Daemon {
         failed_sources: &mut BTreeSet<u32>,
         families: &mut (bool, bool),
     ) -> bool {
-        if !self.execute(m, kind_of(m)).await {
+        if !self.execute(m).await {
             return false;
         }
         if let Some(p) = m
             .from
             .as_ref()
-            .and_then(|f| self.ports.get(f))
-            .filter(|p| p.state.link == Link::Down)
+            .and_then(|f| self.ctx.ports.get(f))
+            .filter(|p| p.state.link == decide::Link::Down)
         {
             failed_sources.extend(p.ifindex);
         }
         let v4 = self
+            .ctx
             .config
             .instances
             .get(&m.instance)
             .is_some_and(|i| i.address.addr().is_ipv4());
         *families = (families.0 || v4, families.1 || !v4);
         true
-    }
-
-    fn note_refusals(&mut self, plan: &decide::Plan) {
-        let mut now_refused = BTreeMap::new();
-        for (name, p) in &plan.placements {
-            if let Placement::Stays { refused, .. } = p {
-                if self.refused.get(name) != Some(refused) {
-                    for (port, reason) in refused {
-                        warn!(instance = %name, %port, reason = %reason, "port refused");
-                        self.metrics
-                            .refusals
-                            .get_or_create(&metrics::ReasonLabel {
-                                reason: reason.name().to_string(),
-                            })
-                            .inc();
-                        self.emit(Event::Refused {
-                            at_ms: self.at_ms(),
-                            instance: name.clone(),
-                            port: port.clone(),
-                            reason: reason.clone(),
-                        });
-                    }
-                }
-                now_refused.insert(name.clone(), refused.clone());
-            }
-        }
-        self.refused = now_refused;
     }
 
     /// Probes, per target port, every address a plan places for the first
@@ -135,29 +90,35 @@ impl Daemon {
         let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
         // Released to us by a live member that took it off first: no probe
         // (a planned handover's outage is the move alone).
-        let released = self.cluster_state.released_to_us.clone();
+        let released = self.ctx.cluster.released_to_us();
         for m in moves.iter().filter(|m| !released.contains(&m.instance)) {
-            if let Some(inst) = self.config.instances.get(&m.instance) {
+            if let Some(inst) = self.ctx.config.instances.get(&m.instance) {
                 by_port.entry(m.to.clone()).or_default().push(NewAddress {
                     instance: m.instance.clone(),
                     addr: inst.address.addr(),
                     vlan: inst.vlan,
-                    mac: inst.mac,
                 });
             }
         }
+        let config = self.ctx.config;
+        let host_macs: Vec<[u8; 6]> = config
+            .ports
+            .keys()
+            .filter_map(|p| netdev::mac_of(p).ok())
+            .chain(config.instances.values().filter_map(|i| i.mac))
+            .collect();
         let mut conflicted = BTreeSet::new();
         for (port, wanted) in by_port {
-            let (Some(ifindex), Ok(mac)) = (
-                self.ports.get(&port).and_then(|p| p.ifindex),
-                netdev::mac_of(&port),
-            ) else {
+            let (Some(ifindex), Ok(mac)) = (self.ctx.ports.ifindex(&port), netdev::mac_of(&port))
+            else {
                 continue;
             };
+            // An answer from this host (any of its ports, any instance's
+            // MAC) is never another host's.
             let mut own: Vec<[u8; 6]> = vec![mac];
-            own.extend(wanted.iter().filter_map(|w| w.mac));
+            own.extend(&host_macs);
             let addrs: Vec<_> = wanted.iter().map(|w| (w.addr, w.vlan)).collect();
-            let wait = self.config.timers.probe_time;
+            let wait = self.ctx.config.timers.probe_time;
             let found = tokio::task::spawn_blocking(move || {
                 announce::probe_many(ifindex, &own, &addrs, wait)
             })
@@ -176,7 +137,7 @@ impl Daemon {
             for (addr, by) in found {
                 for w in wanted.iter().filter(|w| w.addr == addr) {
                     warn!(instance = %w.instance, %port, by = %baton_config::model::mac_string(&by), "address in use on the wire");
-                    self.in_use.insert(
+                    self.state.in_use.insert(
                         (w.instance.clone(), port.clone()),
                         Instant::now() + CONFLICT_HOLD,
                     );
@@ -194,7 +155,9 @@ impl Daemon {
     }
 
     /// Carries out one move; false when it could not (and why is logged).
-    async fn execute(&mut self, m: &Move, kind: MoveKind) -> bool {
+    async fn execute(&mut self, m: &Move) -> bool {
+        let kind = m.kind;
+        let report = self.ctx.report;
         let began = Instant::now();
         let result = self.try_move(m).await;
         let labels = |result: &str| metrics::MoveLabels {
@@ -209,16 +172,16 @@ impl Daemon {
                     from: m.from.clone(),
                     to: m.to.clone(),
                     kind,
-                    at_ms: self.at_ms(),
+                    at_ms: report.at_ms(),
                     took_us,
                     revived_sockets: None,
                     revert_icmps: None,
                     tickled: None,
                 };
-                self.revive_after(m, kind);
+                self.revive_after(m);
                 self.tickle_after(m);
                 info!(instance = %m.instance, from = ?m.from, to = %m.to, %kind, took_us, "move done");
-                self.emit(Event::Move {
+                report.emit(Event::Move {
                     at_ms: record.at_ms,
                     instance: m.instance.clone(),
                     from: m.from.clone(),
@@ -226,34 +189,27 @@ impl Daemon {
                     kind,
                     took_us,
                 });
-                self.placement.insert(m.instance.clone(), m.to.clone());
-                self.move_failures
-                    .retain(|(instance, _), _| *instance != m.instance);
-                self.last_move.insert(m.instance.clone(), record);
-                self.metrics.moves.get_or_create(&labels("done")).inc();
-                self.metrics.move_seconds.observe(took_us as f64 / 1e6);
-                if let Some(inst) = self.config.instances.get(&m.instance) {
-                    self.metrics
+                self.state.moved(&m.instance, &m.to, record);
+                report.metrics.moves.get_or_create(&labels("done")).inc();
+                report.metrics.move_seconds.observe(took_us as f64 / 1e6);
+                if let Some(inst) = self.ctx.config.instances.get(&m.instance) {
+                    report
+                        .metrics
                         .set_owner(&m.instance, &inst.ports, Some(&m.to));
                 }
                 true
             }
             Err(e) => {
                 error!(instance = %m.instance, to = %m.to, error = %format!("{e:#}"), "move failed");
-                self.metrics.moves.get_or_create(&labels("failed")).inc();
-                self.emit(Event::MoveFailed {
-                    at_ms: self.at_ms(),
+                report.metrics.moves.get_or_create(&labels("failed")).inc();
+                report.emit(Event::MoveFailed {
+                    at_ms: report.at_ms(),
                     instance: m.instance.clone(),
                     to: m.to.clone(),
                     error: format!("{e:#}"),
                 });
-                let key = (m.instance.clone(), m.to.clone());
-                let streak = self.move_failures.entry(key.clone()).or_insert(0);
-                *streak += 1;
-                let pause = (RETRY_AFTER * 2u32.saturating_pow(*streak - 1)).min(RETRY_MAX);
-                self.failed.insert(key, Instant::now() + pause);
                 // Leave the address on exactly one port: look at the kernel again.
-                self.dirty.instances.insert(m.instance.clone());
+                self.state.move_failed(&m.instance, &m.to);
                 false
             }
         }
@@ -265,7 +221,7 @@ impl Daemon {
         let us = |t: Instant| crate::dataplane::fence::ns_of(t) / 1000;
         debug!(
             instance = %m.instance,
-            link_event = us(self.last_link_event),
+            link_event = us(self.ctx.ports.last_link_event),
             began = us(s.began),
             prepared = us(s.prepared),
             local = us(s.local),
@@ -277,53 +233,42 @@ impl Daemon {
     }
 
     async fn try_move(&mut self, m: &Move) -> Result<actuator::MoveSteps> {
-        let inst = self
-            .config
-            .instances
-            .get(&m.instance)
-            .context("instance vanished")?
-            .clone();
-        let to = self
-            .ports
-            .get(&m.to)
-            .and_then(|p| p.ifindex)
+        let ports = self.ctx.ports;
+        let to = OnPort::new(self.ctx.config, &m.instance, &m.to).context("instance vanished")?;
+        let to_ifindex = ports
+            .ifindex(&m.to)
             .with_context(|| format!("port {} is missing", m.to))?;
-        let from = m.from.as_ref().and_then(|f| self.ports.get(f));
+        let from = m.from.as_deref().map(|f| OnPort { port: f, ..to });
         let spec = MoveSpec {
             name: &m.instance,
-            instance: &inst,
-            to_ifindex: to,
-            to_macvlan: self.macvlan(&m.instance, &m.to),
-            from_ifindex: from.and_then(|p| p.ifindex),
-            from_macvlan: m.from.as_ref().and_then(|f| self.macvlan(&m.instance, f)),
-            entry: self.entry_on(&m.instance, &m.to)?,
+            instance: to.inst,
+            to_ifindex,
+            to_macvlan: to.macvlan(),
+            from_ifindex: from.as_ref().and_then(|f| ports.ifindex(f.port)),
+            from_macvlan: from.as_ref().and_then(OnPort::macvlan),
+            entry: to.entry(ports)?,
         };
         // The last move's announcements name the old port: they stop here.
-        if let Some(h) = self.announcing.remove(&m.instance) {
-            h.abort();
-        }
+        self.state.stop_announcing(&m.instance);
         let steps = self.actuator.move_instance(&spec).await?;
-        self.spawn_announcements(&m.instance, to, spec.entry.mac);
+        self.spawn_announcements(&m.instance, to_ifindex, spec.entry.mac);
         Ok(steps)
     }
 
     /// After a relocation's first announcement: end the backoff of the
     /// sockets on the address (a first placement has none).
-    fn revive_after(&self, m: &Move, kind: MoveKind) {
-        let Some(inst) = self.config.instances.get(&m.instance) else {
+    fn revive_after(&self, m: &Move) {
+        let Some(inst) = self.ctx.config.instances.get(&m.instance) else {
             return;
         };
-        if m.from.is_none() || !inst.reverts_backoff(&self.config.timers) {
+        if m.from.is_none() || !inst.reverts_backoff(&self.ctx.config.timers) {
             return;
         }
-        if let Some(r) = &self.reviver {
-            r.spawn(
-                m.instance.clone(),
-                inst.address.addr(),
-                kind == MoveKind::Failover,
-                self.revived_tx.clone(),
-            );
-        }
+        self.after.revive(
+            &m.instance,
+            inst.address.addr(),
+            m.kind == MoveKind::Failover,
+        );
     }
 
     /// After a takeover's placement: the old owner's clients are told.
@@ -334,73 +279,25 @@ impl Daemon {
     }
 
     /// Sends the tickles due for `instance` (once: they are taken).
-    pub(super) fn tickle_due(&mut self, instance: &str) {
+    pub fn tickle_due(&mut self, instance: &str) {
         let (Some(conns), Some(inst)) = (
-            self.tickles_due.remove(instance),
-            self.config.instances.get(instance),
+            self.state.tickles_due.remove(instance),
+            self.ctx.config.instances.get(instance),
         ) else {
             return;
         };
-        super::tickle::spawn(
-            instance.to_string(),
-            inst.address.addr(),
-            conns,
-            self.tickled_tx.clone(),
-        );
-    }
-
-    /// Tickles sent: into the move's record, an event, the metrics.
-    pub(super) fn on_tickled(&mut self, t: super::TickleResult) {
-        match t {
-            Ok(t) => {
-                info!(instance = %t.instance, connections = t.connections, acks = t.acks, "tickled the old owner's connections");
-                self.metrics.tickle_acks.inc_by(t.acks as u64);
-                if let Some(rec) = self.last_move.get_mut(&t.instance) {
-                    rec.tickled = Some(t.connections as u64);
-                }
-                self.emit(Event::Tickled {
-                    at_ms: self.at_ms(),
-                    instance: t.instance,
-                    connections: t.connections as u64,
-                    acks: t.acks as u64,
-                });
-            }
-            Err((instance, error)) => {
-                warn!(%instance, %error, "tickles failed");
-            }
-        }
-    }
-
-    /// A revert's result: into the move's record, an event, the metrics.
-    pub(super) fn on_revival(&mut self, r: super::revive::Revival) {
-        let (sockets, icmps) = (r.sockets as u64, r.icmps as u64);
-        info!(instance = %r.instance, sockets, icmps, left = r.left, "backoff reverted");
-        self.metrics.revived_sockets.inc_by(sockets);
-        self.metrics.revert_icmps.inc_by(icmps);
-        if let Some(rec) = self.last_move.get_mut(&r.instance) {
-            rec.revived_sockets = Some(sockets);
-            rec.revert_icmps = Some(icmps);
-        }
-        self.emit(Event::Revived {
-            at_ms: self.at_ms(),
-            instance: r.instance,
-            sockets,
-            icmps,
-            left: r.left as u64,
-        });
+        self.after.tickle(instance, inst.address.addr(), conns);
     }
 
     /// The announcements after the first one, paced, without holding up
     /// other moves; a later move of the instance cancels them.
-    pub(super) fn spawn_announcements(&mut self, instance: &str, ifindex: u32, mac: [u8; 6]) {
-        if let Some(h) = self.announcing.remove(instance) {
-            h.abort();
-        }
-        let Some(inst) = self.config.instances.get(instance) else {
+    pub fn spawn_announcements(&mut self, instance: &str, ifindex: u32, mac: [u8; 6]) {
+        self.state.stop_announcing(instance);
+        let Some(inst) = self.ctx.config.instances.get(instance) else {
             return;
         };
         let (addr, vlan) = (inst.address.addr(), inst.vlan);
-        let t = &self.config.timers;
+        let t = &self.ctx.config.timers;
         if t.announce_count > 1 {
             let (count, interval) = (t.announce_count - 1, t.announce_interval);
             let task = tokio::spawn(async move {
@@ -410,15 +307,17 @@ impl Daemon {
                     warn!(error = %format!("{e:#}"), "announcement");
                 }
             });
-            self.announcing
+            self.state
+                .announcing
                 .insert(instance.to_string(), task.abort_handle());
         }
-        self.announcing.retain(|_, h| !h.is_finished());
+        self.state.announcing.retain(|_, h| !h.is_finished());
     }
 
     /// `baton move`: make-before-break to an eligible port.
-    pub(super) async fn planned_move(&mut self, instance: &str, port: &str) -> Result<String> {
+    pub async fn planned_move(&mut self, instance: &str, port: &str) -> Result<String> {
         let inst = self
+            .ctx
             .config
             .instances
             .get(instance)
@@ -429,23 +328,66 @@ impl Daemon {
                 inst.ports.join(", ")
             );
         }
-        let from = self.placement.get(instance).cloned();
+        let from = self.state.placement.get(instance).cloned();
         if from.as_deref() == Some(port) {
             return Ok(format!("{instance} is already on {port}"));
         }
-        if let Some(reason) = self.with_inputs(|i| decide::check_move(i, instance, port)) {
+        if let Some(reason) = super::with_inputs(&self.ctx, self.state, |i| {
+            decide::check_move(i, instance, port)
+        }) {
             bail!("{port} cannot take {instance}: {reason}");
         }
         let m = Move {
             instance: instance.to_string(),
             from,
             to: port.to_string(),
-            kind: decide::MoveKind::Failover,
+            kind: MoveKind::Planned,
         };
-        if self.execute(&m, MoveKind::Planned).await {
+        if self.execute(&m).await {
             Ok(format!("{instance} moved to {port}"))
         } else {
             bail!("the move of {instance} to {port} failed; see `baton events` or the log")
         }
     }
+}
+
+/// Tickles sent: into the move's record, an event, the metrics.
+pub fn on_tickled(state: &mut PlacementState, report: &Reporter, t: TickleResult) {
+    match t {
+        Ok(t) => {
+            info!(instance = %t.instance, connections = t.connections, acks = t.acks, "tickled the old owner's connections");
+            report.metrics.tickle_acks.inc_by(t.acks as u64);
+            if let Some(rec) = state.last_move.get_mut(&t.instance) {
+                rec.tickled = Some(t.connections as u64);
+            }
+            report.emit(Event::Tickled {
+                at_ms: report.at_ms(),
+                instance: t.instance,
+                connections: t.connections as u64,
+                acks: t.acks as u64,
+            });
+        }
+        Err((instance, error)) => {
+            warn!(%instance, %error, "tickles failed");
+        }
+    }
+}
+
+/// A revert's result: into the move's record, an event, the metrics.
+pub fn on_revival(state: &mut PlacementState, report: &Reporter, r: revive::Revival) {
+    let (sockets, icmps) = (r.sockets as u64, r.icmps as u64);
+    info!(instance = %r.instance, sockets, icmps, left = r.left, "backoff reverted");
+    report.metrics.revived_sockets.inc_by(sockets);
+    report.metrics.revert_icmps.inc_by(icmps);
+    if let Some(rec) = state.last_move.get_mut(&r.instance) {
+        rec.revived_sockets = Some(sockets);
+        rec.revert_icmps = Some(icmps);
+    }
+    report.emit(Event::Revived {
+        at_ms: report.at_ms(),
+        instance: r.instance,
+        sockets,
+        icmps,
+        left: r.left as u64,
+    });
 }

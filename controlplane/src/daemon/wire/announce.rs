@@ -105,7 +105,7 @@ impl PortSocket {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
         };
-        super::sockopt::set(self.fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &fprog)
+        crate::daemon::sockopt::set(self.fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &fprog)
             .context("SO_ATTACH_FILTER")
     }
 }

@@ -4,15 +4,12 @@
 //! dropped notifications) is reported as [`Observation::Lost`]; so is the
 //! end of the monitor (the channel closes), after which the daemon starts a
 //! new one. Either way the daemon resyncs from a fresh dump.
+use super::decode::{LinkEvent, Observation, parse_link};
 use anyhow::{Context as _, Result};
 use futures_util::StreamExt as _;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::sys::{
     AsyncSocket as _, AsyncSocketExt as _, TokioSocket, protocols::NETLINK_ROUTE,
 };
-use std::net::IpAddr;
 use std::os::fd::AsRawFd as _;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -21,95 +18,6 @@ use tracing::warn;
 /// changes fits (the default, ~200 KiB, overruns after a few hundred).
 /// `BATON_NETLINK_RCVBUF` overrides it (the overrun test makes it small).
 const RCVBUF: usize = 8 << 20;
-
-/// One link's state as the kernel reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkEvent {
-    pub ifindex: u32,
-    pub name: String,
-    /// IFF_UP: administratively up.
-    pub admin_up: bool,
-    /// IFF_LOWER_UP: carrier.
-    pub carrier: bool,
-    /// RTM_DELLINK: the device is gone.
-    pub removed: bool,
-    /// Hardware address.
-    pub mac: Option<[u8; 6]>,
-    /// IFLA_LINK: the lower device of a macvlan.
-    pub lower: Option<u32>,
-}
-
-impl LinkEvent {
-    pub fn is_up(&self) -> bool {
-        self.admin_up && self.carrier && !self.removed
-    }
-}
-
-/// What the monitor saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Observation {
-    Link(LinkEvent),
-    /// An address was added to or removed from a device.
-    Address(IpAddr),
-    /// A route to this destination changed.
-    Route(IpAddr),
-    /// Notifications were dropped (netlink overrun): anything may have changed.
-    Lost,
-}
-
-pub fn parse_link(msg: &LinkMessage, removed: bool) -> Option<LinkEvent> {
-    let name = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })?;
-    let mac = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-        _ => None,
-    });
-    let lower = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Link(l) => Some(*l),
-        _ => None,
-    });
-    let flags = msg.header.flags;
-    Some(LinkEvent {
-        ifindex: msg.header.index,
-        name,
-        admin_up: flags.contains(LinkFlags::Up),
-        carrier: flags.contains(LinkFlags::LowerUp),
-        removed,
-        mac,
-        lower,
-    })
-}
-
-/// The address of an address message (IFA_LOCAL on point-to-point links).
-pub fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
-    let find = |local: bool| {
-        msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(a) if local => Some(*a),
-            AddressAttribute::Address(a) if !local => Some(*a),
-            _ => None,
-        })
-    };
-    find(true).or_else(|| find(false))
-}
-
-pub fn route_destination(msg: &RouteMessage) -> Option<IpAddr> {
-    let dst = msg.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(d) => Some(d),
-        _ => None,
-    });
-    match dst {
-        Some(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-        Some(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-        Some(_) => None,
-        // No RTA_DST: the default route.
-        None if msg.header.address_family == rtnetlink::packet_route::AddressFamily::Inet6 => {
-            Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
-        }
-        None => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-    }
-}
 
 /// rtnetlink multicast groups (RTNLGRP_*): links, IPv4/IPv6 addresses and routes.
 const GROUPS: [u32; 5] = [1, 5, 9, 7, 11];
@@ -120,7 +28,7 @@ const DATAGRAM: usize = 64 << 10;
 
 /// Starts a monitor: returns every link now, and a channel of changes that
 /// closes when the monitor ends. Notifications are read from a socket of
-/// its own and decoded lazily ([`super::notification`]); the dump goes
+/// its own and decoded lazily ([`super::decode`]); the dump goes
 /// through rtnetlink after the subscription, so nothing falls between.
 pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observation>)> {
     let mut socket =
@@ -147,7 +55,7 @@ pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observat
             buf.clear();
             match socket.recv(&mut buf).await {
                 Ok(()) => {
-                    for o in super::notification::observations_of_read(&buf, buf.capacity()) {
+                    for o in super::decode::observations_of_read(&buf, buf.capacity()) {
                         if tx.send(o).is_err() {
                             return;
                         }
@@ -183,7 +91,7 @@ pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observat
 fn set_rcvbuf(fd: i32, size: usize) {
     let size = size.min(i32::MAX as usize) as libc::c_int;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        if super::sockopt::set(fd, opt, &size).is_ok() {
+        if crate::daemon::sockopt::set(fd, opt, &size).is_ok() {
             return;
         }
     }

@@ -1,13 +1,19 @@
-//! One rtnetlink notification read lazily: the header and only the
+//! rtnetlink messages into what the daemon uses ([`LinkEvent`],
+//! [`Observation`], an address, a route's destination). Notifications are
+//! read lazily from the monitor's own socket: the header and only the
 //! attributes baton uses (a link's name, MAC and lower device, an
 //! address, a route's destination). netlink-packet-route's full decode of
 //! an RTM_NEWLINK (~1.5 KB of statistics and per-family data) took ~50 µs
 //! of the daemon's loop per message on the bench machine, and a move's own
 //! steps each bring one (its macvlan up, its address, the local routes):
-//! they were decoded in the middle of the move.
-use super::monitor::{LinkEvent, Observation};
+//! they were decoded in the middle of the move. Dumps come decoded from
+//! rtnetlink's handle; [`parse_link`], [`address_of`] and
+//! [`route_destination`] read those.
 use rtnetlink::packet_core::{NetlinkBuffer, NlasIterator};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::link::{LinkFlags, LinkHeader};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const RTM_NEWLINK: u16 = 16;
@@ -30,6 +36,95 @@ const LINK_HEADER: usize = 16;
 const ADDRESS_HEADER: usize = 8;
 const ROUTE_HEADER: usize = 12;
 const AF_INET6: u8 = libc::AF_INET6 as u8;
+
+/// One link's state as the kernel reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub ifindex: u32,
+    pub name: String,
+    /// IFF_UP: administratively up.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP: carrier.
+    pub carrier: bool,
+    /// RTM_DELLINK: the device is gone.
+    pub removed: bool,
+    /// Hardware address.
+    pub mac: Option<[u8; 6]>,
+    /// IFLA_LINK: the lower device of a macvlan.
+    pub lower: Option<u32>,
+}
+
+impl LinkEvent {
+    pub fn is_up(&self) -> bool {
+        self.admin_up && self.carrier && !self.removed
+    }
+}
+
+/// What the monitor saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    Link(LinkEvent),
+    /// An address was added to or removed from a device.
+    Address(IpAddr),
+    /// A route to this destination changed.
+    Route(IpAddr),
+    /// Notifications were dropped (netlink overrun): anything may have changed.
+    Lost,
+}
+
+pub fn parse_link(msg: &LinkMessage, removed: bool) -> Option<LinkEvent> {
+    let name = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })?;
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+        _ => None,
+    });
+    let lower = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Link(l) => Some(*l),
+        _ => None,
+    });
+    let flags = msg.header.flags;
+    Some(LinkEvent {
+        ifindex: msg.header.index,
+        name,
+        admin_up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
+        removed,
+        mac,
+        lower,
+    })
+}
+
+/// The address of an address message (IFA_LOCAL on point-to-point links).
+pub fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+    let find = |local: bool| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(a) if local => Some(*a),
+            AddressAttribute::Address(a) if !local => Some(*a),
+            _ => None,
+        })
+    };
+    find(true).or_else(|| find(false))
+}
+
+pub fn route_destination(msg: &RouteMessage) -> Option<IpAddr> {
+    let dst = msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(d) => Some(d),
+        _ => None,
+    });
+    match dst {
+        Some(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        Some(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        Some(_) => None,
+        // No RTA_DST: the default route.
+        None if msg.header.address_family == rtnetlink::packet_route::AddressFamily::Inet6 => {
+            Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+        }
+        None => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    }
+}
 
 /// The observations in one datagram from the monitor socket, in order.
 pub fn observations(datagram: &[u8]) -> Vec<Observation> {
@@ -155,7 +250,7 @@ fn route(payload: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::monitor::{address_of, parse_link, route_destination};
+    use super::{address_of, parse_link, route_destination};
     use rtnetlink::packet_core::{Emitable as _, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use rtnetlink::packet_route::RouteNetlinkMessage;
     use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
