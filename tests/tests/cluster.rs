@@ -37,11 +37,27 @@ struct Site {
     gw: Vec<Daemon>,
 }
 
+/// Both gateways started together, as members of a cluster start: one
+/// started after the other had answered could come up more than a lease's
+/// time later on a loaded machine, and the first then rightly took the
+/// second's instance (it waits a lease's time for a member before it).
 fn site(cluster: &str) -> anyhow::Result<Site> {
     let c = ClusterLab::build()?;
-    let gw = (0..2)
-        .map(|g| Daemon::start(&c.lab, g, &ClusterLab::config(g, TIMERS, cluster)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gw = std::thread::scope(|scope| {
+        let lab = &c.lab;
+        let starting: Vec<_> = (0..2)
+            .map(|g| {
+                scope.spawn(move || Daemon::start(lab, g, &ClusterLab::config(g, TIMERS, cluster)))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a daemon's start panicked"))?
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
     Ok(Site { c, gw })
 }
 
@@ -108,8 +124,11 @@ fn each_instance_has_one_owner_by_its_members_order() -> anyhow::Result<()> {
 
 /// Both instances placed where their order says.
 fn healthy(s: &Site) -> anyhow::Result<()> {
-    wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
-    wait_placed(&s.gw[1], "iscsi-b", Duration::from_secs(10))?;
+    // Each gateway's failure says what the other saw, too.
+    for (g, instance) in [(0, "iscsi-a"), (1, "iscsi-b")] {
+        wait_placed(&s.gw[g], instance, Duration::from_secs(10))
+            .map_err(|e| e.context(format!("gw{}'s log:\n{}", 1 - g, s.gw[1 - g].log_text())))?;
+    }
     Ok(())
 }
 
