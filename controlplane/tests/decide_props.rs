@@ -216,16 +216,86 @@ impl<'a> Sim<'a> {
         }
         let again = self.decide();
         prop_assert!(again.moves.is_empty(), "not stable: {:?}", again.moves);
+        if let Some(stuck) = self.stuck() {
+            return Err(TestCaseError::fail(stuck));
+        }
         Ok(plan.next_check)
+    }
+
+    /// Liveness: an instance of this member whose port has failed (down
+    /// for hold_down) is not left there while one of its ports is up past
+    /// hold_up and eligible (the engine's own check, with the load as it
+    /// is): an engine that moved nothing would pass every safety check.
+    fn stuck(&self) -> Option<String> {
+        let c = &self.s.config;
+        let usable = |p: &String| {
+            let st = self.ports[p];
+            st.link == Link::Up && (st.at_start || self.now >= st.since + c.timers.hold_up)
+        };
+        for (name, owner) in &self.placement {
+            let st = self.ports[owner];
+            let failed =
+                st.link == Link::Down && (st.at_start || self.now >= st.since + c.timers.hold_down);
+            if !failed || !self.cluster.held.contains(name) {
+                continue;
+            }
+            let inputs = Inputs {
+                config: c,
+                ports: &self.ports,
+                cluster: Some(&self.cluster),
+                in_use: &BTreeSet::new(),
+                retry_at: &BTreeMap::new(),
+                placement: &self.placement,
+                now: self.now,
+            };
+            let eligible = c.instances[name]
+                .ports
+                .iter()
+                .filter(|p| *p != owner && usable(p))
+                .find(|p| check_move(&inputs, name, p).is_none());
+            if let Some(p) = eligible {
+                return Some(format!(
+                    "{name} left on failed {owner} ({st:?}) at {:?} though {p} could take it",
+                    self.now
+                ));
+            }
+        }
+        None
+    }
+
+    /// When a port's hold timer next runs out after now: a decision is due
+    /// then whatever the engine asked for.
+    fn next_hold_expiry(&self, until: Duration) -> Option<Duration> {
+        let t = &self.s.config.timers;
+        self.ports
+            .values()
+            .filter(|st| !st.at_start)
+            .map(|st| {
+                st.since
+                    + if st.link == Link::Down {
+                        t.hold_down
+                    } else {
+                        t.hold_up
+                    }
+            })
+            .filter(|e| *e > self.now && *e <= until)
+            .min()
     }
 
     /// Advances the clock to `until`, deciding at every timer expiry on the way.
     fn advance(&mut self, until: Duration) -> Result<(), TestCaseError> {
         loop {
             let next = self.step()?;
-            match next {
-                Some(t) if t <= until && t > self.now => self.now = t,
-                _ => break,
+            let asked = next.filter(|t| *t <= until && *t > self.now);
+            // Also at each hold timer's end: the liveness check looks then,
+            // even if the engine did not ask to decide again.
+            match [asked, self.next_hold_expiry(until)]
+                .into_iter()
+                .flatten()
+                .min()
+            {
+                Some(t) => self.now = t,
+                None => break,
             }
         }
         self.now = until;

@@ -383,7 +383,28 @@ pub struct TwoOwnerChecker {
     asker: crate::Peer,
     captures: Vec<(String, crate::Capture)>,
     addrs: Vec<String>,
+    /// When it had asked for a second (seconds of the day, tcpdump's
+    /// clock): the test's event comes after it.
+    started: f64,
+    _ready: ReadyFile,
 }
+
+/// The file the asker writes once it has asked for a second; removed with
+/// the checker, also on failure.
+struct ReadyFile(std::path::PathBuf);
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Answers the checker must see in the second before [`TwoOwnerChecker::start`]
+/// returns (before the test's event) and in the second before it finishes
+/// (after it); it asks 100 times a second per address. A checker that saw
+/// nothing, or nothing before or after the event it judges, proved nothing
+/// and fails.
+pub const ANSWER_FLOOR_PER_S: usize = 20;
 
 /// What the checker saw.
 #[derive(Debug, Default)]
@@ -398,6 +419,8 @@ pub struct Overlaps {
     pub answered: std::collections::BTreeMap<(String, String), (f64, f64)>,
     /// Every answer: (seconds of the day, address, switch port), in time order.
     pub answers_seen: Vec<(f64, String, String)>,
+    /// The window judged: (first request, finish), seconds of the day.
+    pub window: (f64, f64),
 }
 
 impl Overlaps {
@@ -432,17 +455,62 @@ impl Overlaps {
             .map(|(_, t)| *t)
     }
 
+    /// Answers in each whole second of the window, from its start.
+    pub fn answers_per_second(&self) -> Vec<usize> {
+        let (from, to) = self.window;
+        let seconds = ((to - from).floor().max(0.0)) as usize;
+        let mut per = vec![0; seconds];
+        for (t, _, _) in &self.answers_seen {
+            let i = (t - from).floor();
+            if i >= 0.0 && (i as usize) < seconds {
+                per[i as usize] += 1;
+            }
+        }
+        per
+    }
+
+    /// Two owners seen, or too little seen to tell: at least
+    /// [`ANSWER_FLOOR_PER_S`] answers in the window's first second (before
+    /// the event) and in its last (after it).
+    pub fn judge(&self) -> Result<(), String> {
+        if !self.double_answers.is_empty() || !self.after_announcement.is_empty() {
+            return Err(format!("two owners: {self:#?}"));
+        }
+        let (from, to) = self.window;
+        let in_second = |start: f64| {
+            self.answers_seen
+                .iter()
+                .filter(|(t, _, _)| *t >= start && *t < start + 1.0)
+                .count()
+        };
+        let (before, after) = (in_second(from - 1.0), in_second(to - 1.0));
+        if to - from < 1.0 || before < ANSWER_FLOOR_PER_S || after < ANSWER_FLOOR_PER_S {
+            return Err(format!(
+                "the checker saw too little to judge: {} answers; {before} in the second \
+                 before the event and {after} in the last second of its {:.1} s after it \
+                 (at least {ANSWER_FLOOR_PER_S} each, and 1 s after); per second after: {:?}",
+                self.answers,
+                to - from,
+                self.answers_per_second()
+            ));
+        }
+        Ok(())
+    }
+
     pub fn assert_none(&self) {
+        let per = self.answers_per_second();
         println!(
-            "two-owner checker: {} answers, {} requests answered from two ports, {} answers after another port's announcement",
+            "two-owner checker: {} answers in {:.1} s (per second: least {}, most {}), {} requests answered from two ports, {} answers after another port's announcement",
             self.answers,
+            self.window.1 - self.window.0,
+            per.iter().min().copied().unwrap_or(0),
+            per.iter().max().copied().unwrap_or(0),
             self.double_answers.len(),
             self.after_announcement.len()
         );
-        assert!(
-            self.double_answers.is_empty() && self.after_announcement.is_empty(),
-            "two owners: {self:#?}"
-        );
+        if let Err(e) = self.judge() {
+            panic!("{e}");
+        }
     }
 }
 
@@ -456,6 +524,7 @@ impl TwoOwnerChecker {
             }
         }
         let mac = lab.client.mac("eth0")?;
+        let ready = std::env::temp_dir().join(format!("{}-checker.ready", lab.prefix));
         let targets: Vec<String> = addrs.iter().map(|a| format!("'{a}'")).collect();
         let program = format!(
             "import socket, time\n\
@@ -466,17 +535,37 @@ impl TwoOwnerChecker {
              frames = []\n\
              for t in [{targets}]:\n\
              \x20   frames.append(b'\\xff' * 6 + me + b'\\x08\\x06' + bytes.fromhex('0001080006040001') + me + src + b'\\x00' * 6 + socket.inet_aton(t))\n\
+             rounds = 0\n\
              while True:\n\
              \x20   for f in frames:\n\
              \x20       s.send(f)\n\
+             \x20   rounds += 1\n\
+             \x20   if rounds == 100:\n\
+             \x20       open('{ready}', 'w').close()\n\
              \x20   time.sleep(0.01)\n",
-            targets = targets.join(", ")
+            targets = targets.join(", "),
+            ready = ready.display()
         );
-        let asker = lab.client.spawn(&["python3", "-c", &program])?;
+        let ready = ReadyFile(ready);
+        let mut asker = lab.client.spawn(&["python3", "-c", &program])?;
+        // The test's event must come after a second of asking: the
+        // judgement needs answers from before it.
+        let waiting = std::time::Instant::now();
+        while !ready.0.exists() {
+            if let Some(status) = asker.try_wait()? {
+                bail!("the checker's ARP asker exited ({status}) before asking a second");
+            }
+            if waiting.elapsed() > std::time::Duration::from_secs(20) {
+                bail!("the checker's ARP asker did not ask 100 rounds in 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         Ok(TwoOwnerChecker {
             asker,
             captures,
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            started: now_of_day(),
+            _ready: ready,
         })
     }
 
@@ -493,6 +582,7 @@ impl TwoOwnerChecker {
             );
         }
         drop(self.asker);
+        let window = (self.started, now_of_day());
         let mut seen: Vec<(f64, String, String, bool)> = Vec::new();
         for (port, cap) in self.captures {
             for line in cap.lines()? {
@@ -523,7 +613,10 @@ impl TwoOwnerChecker {
                 .iter()
                 .any(|(ta, p, a)| a == addr && p == port && *ta > after && *ta <= t + 0.005)
         };
-        let mut o = Overlaps::default();
+        let mut o = Overlaps {
+            window,
+            ..Overlaps::default()
+        };
         let mut last_answer: std::collections::BTreeMap<String, (f64, String)> = Default::default();
         let mut announced: std::collections::BTreeMap<String, (f64, String)> = Default::default();
         for (t, port, addr, answer) in seen {
@@ -572,4 +665,49 @@ fn seconds(line: &str) -> f64 {
     t.split(':').fold(0.0, |acc, part| {
         acc * 60.0 + part.parse::<f64>().unwrap_or(0.0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(times: impl Iterator<Item = f64>) -> Overlaps {
+        let answers_seen: Vec<(f64, String, String)> = times
+            .map(|t| (t, "192.0.2.100".to_string(), "g0p0".to_string()))
+            .collect();
+        Overlaps {
+            answers: answers_seen.len(),
+            answers_seen,
+            window: (100.0, 105.0),
+            ..Overlaps::default()
+        }
+    }
+
+    #[test]
+    fn a_checker_that_saw_nothing_fails() {
+        let empty = seen(std::iter::empty());
+        assert!(empty.judge().is_err(), "an empty capture passed");
+    }
+
+    #[test]
+    fn a_checker_that_saw_only_before_the_event_fails() {
+        // 100 answers a second, but only until a second after the event.
+        let before = seen((0..200).map(|i| 99.0 + f64::from(i) * 0.01));
+        let e = before.judge().expect_err("nothing after the event passed");
+        assert!(e.contains("0 in the last second"), "{e}");
+    }
+
+    #[test]
+    fn a_checker_that_saw_nothing_before_the_event_fails() {
+        let after = seen((0..500).map(|i| 100.0 + f64::from(i) * 0.01));
+        let e = after.judge().expect_err("nothing before the event passed");
+        assert!(e.contains("0 in the second before"), "{e}");
+    }
+
+    #[test]
+    fn a_checker_that_saw_both_sides_passes() {
+        let all = seen((0..600).map(|i| 99.0 + f64::from(i) * 0.01));
+        assert_eq!(all.judge(), Ok(()));
+        assert_eq!(all.answers_per_second(), vec![100; 5]);
+    }
 }

@@ -325,7 +325,8 @@ fn handover(sigterm: bool) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(3))?;
-    std::thread::sleep(Duration::from_millis(300));
+    // A second after the handover for the checker's judgement.
+    std::thread::sleep(Duration::from_millis(1000));
     let o = checker.finish()?;
     let (last_gw0, first_gw1) = (o.last_answer(A, 0), o.first_answer(A, 1));
     let outage_ms = (first_gw1 - last_gw0) * 1000.0;
@@ -521,11 +522,13 @@ fn a_conflict_on_the_wire_and_a_differing_definition_are_refused() -> anyhow::Re
         .client
         .ip(&["addr", "add", "192.0.2.100/24", "dev", "eth0"])?;
     c.lab.client.sysctl("net.ipv4.conf.all.arp_ignore", "0")?;
-    // The stranger's own answers leave the client's port, which it does not watch.
-    let checker = TwoOwnerChecker::start(&c.lab, &[A, B])?;
     let mut gw0 = Daemon::start(&c.lab, 0, &ClusterLab::config(0, TIMERS, FAST))?;
     // gw1 comes first for iscsi-b but is not started yet: gw0 holds it.
     wait_placed(&gw0, "iscsi-b", Duration::from_secs(10))?;
+    // From here the checker has answers to judge by (gw0's for iscsi-b);
+    // the stranger's own answers leave the client's port, which it does
+    // not watch.
+    let checker = TwoOwnerChecker::start(&c.lab, &[A, B])?;
     // gw1 defines iscsi-b with other services (its port order may differ:
     // that is local).
     let gw1_config = ClusterLab::config(1, TIMERS, FAST).replacen(
@@ -617,11 +620,15 @@ fn over_tls_only_a_member_with_a_client_certificate_holds_anything() -> anyhow::
     let tls = |g: usize, cluster: &str| {
         ClusterLab::config(g, TIMERS, cluster).replace("http://", "https://")
     };
-    let checker = TwoOwnerChecker::start(&c.lab, &[A, B])?;
     let gw0 = Daemon::start(&c.lab, 0, &tls(0, &with_cert))?;
-    let gw1 = Daemon::start(&c.lab, 1, &tls(1, &without_cert))?;
     wait_placed(&gw0, "iscsi-a", Duration::from_secs(10))?;
     wait_placed(&gw0, "iscsi-b", Duration::from_secs(10))?;
+    // gw1 comes first for iscsi-b: without a certificate it must take
+    // nothing (the checker judges from before its start).
+    let checker = TwoOwnerChecker::start(&c.lab, &[A, B])?;
+    let gw1 = Daemon::start(&c.lab, 1, &tls(1, &without_cert))?;
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(gw0.owner("iscsi-b")?.is_some(), "gw0 let iscsi-b go");
     assert_eq!(
         fenced(&gw1)?.as_deref(),
         Some("no-quorum"),
