@@ -181,11 +181,14 @@ pub enum Event {
         what: Repair,
         detail: String,
     },
-    /// Reconciling an instance failed; retried after `retry_ms`.
+    /// Reconciling an instance failed (`attempts` times in a row);
+    /// retried after `retry_ms`.
     RepairFailed {
         at_ms: u64,
         instance: String,
         error: String,
+        #[serde(default)]
+        attempts: u32,
         retry_ms: u64,
     },
     /// Another host claimed an address baton holds (RFC 5227 2.4).
@@ -239,6 +242,9 @@ pub enum Event {
         at_ms: u64,
         instance: String,
         to: String,
+        /// The move's kind (absent from daemons before it was added).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<MoveKind>,
         error: String,
     },
     Reload {

@@ -196,6 +196,7 @@ pub fn render_event(e: &Event) -> String {
             instance,
             to,
             error,
+            ..
         } => format!("{at_ms:>9}ms move-failed {instance} -> {to}: {error}"),
         Event::Repaired {
             at_ms,
@@ -208,6 +209,7 @@ pub fn render_event(e: &Event) -> String {
             instance,
             error,
             retry_ms,
+            ..
         } => format!("{at_ms:>9}ms repair-failed {instance}: {error} (retry in {retry_ms}ms)"),
         Event::Conflict {
             at_ms,

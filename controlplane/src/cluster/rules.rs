@@ -76,6 +76,58 @@ pub fn claim_ok(
     Ok(())
 }
 
+/// What this member knows of an unowned instance when it decides whether
+/// to claim it, besides the live members' records.
+pub struct ClaimFacts<'a> {
+    pub me: &'a str,
+    pub instance: &'a str,
+    /// The instance's members, in order of preference.
+    pub members: &'a [String],
+    pub my_digest: &'a str,
+    /// One of its ports here has its link up.
+    pub hostable_here: bool,
+    /// Released to this member: a fresh handover names it, or it saw the
+    /// owner key go with a release to it.
+    pub released_to_us: bool,
+    /// The member that held it last and its digest, since the owner key
+    /// vanished.
+    pub last_owner: Option<(&'a str, &'a str)>,
+    /// A takeover's wait (the old owner's deadline, or the start's) runs.
+    pub waiting: bool,
+    /// A fresh handover names another taker.
+    pub handed_to_other: bool,
+}
+
+/// Whether to claim the unowned instance now: every verdict in order. A
+/// last owner that defined it otherwise blocks even a release (the taker
+/// would serve another definition); a release to us is taken at once (the
+/// releaser withdrew and fenced first); a takeover waits out the old
+/// owner's deadline, and a handover to another is its taker's; otherwise
+/// [`claim_ok`].
+pub fn claim_verdict(f: &ClaimFacts, live: &BTreeMap<String, MemberRecord>) -> Result<(), Reason> {
+    if let Some((member, digest)) = f.last_owner
+        && digest != f.my_digest
+    {
+        return Err(Reason::ConfigDiffers {
+            member: member.to_string(),
+        });
+    }
+    if f.released_to_us {
+        return Ok(());
+    }
+    if f.waiting || f.handed_to_other {
+        return Err(Reason::NotClaimed);
+    }
+    claim_ok(
+        f.me,
+        f.instance,
+        f.members,
+        f.my_digest,
+        f.hostable_here,
+        live,
+    )
+}
+
 /// The engine's view: what `me` holds, and why not the rest. An owner
 /// record of `me` under another lease than `lease` is stale (a lease lost,
 /// a revoke whose deletes the watch has not brought yet): not held.
@@ -200,6 +252,63 @@ mod tests {
 
     fn order() -> Vec<String> {
         vec!["gw1".into(), "gw2".into()]
+    }
+
+    fn facts<'a>(members: &'a [String]) -> ClaimFacts<'a> {
+        ClaimFacts {
+            me: "gw2",
+            instance: "a",
+            members,
+            my_digest: "d",
+            hostable_here: true,
+            released_to_us: false,
+            last_owner: None,
+            waiting: false,
+            handed_to_other: false,
+        }
+    }
+
+    #[test]
+    fn claim_verdicts_come_in_order() {
+        let members = order();
+        // gw1 comes first and can host it: not gw2's.
+        let live: BTreeMap<_, _> = [rec("gw1", &["a"], &[("a", "d")])].into();
+        assert_eq!(
+            claim_verdict(&facts(&members), &live),
+            Err(Reason::NotClaimed)
+        );
+        // Released to gw2: taken at once, whoever comes first.
+        let released = ClaimFacts {
+            released_to_us: true,
+            ..facts(&members)
+        };
+        assert_eq!(claim_verdict(&released, &live), Ok(()));
+        // ... but not from an owner that defined it otherwise.
+        let differs = ClaimFacts {
+            last_owner: Some(("gw1", "other")),
+            ..released
+        };
+        assert_eq!(
+            claim_verdict(&differs, &live),
+            Err(Reason::ConfigDiffers {
+                member: "gw1".into()
+            })
+        );
+        // With nobody before it: a takeover's wait and another's handover hold it back.
+        let alone = BTreeMap::new();
+        assert_eq!(claim_verdict(&facts(&members), &alone), Ok(()));
+        for held_back in [
+            ClaimFacts {
+                waiting: true,
+                ..facts(&members)
+            },
+            ClaimFacts {
+                handed_to_other: true,
+                ..facts(&members)
+            },
+        ] {
+            assert_eq!(claim_verdict(&held_back, &alone), Err(Reason::NotClaimed));
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! and what it tells the agent (releases, leaving at SIGTERM). On a single
 //! host there is no link and this member may hold everything.
 use super::ports::PortTable;
-use super::report::{Reporter, metrics};
+use super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::cluster::{ClusterEvent, ClusterLink, ClusterState, ToAgent};
 use crate::decide::{ClusterView, FenceCause, Reason};
@@ -146,7 +146,7 @@ impl Membership {
     pub fn on_event(&mut self, e: ClusterEvent, report: &Reporter) -> Option<(String, Vec<Conn>)> {
         let at_ms = report.at_ms();
         let mut claimed = None;
-        let (kind, event) = match e {
+        let event = match e {
             ClusterEvent::Claimed {
                 instance,
                 from,
@@ -157,41 +157,27 @@ impl Membership {
                 // within one view left it withheld for good).
                 self.releasing.remove(&instance);
                 claimed = Some((instance.clone(), conns));
-                (
-                    "claimed",
-                    Event::Claimed {
-                        at_ms,
-                        instance,
-                        from,
-                    },
-                )
-            }
-            ClusterEvent::Released { instance, to } => (
-                "released",
-                Event::Released {
+                Event::Claimed {
                     at_ms,
                     instance,
-                    to,
-                },
-            ),
-            ClusterEvent::Lost { instance } => ("lost", Event::OwnerLost { at_ms, instance }),
-            ClusterEvent::Revoked { member, silent_ms } => (
-                "revoked",
-                Event::MemberRevoked {
-                    at_ms,
-                    member,
-                    silent_ms,
-                },
-            ),
-            ClusterEvent::Fenced { cause } => ("fenced", Event::Fenced { at_ms, cause }),
-            ClusterEvent::Unfenced => ("unfenced", Event::Unfenced { at_ms }),
+                    from,
+                }
+            }
+            ClusterEvent::Released { instance, to } => Event::Released {
+                at_ms,
+                instance,
+                to,
+            },
+            ClusterEvent::Lost { instance } => Event::OwnerLost { at_ms, instance },
+            ClusterEvent::Revoked { member, silent_ms } => Event::MemberRevoked {
+                at_ms,
+                member,
+                silent_ms,
+            },
+            ClusterEvent::Fenced { cause } => Event::Fenced { at_ms, cause },
+            ClusterEvent::Unfenced => Event::Unfenced { at_ms },
         };
-        report
-            .metrics
-            .cluster_events
-            .get_or_create(&metrics::KindLabel { kind: kind.into() })
-            .inc();
-        report.emit(event);
+        report.report(event);
         claimed
     }
 

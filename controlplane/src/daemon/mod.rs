@@ -20,6 +20,7 @@ mod process;
 mod report;
 mod sockopt;
 mod start;
+mod status;
 mod wire;
 
 use crate::dataplane::PinDir;
@@ -30,6 +31,7 @@ use membership::{Membership, Wake};
 use netlink::decode::Observation;
 use netlink::observed::Observed;
 use placement::actuator::Actuator;
+use placement::defence::Defence;
 use placement::state::PlacementState;
 use placement::{Context, Stage};
 use ports::{LinkChange, PortTable};
@@ -41,7 +43,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
-use wire::conflict::Defence;
 use wire::{Aftercare, AftercareResults, announce};
 
 pub use baton_config::instance_id;
@@ -316,7 +317,7 @@ impl Daemon {
             }
         }
         changed |= self.stage().reconcile(names, all, &observed).await;
-        report::status::publish_placement(&self.ctx(), &self.placement, &self.actuator);
+        status::publish_placement(&self.ctx(), &self.placement, &self.actuator);
         changed
     }
 
@@ -356,9 +357,7 @@ impl Daemon {
 
     /// Anything may have changed: read the links again and reconcile all.
     fn lost_events(&mut self, reason: &str) {
-        warn!(reason, "events may be lost: full resync");
-        self.report.metrics.resyncs.inc();
-        self.report.emit(Event::Resync {
+        self.report.report(Event::Resync {
             at_ms: self.report.at_ms(),
             reason: reason.to_string(),
         });
@@ -416,7 +415,7 @@ impl Daemon {
     async fn on_request(&mut self, req: Request) -> Response {
         let result = match req {
             Request::Status => {
-                return Response::Status(report::status::status(&report::status::Sources {
+                return Response::Status(status::status(&status::Sources {
                     ctx: self.ctx(),
                     state: &self.placement,
                     defence: &self.defence,
@@ -452,7 +451,7 @@ impl Daemon {
             self.reconcile().await;
         }
         self.notify.send("READY=1");
-        self.report.emit(Event::Reload {
+        self.report.report(Event::Reload {
             at_ms: self.report.at_ms(),
             ok: result.is_ok(),
             message: match &result {

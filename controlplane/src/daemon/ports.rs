@@ -2,7 +2,7 @@
 //! from link events and dumps, read against the hold timers by the engine's
 //! one rule ([`crate::decide::port_condition`]).
 use super::netlink::decode::LinkEvent;
-use super::report::{Reporter, metrics};
+use super::report::Reporter;
 use crate::decide::{Link, PortState};
 use crate::protocol::{Event, LinkCondition, PortCondition};
 use baton_common::MAX_COUNTED_PORTS;
@@ -217,17 +217,10 @@ impl PortTable {
             if self.reported.get(name) == Some(&state) {
                 continue;
             }
-            let link = link_condition(port);
-            info!(port = %name, %state, %link, "port state");
-            report
-                .metrics
-                .port_up
-                .get_or_create(&metrics::PortLabel { port: name.clone() })
-                .set(i64::from(state == PortCondition::Up));
-            report.emit(Event::Port {
+            report.report(Event::Port {
                 at_ms: report.at_ms(),
                 port: name.clone(),
-                link,
+                link: link_condition(port),
                 state,
             });
             self.reported.insert(name.clone(), state);

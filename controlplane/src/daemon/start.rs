@@ -4,12 +4,12 @@
 use super::membership::Membership;
 use super::netlink;
 use super::placement::actuator::Actuator;
+use super::placement::defence::Defence;
 use super::placement::state::PlacementState;
 use super::ports::PortTable;
 use super::report::sd_notify::Notifier;
 use super::report::{self, Reporter};
 use super::wire::announce;
-use super::wire::conflict::Defence;
 use super::wire::{Aftercare, AftercareResults};
 use super::{Daemon, Inbox, Options, Timers, lock, process};
 use crate::dataplane::InstanceTable;

@@ -31,34 +31,24 @@ impl<B: Backend> Agent<B> {
             if released {
                 self.released_to_us.insert(name.clone());
             }
-            let differs = self
-                .last_owner
-                .get(&name)
-                .filter(|(_, d)| *d != self.digests[&name])
-                .map(|(m, _)| m.clone());
-            let verdict = if let Some(member) = differs {
-                Err(Reason::ConfigDiffers { member })
-            } else if released {
-                Ok(())
-            } else if self.wait_until.contains_key(&name)
-                || self
+            let facts = rules::ClaimFacts {
+                me: &self.me,
+                instance: &name,
+                members: &inst.members,
+                my_digest: &self.digests[&name],
+                hostable_here: self.hostable.contains(&name),
+                released_to_us: released,
+                last_owner: self
+                    .last_owner
+                    .get(&name)
+                    .map(|(m, d)| (m.as_str(), d.as_str())),
+                waiting: self.wait_until.contains_key(&name),
+                handed_to_other: self
                     .handovers
                     .get(&name)
-                    .is_some_and(|(h, _)| h.to != self.me)
-            {
-                // A takeover waits out the old owner's deadline; a handover
-                // names another taker.
-                Err(Reason::NotClaimed)
-            } else {
-                rules::claim_ok(
-                    &self.me,
-                    &name,
-                    &inst.members,
-                    &self.digests[&name],
-                    self.hostable.contains(&name),
-                    &self.members,
-                )
+                    .is_some_and(|(h, _)| h.to != self.me),
             };
+            let verdict = rules::claim_verdict(&facts, &self.members);
             if let Err(r) = verdict {
                 self.why_not.insert(name, r);
                 continue;

@@ -1,9 +1,11 @@
 //! Where each instance lives, kept true: the [`state`] the loop owns, the
 //! engine's plan carried out ([`moves`], through the [`actuator`]), the
 //! kernel made to agree with it ([`reconcile`]), each instance on each
-//! port described once ([`on_port`]), and a reload's difference
+//! port described once ([`on_port`]), a placed address defended against
+//! another host's claim ([`defence`]), and a reload's difference
 //! ([`reload`]).
 pub mod actuator;
+pub mod defence;
 pub mod moves;
 pub mod on_port;
 pub mod reconcile;

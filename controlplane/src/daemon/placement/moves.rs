@@ -5,7 +5,7 @@ use super::Stage;
 use super::actuator::{self, MoveSpec};
 use super::on_port::OnPort;
 use super::state::PlacementState;
-use crate::daemon::report::{Reporter, metrics};
+use crate::daemon::report::Reporter;
 use crate::daemon::wire::{TickleResult, announce, revive};
 use crate::decide::{self, Move, MoveKind, Plan};
 use crate::netdev;
@@ -13,7 +13,7 @@ use crate::protocol::{Event, MoveRecord};
 use anyhow::{Context as _, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, warn};
 
 /// An address a plan places for the first time.
 struct NewAddress {
@@ -160,10 +160,6 @@ impl Stage<'_> {
         let report = self.ctx.report;
         let began = Instant::now();
         let result = self.try_move(m).await;
-        let labels = |result: &str| metrics::MoveLabels {
-            kind: kind.to_string(),
-            result: result.into(),
-        };
         match result {
             Ok(steps) => {
                 let took_us = began.elapsed().as_micros() as u64;
@@ -180,8 +176,7 @@ impl Stage<'_> {
                 };
                 self.revive_after(m);
                 self.tickle_after(m);
-                info!(instance = %m.instance, from = ?m.from, to = %m.to, %kind, took_us, "move done");
-                report.emit(Event::Move {
+                report.report(Event::Move {
                     at_ms: record.at_ms,
                     instance: m.instance.clone(),
                     from: m.from.clone(),
@@ -190,8 +185,6 @@ impl Stage<'_> {
                     took_us,
                 });
                 self.state.moved(&m.instance, &m.to, record);
-                report.metrics.moves.get_or_create(&labels("done")).inc();
-                report.metrics.move_seconds.observe(took_us as f64 / 1e6);
                 if let Some(inst) = self.ctx.config.instances.get(&m.instance) {
                     report
                         .metrics
@@ -200,12 +193,11 @@ impl Stage<'_> {
                 true
             }
             Err(e) => {
-                error!(instance = %m.instance, to = %m.to, error = %format!("{e:#}"), "move failed");
-                report.metrics.moves.get_or_create(&labels("failed")).inc();
-                report.emit(Event::MoveFailed {
+                report.report(Event::MoveFailed {
                     at_ms: report.at_ms(),
                     instance: m.instance.clone(),
                     to: m.to.clone(),
+                    kind: Some(kind),
                     error: format!("{e:#}"),
                 });
                 // Leave the address on exactly one port: look at the kernel again.
@@ -355,12 +347,10 @@ impl Stage<'_> {
 pub fn on_tickled(state: &mut PlacementState, report: &Reporter, t: TickleResult) {
     match t {
         Ok(t) => {
-            info!(instance = %t.instance, connections = t.connections, acks = t.acks, "tickled the old owner's connections");
-            report.metrics.tickle_acks.inc_by(t.acks as u64);
             if let Some(rec) = state.last_move.get_mut(&t.instance) {
                 rec.tickled = Some(t.connections as u64);
             }
-            report.emit(Event::Tickled {
+            report.report(Event::Tickled {
                 at_ms: report.at_ms(),
                 instance: t.instance,
                 connections: t.connections as u64,
@@ -376,14 +366,11 @@ pub fn on_tickled(state: &mut PlacementState, report: &Reporter, t: TickleResult
 /// A revert's result: into the move's record, an event, the metrics.
 pub fn on_revival(state: &mut PlacementState, report: &Reporter, r: revive::Revival) {
     let (sockets, icmps) = (r.sockets as u64, r.icmps as u64);
-    info!(instance = %r.instance, sockets, icmps, left = r.left, "backoff reverted");
-    report.metrics.revived_sockets.inc_by(sockets);
-    report.metrics.revert_icmps.inc_by(icmps);
     if let Some(rec) = state.last_move.get_mut(&r.instance) {
         rec.revived_sockets = Some(sockets);
         rec.revert_icmps = Some(icmps);
     }
-    report.emit(Event::Revived {
+    report.report(Event::Revived {
         at_ms: report.at_ms(),
         instance: r.instance,
         sockets,

@@ -14,7 +14,7 @@ use super::actuator::Actuator;
 use super::on_port::{OnPort, macvlan_owner_id};
 use crate::daemon::netlink::decode::LinkEvent;
 use crate::daemon::netlink::observed::Observed;
-use crate::daemon::report::{Reporter, metrics};
+use crate::daemon::report::Reporter;
 use crate::dataplane::{self, key_for};
 use crate::decide::Link;
 use crate::netdev;
@@ -406,16 +406,8 @@ fn note_repair(
     what: Repair,
     detail: String,
 ) {
-    warn!(instance = %name, %what, %detail, "repaired");
-    report
-        .metrics
-        .repairs
-        .get_or_create(&metrics::RepairLabel {
-            what: what.to_string(),
-        })
-        .inc();
     let at_ms = report.at_ms();
-    report.emit(Event::Repaired {
+    report.report(Event::Repaired {
         at_ms,
         instance: name.to_string(),
         what,

@@ -10,7 +10,6 @@ use crate::protocol::{Event, MoveRecord, RepairRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
-use tracing::{error, warn};
 
 /// (instance, port).
 pub type OnPortKey = (String, String);
@@ -139,12 +138,11 @@ impl PlacementState {
     pub fn note_trouble(&mut self, instance: &str, error: String, report: &Reporter) {
         let attempts = self.trouble.get(instance).map_or(0, |t| t.attempts) + 1;
         let wait = RECONCILE_RETRY.after(attempts);
-        error!(instance = %instance, %error, attempts, retry_ms = wait.as_millis() as u64, "reconcile failed");
-        report.metrics.repair_failures.inc();
-        report.emit(Event::RepairFailed {
+        report.report(Event::RepairFailed {
             at_ms: report.at_ms(),
             instance: instance.to_string(),
             error: error.clone(),
+            attempts,
             retry_ms: wait.as_millis() as u64,
         });
         self.trouble.insert(
@@ -167,15 +165,7 @@ impl PlacementState {
             };
             if self.refused.get(name) != Some(refused) {
                 for (port, reason) in refused {
-                    warn!(instance = %name, %port, reason = %reason, "port refused");
-                    report
-                        .metrics
-                        .refusals
-                        .get_or_create(&super::super::report::metrics::ReasonLabel {
-                            reason: reason.name().to_string(),
-                        })
-                        .inc();
-                    report.emit(Event::Refused {
+                    report.report(Event::Refused {
                         at_ms: report.at_ms(),
                         instance: name.clone(),
                         port: port.clone(),
@@ -197,15 +187,7 @@ impl PlacementState {
                 continue;
             };
             if self.placement.remove(name).is_some() {
-                warn!(instance = %name, %reason, "withdrawn: not this member's now");
-                report
-                    .metrics
-                    .cluster_events
-                    .get_or_create(&super::super::report::metrics::KindLabel {
-                        kind: "withdrawn".into(),
-                    })
-                    .inc();
-                report.emit(Event::Withdrawn {
+                report.report(Event::Withdrawn {
                     at_ms: report.at_ms(),
                     instance: name.clone(),
                     reason: reason.clone(),

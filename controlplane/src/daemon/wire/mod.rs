@@ -1,10 +1,8 @@
 //! Frames on the wire and the sockets that carry them: announcements and
-//! probes ([`announce`], [`frames`]), the defence of a placed address
-//! ([`conflict`]), and what TCP peers are told after a move ([`revive`]:
+//! probes ([`announce`], [`frames`]), and what TCP peers are told after a move ([`revive`]:
 //! the backoff revert; [`tickle`]: a takeover's tickle ACKs, from the
 //! [`connections`] a member publishes) through [`raw`] IP sockets.
 pub mod announce;
-pub mod conflict;
 pub mod connections;
 pub mod frames;
 pub mod raw;

@@ -1,9 +1,9 @@
 //! What the daemon reports: `baton status` and the metrics' names and owners.
 use crate::daemon::placement::Context;
 use crate::daemon::placement::actuator::Actuator;
+use crate::daemon::placement::defence::Defence;
 use crate::daemon::placement::state::PlacementState;
 use crate::daemon::ports::link_condition;
-use crate::daemon::wire::conflict::Defence;
 use crate::dataplane::{self, PinDir};
 use crate::protocol::{InstanceStatus, PortStatus, PortTraffic, Refusal, Status};
 

@@ -4,11 +4,10 @@
 //! with one announcement at most every DEFEND_INTERVAL; the address is kept
 //! (2.4 (c): a service address is not given up to a stranger), and the
 //! announcements stay rate-limited so two defenders cannot storm.
-use super::announce;
-use crate::daemon::placement::Context;
-use crate::daemon::placement::actuator::Actuator;
-use crate::daemon::placement::on_port::OnPort;
-use crate::daemon::report::metrics;
+use super::Context;
+use super::actuator::Actuator;
+use super::on_port::OnPort;
+use crate::daemon::wire::announce;
 use crate::netdev;
 use crate::protocol::{ConflictRecord, Event};
 use baton_config::model::mac_string;
@@ -99,14 +98,6 @@ impl Defence {
             count: entry.record.count + 1,
             defended: defend,
         };
-        warn!(instance = %name, %by, %port, defended = defend, "address conflict: another host claims the address");
-        report
-            .metrics
-            .conflicts
-            .get_or_create(&metrics::InstanceLabel {
-                instance: name.clone(),
-            })
-            .inc();
         if defend {
             let on = OnPort {
                 name,
@@ -121,7 +112,7 @@ impl Defence {
                 warn!(instance = %name, error = %format!("{e:#}"), "defending the address");
             }
         }
-        report.emit(Event::Conflict {
+        report.report(Event::Conflict {
             at_ms,
             instance: name.clone(),
             port,
