@@ -141,6 +141,8 @@ struct Sim<'a> {
     placement: BTreeMap<String, String>,
     now: Duration,
     moves: Vec<(Duration, Move)>,
+    none_in_use: BTreeSet<(String, String)>,
+    no_retries: BTreeMap<(String, String), Duration>,
 }
 
 impl<'a> Sim<'a> {
@@ -167,19 +169,26 @@ impl<'a> Sim<'a> {
             placement: BTreeMap::new(),
             now: Duration::ZERO,
             moves: vec![],
+            none_in_use: BTreeSet::new(),
+            no_retries: BTreeMap::new(),
+        }
+    }
+
+    /// The engine's inputs now (no probe conflicts, no failed moves).
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            config: &self.s.config,
+            ports: &self.ports,
+            cluster: Some(&self.cluster),
+            in_use: &self.none_in_use,
+            retry_at: &self.no_retries,
+            placement: &self.placement,
+            now: self.now,
         }
     }
 
     fn decide(&self) -> Plan {
-        decide(&Inputs {
-            config: &self.s.config,
-            ports: &self.ports,
-            cluster: Some(&self.cluster),
-            in_use: &BTreeSet::new(),
-            retry_at: &BTreeMap::new(),
-            placement: &self.placement,
-            now: self.now,
-        })
+        decide(&self.inputs())
     }
 
     /// Decides, checks the invariants, applies the moves.
@@ -239,15 +248,7 @@ impl<'a> Sim<'a> {
             if !failed || !self.cluster.held.contains(name) {
                 continue;
             }
-            let inputs = Inputs {
-                config: c,
-                ports: &self.ports,
-                cluster: Some(&self.cluster),
-                in_use: &BTreeSet::new(),
-                retry_at: &BTreeMap::new(),
-                placement: &self.placement,
-                now: self.now,
-            };
+            let inputs = self.inputs();
             let eligible = c.instances[name]
                 .ports
                 .iter()

@@ -475,16 +475,22 @@ fn a_later_move_cancels_the_earlier_moves_announcements() -> anyhow::Result<()> 
     Ok(())
 }
 
-#[test]
-fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Result<()> {
-    let lab = Lab::build(&LabSpec::default())?;
-    // In the daemon's own directory: removed with it, also on failure.
+/// A NOTIFY_SOCKET for gw0's daemon, as systemd's (reads time out after
+/// 50 ms), and its path. In the daemon's own directory: removed with it,
+/// also on failure.
+fn notify_socket(lab: &Lab) -> anyhow::Result<(std::os::unix::net::UnixDatagram, String)> {
     let dir = std::env::temp_dir().join(format!("{}-gw0-daemon", lab.prefix));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let path_s = path.display().to_string();
+    Ok((sock, path.display().to_string()))
+}
+
+#[test]
+fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let (sock, path_s) = notify_socket(&lab)?;
     let daemon = Daemon::start_with_env(
         &lab,
         0,
@@ -530,12 +536,7 @@ fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Resu
 #[test]
 fn systemd_status_follows_placement_and_moves() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
-    let dir = std::env::temp_dir().join(format!("{}-gw0-daemon", lab.prefix));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&path)?;
-    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let path_s = path.display().to_string();
+    let (sock, path_s) = notify_socket(&lab)?;
     let _daemon = Daemon::start_with_env(
         &lab,
         0,

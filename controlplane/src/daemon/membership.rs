@@ -264,20 +264,32 @@ impl Membership {
         self.link.as_ref().map(|l| l.to_agent.clone())
     }
 
+    /// How long the deadline has to run (zero: passed, or none yet).
+    fn deadline_left(&self) -> Duration {
+        self.deadline.map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Why this member is fenced now (None: not, or a single host): the
+    /// agent's cause, or no quorum once the deadline has passed.
+    pub fn fenced(&self) -> Option<FenceCause> {
+        self.link.as_ref()?;
+        self.state.fenced.or_else(|| {
+            self.deadline_left()
+                .is_zero()
+                .then_some(FenceCause::NoQuorum)
+        })
+    }
+
     pub fn status(&self, config: &Config) -> Option<ClusterStatus> {
         let c = config.cluster.as_ref()?;
         let st = &self.state;
-        let left = self.deadline.map_or(Duration::ZERO, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        let fenced = st
-            .fenced
-            .or_else(|| left.is_zero().then_some(FenceCause::NoQuorum));
         Some(ClusterStatus {
             member: c.member_id.clone(),
             lease: st.lease,
-            fenced,
-            deadline_left_ms: left.as_millis() as u64,
+            fenced: self.fenced(),
+            deadline_left_ms: self.deadline_left().as_millis() as u64,
             members: st.members.clone(),
             owners: st.owners.clone(),
         })

@@ -236,7 +236,7 @@ impl Daemon {
             placed: self.placement.placement.len(),
             instances: self.config.instances.len(),
             moves: self.placement.moves_done,
-            fenced: self.membership.status(&self.config).and_then(|c| c.fenced),
+            fenced: self.membership.fenced(),
             failing: self.placement.trouble.len(),
         }
     }

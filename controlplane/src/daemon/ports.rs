@@ -19,13 +19,6 @@ pub struct Port {
     pub changed: Instant,
 }
 
-impl Port {
-    /// It exists and its link is up (hold timers aside).
-    pub fn link_up(&self) -> bool {
-        self.ifindex.is_some() && self.state.link == Link::Up
-    }
-}
-
 pub fn link_condition(p: &Port) -> LinkCondition {
     match (p.ifindex.is_some(), p.admin_up, p.carrier) {
         (false, _, _) => LinkCondition::Missing,
@@ -122,7 +115,9 @@ impl PortTable {
 
     /// The port exists and its link is up (hold timers aside).
     pub fn link_up(&self, name: &str) -> bool {
-        self.ports.get(name).is_some_and(Port::link_up)
+        self.ports
+            .get(name)
+            .is_some_and(|p| p.ifindex.is_some() && p.state.link == Link::Up)
     }
 
     /// The engine's port states: those of the ports that exist.

@@ -100,7 +100,13 @@ impl Stage<'_> {
                 });
             }
         }
+        if by_port.is_empty() {
+            // Nothing to probe (a plan of relocations): not even this host's MACs to read.
+            return (moves.to_vec(), 0);
+        }
         let config = self.ctx.config;
+        // An answer from this host (any of its ports, any instance's MAC)
+        // is never another host's.
         let host_macs: Vec<[u8; 6]> = config
             .ports
             .keys()
@@ -109,14 +115,12 @@ impl Stage<'_> {
             .collect();
         let mut conflicted = BTreeSet::new();
         for (port, wanted) in by_port {
-            let (Some(ifindex), Ok(mac)) = (self.ctx.ports.ifindex(&port), netdev::mac_of(&port))
+            let (Some(ifindex), Ok(_)) = (self.ctx.ports.ifindex(&port), netdev::mac_of(&port))
             else {
                 continue;
             };
-            // An answer from this host (any of its ports, any instance's
-            // MAC) is never another host's.
-            let mut own: Vec<[u8; 6]> = vec![mac];
-            own.extend(&host_macs);
+            // The port's own MAC is among them (a configured port).
+            let own = host_macs.clone();
             let addrs: Vec<_> = wanted.iter().map(|w| (w.addr, w.vlan)).collect();
             let wait = self.ctx.config.timers.probe_time;
             let found = tokio::task::spawn_blocking(move || {

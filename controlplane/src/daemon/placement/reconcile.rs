@@ -14,14 +14,13 @@ use super::actuator::Actuator;
 use super::on_port::{OnPort, macvlan_owner_id};
 use crate::daemon::netlink::decode::LinkEvent;
 use crate::daemon::netlink::observed::Observed;
-use crate::daemon::report::Reporter;
 use crate::dataplane::{self, key_for};
 use crate::decide::Link;
 use crate::netdev;
-use crate::protocol::{Event, Repair, RepairRecord};
+use crate::protocol::Repair;
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use tracing::{info, warn};
 
 impl Stage<'_> {
@@ -56,13 +55,7 @@ impl Stage<'_> {
                         if withdrawing {
                             info!(instance = %name, what = ?what, %detail, "withdrawn from this host");
                         } else {
-                            note_repair(
-                                &mut self.state.last_repair,
-                                self.ctx.report,
-                                &name,
-                                what,
-                                detail,
-                            );
+                            self.state.note_repair(self.ctx.report, &name, what, detail);
                         }
                     }
                 }
@@ -333,13 +326,8 @@ impl Stage<'_> {
                 warn!(%addr, error = %format!("{e:#}"), "removing a leftover instance");
                 continue;
             }
-            note_repair(
-                &mut self.state.last_repair,
-                self.ctx.report,
-                &addr.to_string(),
-                Repair::Leftover,
-                what,
-            );
+            self.state
+                .note_repair(self.ctx.report, &addr.to_string(), Repair::Leftover, what);
         }
         for l in &observed.links {
             let Some(id) = macvlan_owner_id(&l.name) else {
@@ -350,8 +338,7 @@ impl Stage<'_> {
                 continue;
             }
             match self.actuator.del_link(&l.name).await {
-                Ok(_) => note_repair(
-                    &mut self.state.last_repair,
+                Ok(_) => self.state.note_repair(
                     self.ctx.report,
                     &l.name,
                     Repair::Leftover,
@@ -396,29 +383,4 @@ async fn remove_leftover(
         }
     }
     actuator.table.remove(key)
-}
-
-/// A repair reported (log, metric, event) and kept for status.
-fn note_repair(
-    last_repair: &mut BTreeMap<String, RepairRecord>,
-    report: &Reporter,
-    name: &str,
-    what: Repair,
-    detail: String,
-) {
-    let at_ms = report.at_ms();
-    report.report(Event::Repaired {
-        at_ms,
-        instance: name.to_string(),
-        what,
-        detail: detail.clone(),
-    });
-    last_repair.insert(
-        name.to_string(),
-        RepairRecord {
-            what,
-            detail,
-            at_ms,
-        },
-    );
 }

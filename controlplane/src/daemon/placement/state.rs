@@ -6,7 +6,7 @@ use super::super::backoff::Backoff;
 use super::super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::decide::{Placement, Plan, Reason};
-use crate::protocol::{Event, MoveRecord, RepairRecord};
+use crate::protocol::{Event, MoveRecord, Repair, RepairRecord};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
@@ -132,6 +132,25 @@ impl PlacementState {
         self.failed
             .insert(key, Instant::now() + MOVE_RETRY.after(*streak));
         self.dirty.instances.insert(instance.to_string());
+    }
+
+    /// A repair reported (log, metric, event) and kept for status.
+    pub fn note_repair(&mut self, report: &Reporter, instance: &str, what: Repair, detail: String) {
+        let at_ms = report.at_ms();
+        report.report(Event::Repaired {
+            at_ms,
+            instance: instance.to_string(),
+            what,
+            detail: detail.clone(),
+        });
+        self.last_repair.insert(
+            instance.to_string(),
+            RepairRecord {
+                what,
+                detail,
+                at_ms,
+            },
+        );
     }
 
     /// A reconcile of `instance` failed: retried with backoff.

@@ -110,21 +110,12 @@ pub fn count(m: &Metrics, e: &Event) {
                 .set(i64::from(*state == PortCondition::Up));
         }
         Event::Move { kind, took_us, .. } => {
-            m.moves
-                .get_or_create(&metrics::MoveLabels {
-                    kind: kind.to_string(),
-                    result: "done".into(),
-                })
-                .inc();
+            count_move(m, &kind.to_string(), "done");
             m.move_seconds.observe(*took_us as f64 / 1e6);
         }
         Event::MoveFailed { kind, .. } => {
-            m.moves
-                .get_or_create(&metrics::MoveLabels {
-                    kind: kind.map_or_else(|| "unknown".into(), |k| k.to_string()),
-                    result: "failed".into(),
-                })
-                .inc();
+            let kind = kind.map_or_else(|| "unknown".into(), |k| k.to_string());
+            count_move(m, &kind, "failed");
         }
         Event::Repaired { what, .. } => {
             m.repairs
@@ -162,4 +153,13 @@ pub fn count(m: &Metrics, e: &Event) {
         }
         _ => {}
     }
+}
+
+fn count_move(m: &Metrics, kind: &str, result: &str) {
+    m.moves
+        .get_or_create(&metrics::MoveLabels {
+            kind: kind.to_string(),
+            result: result.to_string(),
+        })
+        .inc();
 }
