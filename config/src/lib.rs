@@ -7,6 +7,7 @@
 mod diagnostic;
 pub mod duration;
 pub mod model;
+mod names;
 mod reader;
 pub mod schema;
 mod validate;

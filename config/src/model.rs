@@ -1,5 +1,6 @@
 //! The validated configuration. Names are the keys of TOML tables
 //! (`[ports.ge0]`), so they are unique by construction.
+pub use crate::names::{InstanceName, MemberId, PortName};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    pub ports: BTreeMap<String, Port>,
+    pub ports: BTreeMap<PortName, Port>,
     pub networks: BTreeMap<String, Network>,
-    pub instances: BTreeMap<String, Instance>,
+    pub instances: BTreeMap<InstanceName, Instance>,
     pub timers: Timers,
     pub limits: Limits,
     pub cluster: Option<Cluster>,
@@ -130,7 +131,7 @@ pub struct Instance {
     /// Address with prefix length.
     pub address: IpNet,
     /// Primary first, then secondaries in order of preference.
-    pub ports: Vec<String>,
+    pub ports: Vec<PortName>,
     pub vlan: Option<u16>,
     pub mac: Option<[u8; 6]>,
     pub routes: Vec<Route>,
@@ -147,7 +148,7 @@ pub struct Instance {
     /// Overrides `timers.revert_backoff` for this instance.
     pub revert_backoff: Option<bool>,
     /// In a cluster: the members that may hold it, in order of preference.
-    pub members: Vec<String>,
+    pub members: Vec<MemberId>,
 }
 
 impl Instance {
@@ -173,7 +174,7 @@ pub struct Digests {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Timers {
-    /// How long a port must stay down before it counts as failed (seed: 2 s).
+    /// How long a port must stay down before it counts as failed.
     pub hold_down: Duration,
     /// How long a port must stay up before it counts as up again.
     pub hold_up: Duration,
@@ -205,7 +206,7 @@ impl Default for Timers {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
-    /// Addresses one port may hold (seed: fifteen).
+    /// Addresses one port may hold.
     pub addresses_per_port: u32,
     /// Per-instance MACs one port may hold.
     pub macs_per_port: u32,
@@ -224,9 +225,9 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cluster {
     /// This member's name, unique in the cluster.
-    pub member_id: String,
+    pub member_id: MemberId,
     /// The HA link's port (never a data port).
-    pub ha_port: String,
+    pub ha_port: PortName,
     /// etcd client URLs: http://HOST:PORT or https://HOST:PORT.
     pub endpoints: Vec<String>,
     /// Key prefix of this cluster in etcd (ends with "/").

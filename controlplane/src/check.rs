@@ -1,5 +1,6 @@
 //! `baton check -c FILE`: validate and summarise a configuration.
 use crate::decide::{self, Inputs, Placement};
+use baton_config::InstanceName;
 use baton_config::{Config, duration};
 use comfy_table::{Table, presets::NOTHING};
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 /// Where each instance goes with every port up (what the daemon does at
 /// start; in a cluster, once this member holds the instance).
-pub fn placement_all_up(config: &Config) -> BTreeMap<String, Placement> {
+pub fn placement_all_up(config: &Config) -> BTreeMap<InstanceName, Placement> {
     let ports = decide::all_ports_up(config);
     let plan = decide::decide(&Inputs {
         config,
@@ -59,7 +60,7 @@ pub fn summary(config: &Config) -> String {
     for (name, p) in &config.ports {
         let vlans: Vec<String> = p.vlans.iter().map(u16::to_string).collect();
         ports.add_row([
-            name.clone(),
+            name.to_string(),
             p.networks.join(","),
             if vlans.is_empty() {
                 "-".into()
@@ -86,7 +87,7 @@ pub fn summary(config: &Config) -> String {
     ]);
     for (name, i) in &config.instances {
         let at = match placed.get(name) {
-            Some(Placement::On(p)) => p.clone(),
+            Some(Placement::On(p)) => p.to_string(),
             Some(Placement::Stays { refused, .. }) => {
                 let why: Vec<String> = refused.iter().map(|(p, r)| format!("{p}: {r}")).collect();
                 format!("unplaced ({})", why.join("; "))
@@ -95,7 +96,7 @@ pub fn summary(config: &Config) -> String {
             None => "?".into(),
         };
         insts.add_row([
-            name.clone(),
+            name.to_string(),
             i.address.to_string(),
             i.vlan.map_or("-".into(), |v| v.to_string()),
             i.ports.join(","),

@@ -1,6 +1,7 @@
 //! The control protocol between `baton` CLI commands and the daemon: one
 //! JSON object per line over a root-only Unix socket. Version 1.
 pub use crate::decide::{MoveKind, PortCondition, Reason};
+use baton_config::{InstanceName, MemberId, PortName};
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
@@ -11,13 +12,13 @@ pub const DEFAULT_SOCKET: &str = "/run/baton/baton.sock";
 pub enum Request {
     Status,
     Move {
-        instance: String,
-        port: String,
+        instance: InstanceName,
+        port: PortName,
     },
     /// Planned handover to another cluster member.
     Handover {
-        instance: String,
-        member: String,
+        instance: InstanceName,
+        member: MemberId,
     },
     Reload,
     Events,
@@ -51,7 +52,7 @@ pub struct Status {
 /// This member's place in the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterStatus {
-    pub member: String,
+    pub member: MemberId,
     pub lease: Option<i64>,
     /// Why it holds nothing now.
     pub fenced: Option<crate::decide::FenceCause>,
@@ -59,26 +60,26 @@ pub struct ClusterStatus {
     pub deadline_left_ms: u64,
     pub members: Vec<MemberStatus>,
     /// instance -> the member holding it.
-    pub owners: std::collections::BTreeMap<String, String>,
+    pub owners: std::collections::BTreeMap<InstanceName, MemberId>,
 }
 
 /// Another member (or this one) as the cluster sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
-    pub id: String,
+    pub id: MemberId,
     /// Its alive counter moved within dead_after.
     pub alive: bool,
     /// Since its alive counter last moved (ms).
     pub silent_ms: Option<u64>,
     /// Its definitions of the instances this member knows are the same.
     pub digests_match: bool,
-    pub held: Vec<String>,
+    pub held: Vec<InstanceName>,
     pub leaving: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PortStatus {
-    pub name: String,
+    pub name: PortName,
     pub ifindex: Option<u32>,
     /// What the engine makes of it.
     pub state: PortCondition,
@@ -92,10 +93,10 @@ pub struct PortStatus {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceStatus {
-    pub name: String,
+    pub name: InstanceName,
     pub address: String,
-    pub ports: Vec<String>,
-    pub owner: Option<String>,
+    pub ports: Vec<PortName>,
+    pub owner: Option<PortName>,
     /// Why it is not where the engine would like it (no eligible port), per port.
     pub refused: Vec<Refusal>,
     pub last_move: Option<MoveRecord>,
@@ -109,7 +110,7 @@ pub struct InstanceStatus {
     pub traffic: Vec<PortTraffic>,
     /// In a cluster: the member holding its owner key.
     #[serde(default)]
-    pub cluster_owner: Option<String>,
+    pub cluster_owner: Option<MemberId>,
     /// In a cluster: why this member may not hold it now.
     #[serde(default)]
     pub withheld: Option<Reason>,
@@ -118,7 +119,7 @@ pub struct InstanceStatus {
 /// One port's refusal of an instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
-    pub port: String,
+    pub port: PortName,
     #[serde(flatten)]
     pub reason: Reason,
 }
@@ -131,15 +132,15 @@ impl std::fmt::Display for Refusal {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PortTraffic {
-    pub port: String,
+    pub port: PortName,
     pub rx_packets: u64,
     pub last_seen_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MoveRecord {
-    pub from: Option<String>,
-    pub to: String,
+    pub from: Option<PortName>,
+    pub to: PortName,
     pub kind: MoveKind,
     /// Milliseconds since the daemon started.
     pub at_ms: u64,
@@ -162,22 +163,22 @@ pub struct MoveRecord {
 pub enum Event {
     Port {
         at_ms: u64,
-        port: String,
+        port: PortName,
         link: LinkCondition,
         state: PortCondition,
     },
     Move {
         at_ms: u64,
-        instance: String,
-        from: Option<String>,
-        to: String,
+        instance: InstanceName,
+        from: Option<PortName>,
+        to: PortName,
         kind: MoveKind,
         took_us: u64,
     },
     /// baton found the kernel differing from what it wants, and fixed it.
     Repaired {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         what: Repair,
         detail: String,
     },
@@ -185,7 +186,7 @@ pub enum Event {
     /// retried after `retry_ms`.
     RepairFailed {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         error: String,
         #[serde(default)]
         attempts: u32,
@@ -194,9 +195,9 @@ pub enum Event {
     /// Another host claimed an address baton holds (RFC 5227 2.4).
     Conflict {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         /// The port the claim arrived on.
-        port: String,
+        port: PortName,
         /// The claimant's MAC.
         by: String,
         /// baton answered with an announcement (at most one per 10 s).
@@ -207,13 +208,13 @@ pub enum Event {
     /// A takeover's tickle ACKs to the old owner's client connections.
     Tickled {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         connections: u64,
         acks: u64,
     },
     Revived {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         sockets: u64,
         icmps: u64,
         /// Sockets still backed off after the last round.
@@ -233,15 +234,15 @@ pub enum Event {
     },
     Refused {
         at_ms: u64,
-        instance: String,
-        port: String,
+        instance: InstanceName,
+        port: PortName,
         #[serde(flatten)]
         reason: Reason,
     },
     MoveFailed {
         at_ms: u64,
-        instance: String,
-        to: String,
+        instance: InstanceName,
+        to: PortName,
         /// The move's kind (absent from daemons before it was added).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         kind: Option<MoveKind>,
@@ -256,24 +257,24 @@ pub enum Event {
     /// handed it over).
     Claimed {
         at_ms: u64,
-        instance: String,
-        from: Option<String>,
+        instance: InstanceName,
+        from: Option<MemberId>,
     },
     /// This member let the instance go (to `to`, if named).
     Released {
         at_ms: u64,
-        instance: String,
-        to: Option<String>,
+        instance: InstanceName,
+        to: Option<MemberId>,
     },
     /// This member's owner key vanished (its lease was revoked or expired).
     OwnerLost {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
     },
     /// A member was silent for dead_after: this one revoked its lease.
     MemberRevoked {
         at_ms: u64,
-        member: String,
+        member: MemberId,
         silent_ms: u64,
     },
     Fenced {
@@ -286,7 +287,7 @@ pub enum Event {
     /// The cluster says the instance is not this member's: its address left.
     Withdrawn {
         at_ms: u64,
-        instance: String,
+        instance: InstanceName,
         #[serde(flatten)]
         reason: Reason,
     },
@@ -323,7 +324,7 @@ pub enum Repair {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ConflictRecord {
     pub by: String,
-    pub port: String,
+    pub port: PortName,
     pub at_ms: u64,
     /// Claims seen since baton placed the instance.
     pub count: u64,

@@ -5,6 +5,7 @@ use crate::dataplane;
 use crate::protocol::{Event, InstanceStatus, Status};
 use anyhow::Result;
 use baton_common::Class;
+use baton_config::PortName;
 use comfy_table::{Table, presets::NOTHING};
 
 pub fn ago(ms: u64) -> String {
@@ -22,7 +23,7 @@ pub fn render_status(s: &Status) -> String {
     ports.set_header(["port", "state", "link", "since", "rx frames"]);
     for p in &s.ports {
         ports.add_row([
-            p.name.clone(),
+            p.name.to_string(),
             p.state.to_string(),
             p.link.to_string(),
             format!("{} ago", ago(p.since_ms)),
@@ -43,9 +44,11 @@ pub fn render_status(s: &Status) -> String {
     let mut notes = Vec::new();
     for i in &s.instances {
         insts.add_row([
-            i.name.clone(),
+            i.name.to_string(),
             i.address.clone(),
-            i.owner.clone().unwrap_or_else(|| "-".into()),
+            i.owner
+                .as_ref()
+                .map_or_else(|| "-".into(), PortName::to_string),
             i.ports.join(","),
             last_move(i),
             traffic(i),
@@ -103,7 +106,7 @@ fn render_cluster(c: &crate::protocol::ClusterStatus) -> String {
     members.set_header(["member", "alive", "silent", "config", "holds"]);
     for m in &c.members {
         members.add_row([
-            m.id.clone(),
+            m.id.to_string(),
             match (m.alive, m.leaving) {
                 (_, true) => "leaving".to_string(),
                 (true, _) => "yes".into(),

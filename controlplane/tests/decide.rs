@@ -1,6 +1,7 @@
-//! The decision engine, rule by rule (seed FIG. 3A blocks 310-320).
+//! The decision engine, rule by rule: hold timers, eligibility, caps,
+//! failback, the cluster's word.
 use baton::decide::*;
-use baton_config::{Config, Host, parse};
+use baton_config::{Config, Host, InstanceName, PortName, parse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -43,11 +44,11 @@ subnets = ["198.51.100.0/24"]
 
 struct World {
     config: Config,
-    ports: BTreeMap<String, PortState>,
+    ports: BTreeMap<PortName, PortState>,
     cluster: Option<ClusterView>,
-    in_use: BTreeSet<(String, String)>,
-    retry_at: BTreeMap<(String, String), Duration>,
-    placement: BTreeMap<String, String>,
+    in_use: BTreeSet<(InstanceName, PortName)>,
+    retry_at: BTreeMap<(InstanceName, PortName), Duration>,
+    placement: BTreeMap<InstanceName, PortName>,
 }
 
 impl World {
@@ -111,7 +112,7 @@ fn refused(plan: &Plan, inst: &str) -> Vec<(String, String)> {
     match &plan.placements[inst] {
         Placement::Stays { refused, .. } => refused
             .iter()
-            .map(|(p, r)| (p.clone(), r.name().to_string()))
+            .map(|(p, r)| (p.to_string(), r.name().to_string()))
             .collect(),
         other => panic!("{inst} was placed: {other:?}"),
     }
@@ -237,7 +238,7 @@ fn a_target_settling_after_hold_up_is_not_taken() {
     assert_eq!(w.step(12 * S).moves[0].to, "ge1");
 }
 
-// The seed's own cases (block 315).
+// A port's eligibility for an instance: network, subnet, VLAN, caps.
 #[test]
 fn different_network_is_refused() {
     let mut w = World::new(config(&one(r#"["ge0", "ge2"]"#)));
@@ -285,7 +286,7 @@ fn an_instance_another_member_holds_is_never_taken() {
         member: "gw2".into(),
     };
     w.cluster = Some(ClusterView {
-        withheld: [("a".to_string(), claimed.clone())].into(),
+        withheld: [("a".into(), claimed.clone())].into(),
         ..ClusterView::default()
     });
     let plan = w.step(Duration::ZERO);
@@ -306,7 +307,7 @@ fn an_instance_another_member_holds_is_never_taken() {
 fn a_held_instance_is_placed_and_withheld_once_the_member_is_fenced() {
     let mut w = World::new(config(&one(r#"["ge0", "ge1"]"#)));
     w.cluster = Some(ClusterView {
-        held: ["a".to_string()].into(),
+        held: ["a".into()].into(),
         ..ClusterView::default()
     });
     let plan = w.step(Duration::ZERO);
@@ -315,7 +316,7 @@ fn a_held_instance_is_placed_and_withheld_once_the_member_is_fenced() {
         cause: baton::decide::FenceCause::NoQuorum,
     };
     w.cluster = Some(ClusterView {
-        withheld: [("a".to_string(), fenced.clone())].into(),
+        withheld: [("a".into(), fenced.clone())].into(),
         ..ClusterView::default()
     });
     let plan = w.step(S);
@@ -356,7 +357,7 @@ fn a_failed_move_is_retried_only_after_its_backoff() {
 
 #[test]
 fn a_target_at_fifteen_addresses_is_refused() {
-    // 15 instances live on ge1 (the seed's cap); a 16th fails over from ge0.
+    // 15 instances live on ge1 (the default cap); a 16th fails over from ge0.
     let mut extra = one(r#"["ge0", "ge1"]"#);
     for i in 0..15 {
         extra += &format!(

@@ -54,7 +54,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 let ports = (0..nports)
                     .map(|i| {
                         (
-                            PORTS[i].to_string(),
+                            PortName::from(PORTS[i]),
                             Port {
                                 networks: vec!["storage".into()],
                                 subnets: vec![],
@@ -69,18 +69,18 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (order, mac, auto, vlan))| {
-                        let ports: Vec<String> = order
+                        let ports: Vec<PortName> = order
                             .into_iter()
                             .filter(|p| *p < nports)
-                            .map(|p| PORTS[p].to_string())
+                            .map(|p| PortName::from(PORTS[p]))
                             .collect();
                         let ports = if ports.is_empty() {
-                            vec!["ge0".to_string()]
+                            vec!["ge0".into()]
                         } else {
                             ports
                         };
                         (
-                            format!("i{i:02}"),
+                            InstanceName::from(format!("i{i:02}")),
                             Instance {
                                 address: format!("192.0.2.{}/24", 100 + i).parse().expect("addr"),
                                 ports,
@@ -136,13 +136,13 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 
 struct Sim<'a> {
     s: &'a Scenario,
-    ports: BTreeMap<String, PortState>,
+    ports: BTreeMap<PortName, PortState>,
     cluster: ClusterView,
-    placement: BTreeMap<String, String>,
+    placement: BTreeMap<InstanceName, PortName>,
     now: Duration,
     moves: Vec<(Duration, Move)>,
-    none_in_use: BTreeSet<(String, String)>,
-    no_retries: BTreeMap<(String, String), Duration>,
+    none_in_use: BTreeSet<(InstanceName, PortName)>,
+    no_retries: BTreeMap<(InstanceName, PortName), Duration>,
 }
 
 impl<'a> Sim<'a> {
@@ -237,7 +237,7 @@ impl<'a> Sim<'a> {
     /// is): an engine that moved nothing would pass every safety check.
     fn stuck(&self) -> Option<String> {
         let c = &self.s.config;
-        let usable = |p: &String| {
+        let usable = |p: &PortName| {
             let st = self.ports[p];
             st.link == Link::Up && (st.at_start || self.now >= st.since + c.timers.hold_up)
         };
@@ -315,7 +315,7 @@ proptest! {
         for &(dt, p, up) in &s.events {
             let t = sim.now + ms(dt);
             sim.advance(t)?;
-            let port = PORTS[p].to_string();
+            let port = PortName::from(PORTS[p]);
             let link = if up { Link::Up } else { Link::Down };
             if sim.ports[&port].link != link {
                 sim.ports.insert(port, PortState { link, since: t, at_start: false });
@@ -332,9 +332,9 @@ proptest! {
     ) {
         let s = Scenario {
             config: Config {
-                ports: ["ge0", "ge1"].iter().map(|p| (p.to_string(), Port { networks: vec!["storage".into()], subnets: vec![], vlans: vec![], max_addresses: None, max_macs: None })).collect(),
+                ports: ["ge0", "ge1"].iter().map(|p| (PortName::from(*p), Port { networks: vec!["storage".into()], subnets: vec![], vlans: vec![], max_addresses: None, max_macs: None })).collect(),
                 networks: BTreeMap::from([("storage".to_string(), Network { subnets: vec!["192.0.2.0/24".parse().expect("net")], vlans: vec![] })]),
-                instances: BTreeMap::from([("a".to_string(), Instance {
+                instances: BTreeMap::from([(InstanceName::from("a"), Instance {
                     address: "192.0.2.100/24".parse().expect("addr"), ports: vec!["ge0".into(), "ge1".into()], vlan: None, mac: None,
                     routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None, members: vec![],
                 })]),

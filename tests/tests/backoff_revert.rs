@@ -1,4 +1,4 @@
-//! RFC 6069 at the move: with the seed's 2 s hold_down both ends' timers
+//! RFC 6069 at the move: with the default 2 s hold_down both ends' timers
 //! back off during the outage; baton's ICMPs end the backoff so the first
 //! retransmission follows the first announcement at once, in both
 //! directions, with no reset. With `revert_backoff = false` the old stall

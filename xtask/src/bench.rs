@@ -1,7 +1,8 @@
 //! `cargo xtask bench failover`: what a client feels when baton moves an
 //! address, against what administrators script today, measured in one run on
 //! the same lab. Writes target/bench/failover.json.
-use crate::bench_pulls::{ADDR, Setup, Side};
+use crate::pull_lab::{ADDR, Setup};
+use crate::pull_side::Side;
 use crate::stall_meter::{Stall, StallMeter};
 use crate::stats::percentile;
 use anyhow::{Context as _, Result};

@@ -1,7 +1,7 @@
 //! `cargo xtask bench dataplane`: what baton's programs cost a packet and a
 //! stream, against empty programs and no program in the same run. Writes
 //! target/bench/dataplane.json.
-use crate::bench_pulls::ADDR;
+use crate::pull_lab::ADDR;
 use crate::stats::percentile;
 use anyhow::{Context as _, Result};
 use baton_lab::{Lab, LabSpec};

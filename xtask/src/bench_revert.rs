@@ -12,7 +12,7 @@ const ADDR: &str = "192.0.2.100";
 /// Pulls per side of the backoff-revert comparison.
 const REVERT_REPS: usize = 20;
 
-/// RFC 6069 at the move, under iSCSI (tgtd + iscsi-perf) with the seed's
+/// RFC 6069 at the move, under iSCSI (tgtd + iscsi-perf) with the default
 /// 2 s hold_down: per pull, the probe's outage and the iSCSI stream's
 /// stall (the longest gap between the target's data segments on the
 /// client's cable, from a pcap of 64-byte heads), with the revert on and off.
@@ -75,7 +75,7 @@ pub fn revert() -> Result<serde_json::Value> {
                 .join()
                 .map_err(|_| anyhow::anyhow!("probe panicked"))??;
             lab.kill(capture)?;
-            let times = crate::report::pcap_times_ms(&pcap)?;
+            let times = crate::pcap::pcap_times_ms(&pcap)?;
             let stall = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
             anyhow::ensure!(
                 times.len() > 1000,

@@ -146,7 +146,7 @@ pub fn run(bin: &Path) -> Result<()> {
         .map(|o| iperf_json = String::from_utf8_lossy(&o.stdout).into_owned())?;
     let tcp_after = baton_lab::traffic::tcp_counters(&lab)?;
     lab.kill(capture)?;
-    let iscsi_segments_ms: Vec<f64> = report::pcap_times_ms(&pcap)?
+    let iscsi_segments_ms: Vec<f64> = crate::pcap::pcap_times_ms(&pcap)?
         .into_iter()
         .map(|t| t - t0_unix_ms)
         .collect();
@@ -184,7 +184,7 @@ pub fn run(bin: &Path) -> Result<()> {
         out_dir.join("report.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    report::svg(&report, &out_dir.join("report.svg"))?;
+    crate::report_svg::svg(&report, &out_dir.join("report.svg"))?;
     let _ = std::fs::copy(&daemon.log, out_dir.join("baton.log"));
     println!("[demo] baton status (on the gateway, now):\n{status_text}");
     println!("[demo] baton events during the run (ms since the daemon started):");

@@ -156,7 +156,7 @@ fn one_run(tickle: bool) -> Result<Run> {
     let overlaps = checker.finish()?;
     // Segments in flight at the kill still arrive: I/O again is the first
     // segment after the outage's silence.
-    let segments: Vec<f64> = report::pcap_times_ms(&pcap)?
+    let segments: Vec<f64> = crate::pcap::pcap_times_ms(&pcap)?
         .into_iter()
         .map(|t| t - t0_unix_ms - killed_ms)
         .collect();

@@ -1,7 +1,8 @@
 //! The traced pulls summed up: the distributions of every side (all
 //! pulls, and those no machine stall overlapped), the median of every
 //! segment, baton's slowest tenth segment by segment, the kept traces.
-use crate::bench_pulls::{Pull, SIDES, Setup, SideKind, alternating};
+use crate::bench_pulls::{SIDES, alternating};
+use crate::pull_lab::{Pull, Setup, SideKind};
 use crate::pull_trace::SEGMENTS;
 use crate::stats::{distribution, percentile};
 use anyhow::Result;

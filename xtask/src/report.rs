@@ -4,7 +4,6 @@ use anyhow::{Context as _, Result};
 use baton_lab::probe::ProbeReport;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde::Serialize;
-use std::path::Path;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Mark {
@@ -371,43 +370,6 @@ fn pdus_per_port(instances: &serde_json::Value) -> Vec<(String, u64, u64, u64)> 
     out
 }
 
-/// Packet times in a pcap file (ms since the Unix epoch): the global
-/// header, then a 16-byte header per record (seconds, microseconds, lengths).
-pub fn pcap_times_ms(path: &std::path::Path) -> Result<Vec<f64>> {
-    Ok(pcap_frames(path)?.into_iter().map(|(t, _)| t).collect())
-}
-
-/// Each captured frame of a pcap tcpdump wrote: its time (ms of the Unix
-/// clock) and its bytes (as far as the snap length kept them).
-pub fn pcap_frames(path: &std::path::Path) -> Result<Vec<(f64, Vec<u8>)>> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let u32_at = |o: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?))
-    };
-    if u32_at(0) != Some(0xa1b2_c3d4) {
-        anyhow::bail!("{} is not a little-endian µs pcap", path.display());
-    }
-    let (mut at, mut out) = (24, Vec::new());
-    while let (Some(sec), Some(usec), Some(len)) = (u32_at(at), u32_at(at + 4), u32_at(at + 8)) {
-        let bytes = data
-            .get(at + 16..at + 16 + len as usize)
-            .unwrap_or_default();
-        out.push((
-            f64::from(sec) * 1000.0 + f64::from(usec) / 1000.0,
-            bytes.to_vec(),
-        ));
-        at += 16 + len as usize;
-    }
-    Ok(out)
-}
-
-/// The TCP destination port of an Ethernet + IPv4 frame.
-pub fn tcp_dst_port(frame: &[u8]) -> Option<u16> {
-    let ihl = usize::from(frame.get(14)? & 0x0f) * 4;
-    let at = 14 + ihl + 2;
-    Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
-}
-
 /// Points of a once-a-second series with every missing second drawn as
 /// zero (a second without I/O), instead of a line straight across it.
 pub fn zero_filled(series: &[(f64, u64)]) -> Vec<(f64, u64)> {
@@ -438,117 +400,7 @@ fn longest_stall(iperf: &serde_json::Value) -> f64 {
 }
 
 /// One chart of the picture: title, y range, points, colour.
-type Panel<'a> = (&'a str, f64, Vec<(f64, f64)>, plotters::style::RGBColor);
-
-/// IOPS, TCP throughput and probe echoes over time, with the time line marked.
-pub fn svg(r: &Report, path: &Path) -> Result<()> {
-    use plotters::prelude::*;
-    let end_s = r.probe.per_10ms.len() as f64 / 100.0;
-    let root = SVGBackend::new(path, (1100, 780)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let panels = root.split_evenly((3, 1));
-    let iops_max = r.iops_series.iter().map(|x| x.1 as f64).fold(1.0, f64::max) * 1.15;
-    let gbps_max = r.tcp_gbps_series.iter().map(|x| x.1).fold(0.1, f64::max) * 1.15;
-    let echo_max = r.probe.per_10ms.iter().copied().max().unwrap_or(1) as f64 * 1.15;
-    let series: [Panel; 3] = [
-        (
-            "iSCSI IOPS (iscsi-perf, 16 x 8 KiB reads)",
-            iops_max,
-            zero_filled(&r.iops_series)
-                .iter()
-                .map(|(t, v)| (t / 1000.0, *v as f64))
-                .collect(),
-            BLUE,
-        ),
-        (
-            "TCP Gbit/s (iperf3)",
-            gbps_max,
-            r.tcp_gbps_series
-                .iter()
-                .map(|(t, v)| (t / 1000.0, *v))
-                .collect(),
-            GREEN,
-        ),
-        (
-            "UDP probe echoes per 10 ms (10 kHz sent)",
-            echo_max,
-            r.probe
-                .per_10ms
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i as f64 / 100.0, f64::from(*v)))
-                .collect(),
-            RED,
-        ),
-    ];
-    for (panel, (title, ymax, points, color)) in panels.iter().zip(series) {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..end_s, 0f64..ymax)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
-            .disable_x_mesh()
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (i, m) in r.timeline.iter().filter(|m| is_key(&m.label)).enumerate() {
-            let x = m.t_ms / 1000.0;
-            chart
-                .draw_series(LineSeries::new(
-                    vec![(x, 0.0), (x, ymax)],
-                    BLACK.mix(0.5).stroke_width(1),
-                ))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let y = ymax * (0.92 - 0.12 * (i % 4) as f64);
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    short(&m.label),
-                    (x + 0.1, y),
-                    ("sans-serif", 11),
-                )))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-    }
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
-}
-
-fn is_key(label: &str) -> bool {
-    label.contains("pulled")
-        || label.contains("plugged")
-        || label.contains("failed (")
-        || label.contains(" done in ")
-        || label.starts_with("last of")
-}
-
-fn short(label: &str) -> String {
-    if label.contains("pulled") {
-        "cable pulled".into()
-    } else if label.contains("plugged") {
-        "cable plugged".into()
-    } else if label.contains("failed (") {
-        "failure declared".into()
-    } else if label.starts_with("last of") {
-        "announcements done".into()
-    } else {
-        label
-            .split(" done in")
-            .next()
-            .unwrap_or(label)
-            .split(' ')
-            .next()
-            .unwrap_or("move")
-            .to_string()
-            + " done"
-    }
-}
+pub type Panel<'a> = (&'a str, f64, Vec<(f64, f64)>, plotters::style::RGBColor);
 
 #[cfg(test)]
 mod tests {

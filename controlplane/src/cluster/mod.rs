@@ -26,7 +26,7 @@ mod streams;
 use crate::dataplane::PinDir;
 use crate::decide::{ClusterView, FenceCause};
 use anyhow::{Context as _, Result};
-use baton_config::Config;
+use baton_config::{Config, InstanceName, MemberId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -39,9 +39,9 @@ pub struct ClusterState {
     pub fenced: Option<FenceCause>,
     /// Instances a member released to this one: placed without a probe
     /// (the releaser has taken the address off before it let go).
-    pub released_to_us: BTreeSet<String>,
+    pub released_to_us: BTreeSet<InstanceName>,
     /// instance -> its owner.
-    pub owners: BTreeMap<String, String>,
+    pub owners: BTreeMap<InstanceName, MemberId>,
     pub members: Vec<crate::protocol::MemberStatus>,
     pub lease: Option<i64>,
 }
@@ -50,20 +50,20 @@ pub struct ClusterState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClusterEvent {
     Claimed {
-        instance: String,
-        from: Option<String>,
+        instance: InstanceName,
+        from: Option<MemberId>,
         /// The client connections its last owner published (for tickles).
         conns: Vec<records::Conn>,
     },
     Released {
-        instance: String,
-        to: Option<String>,
+        instance: InstanceName,
+        to: Option<MemberId>,
     },
     Lost {
-        instance: String,
+        instance: InstanceName,
     },
     Revoked {
-        member: String,
+        member: MemberId,
         silent_ms: u64,
     },
     Fenced {
@@ -74,17 +74,17 @@ pub enum ClusterEvent {
 
 pub enum ToAgent {
     /// What this member can host now (a usable port) and holds placed.
-    Local { hostable: BTreeSet<String> },
+    Local { hostable: BTreeSet<InstanceName> },
     /// Let `instance` go (its address is already off here), to `to` if named.
     Release {
-        instance: String,
-        to: Option<String>,
+        instance: InstanceName,
+        to: Option<MemberId>,
         done: oneshot::Sender<Result<()>>,
     },
     /// The client connections on an instance's address here now (published
     /// while this member holds it).
     Connections {
-        instance: String,
+        instance: InstanceName,
         conns: Vec<records::Conn>,
     },
     /// Shutting down: release everything, revoke the lease.

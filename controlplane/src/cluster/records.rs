@@ -8,26 +8,27 @@
 //! - `handover/NAME` [`Handover`]: written with a planned release, names the taker
 //! - `conns/NAME`   [`ConnRecord`]: the owner's client connections, for a
 //!   taker's tickle ACKs (a taker keeps the last one it saw after it went)
+use baton_config::{InstanceName, MemberId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberRecord {
-    pub member: String,
+    pub member: MemberId,
     pub lease: i64,
     /// Digest of each instance's definition in this member's config.
-    pub digests: BTreeMap<String, String>,
+    pub digests: BTreeMap<InstanceName, String>,
     /// Instances this member could place now (one of their ports is up).
-    pub hostable: BTreeSet<String>,
+    pub hostable: BTreeSet<InstanceName>,
     /// Instances it holds.
-    pub held: BTreeSet<String>,
+    pub held: BTreeSet<InstanceName>,
     /// It is shutting down: releasing, not a candidate for anything.
     pub leaving: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRecord {
-    pub member: String,
+    pub member: MemberId,
     pub lease: i64,
     /// The owner's digest of the instance's definition: a taker with
     /// another one does not take it over.
@@ -37,8 +38,8 @@ pub struct OwnerRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handover {
-    pub from: String,
-    pub to: String,
+    pub from: MemberId,
+    pub to: MemberId,
 }
 
 /// A client connection to an instance's address (the address is the
@@ -52,7 +53,7 @@ pub struct Conn {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnRecord {
-    pub member: String,
+    pub member: MemberId,
     pub conns: Vec<Conn>,
 }
 
@@ -65,27 +66,27 @@ pub struct Keys {
 /// A key of the cluster, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Key {
-    Member(String),
-    Alive(String),
-    Owner(String),
-    Handover(String),
-    Conns(String),
+    Member(MemberId),
+    Alive(MemberId),
+    Owner(InstanceName),
+    Handover(InstanceName),
+    Conns(InstanceName),
 }
 
 impl Keys {
-    pub fn member(&self, id: &str) -> String {
+    pub fn member(&self, id: &MemberId) -> String {
         format!("{}members/{id}", self.prefix)
     }
-    pub fn alive(&self, id: &str) -> String {
+    pub fn alive(&self, id: &MemberId) -> String {
         format!("{}alive/{id}", self.prefix)
     }
-    pub fn owner(&self, instance: &str) -> String {
+    pub fn owner(&self, instance: &InstanceName) -> String {
         format!("{}owners/{instance}", self.prefix)
     }
-    pub fn handover(&self, instance: &str) -> String {
+    pub fn handover(&self, instance: &InstanceName) -> String {
         format!("{}handover/{instance}", self.prefix)
     }
-    pub fn conns(&self, instance: &str) -> String {
+    pub fn conns(&self, instance: &InstanceName) -> String {
         format!("{}conns/{instance}", self.prefix)
     }
 
@@ -96,13 +97,12 @@ impl Keys {
         if name.is_empty() || name.contains('/') {
             return None;
         }
-        let name = name.to_string();
         Some(match kind {
-            "members" => Key::Member(name),
-            "alive" => Key::Alive(name),
-            "owners" => Key::Owner(name),
-            "handover" => Key::Handover(name),
-            "conns" => Key::Conns(name),
+            "members" => Key::Member(name.into()),
+            "alive" => Key::Alive(name.into()),
+            "owners" => Key::Owner(name.into()),
+            "handover" => Key::Handover(name.into()),
+            "conns" => Key::Conns(name.into()),
             _ => return None,
         })
     }
@@ -118,13 +118,22 @@ mod tests {
             prefix: "/baton/".into(),
         };
         assert_eq!(
-            k.parse(&k.owner("iscsi-a")),
+            k.parse(&k.owner(&"iscsi-a".into())),
             Some(Key::Owner("iscsi-a".into()))
         );
-        assert_eq!(k.parse(&k.member("gw1")), Some(Key::Member("gw1".into())));
-        assert_eq!(k.parse(&k.alive("gw1")), Some(Key::Alive("gw1".into())));
-        assert_eq!(k.parse(&k.handover("x")), Some(Key::Handover("x".into())));
-        assert_eq!(k.parse(&k.conns("x")), Some(Key::Conns("x".into())));
+        assert_eq!(
+            k.parse(&k.member(&"gw1".into())),
+            Some(Key::Member("gw1".into()))
+        );
+        assert_eq!(
+            k.parse(&k.alive(&"gw1".into())),
+            Some(Key::Alive("gw1".into()))
+        );
+        assert_eq!(
+            k.parse(&k.handover(&"x".into())),
+            Some(Key::Handover("x".into()))
+        );
+        assert_eq!(k.parse(&k.conns(&"x".into())), Some(Key::Conns("x".into())));
         for stranger in [
             "/other/owners/a",
             "/baton/owners/",

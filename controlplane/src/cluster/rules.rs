@@ -2,7 +2,7 @@
 //! engine is told, the digest of an instance's definition.
 use super::records::{MemberRecord, OwnerRecord};
 use crate::decide::{ClusterView, FenceCause, Reason};
-use baton_config::model::{Cluster, Instance};
+use baton_config::model::{Cluster, Instance, InstanceName, MemberId};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,12 +48,12 @@ fn canonical(inst: &Instance) -> String {
 /// no live member before it in `members` can, and every live member that
 /// knows the instance defines it alike. Err: why not (for status).
 pub fn claim_ok(
-    me: &str,
-    instance: &str,
-    members: &[String],
+    me: &MemberId,
+    instance: &InstanceName,
+    members: &[MemberId],
     my_digest: &str,
     hostable_here: bool,
-    live: &BTreeMap<String, MemberRecord>,
+    live: &BTreeMap<MemberId, MemberRecord>,
 ) -> Result<(), Reason> {
     if !members.iter().any(|m| m == me) || !hostable_here {
         return Err(Reason::NotClaimed);
@@ -79,10 +79,10 @@ pub fn claim_ok(
 /// What this member knows of an unowned instance when it decides whether
 /// to claim it, besides the live members' records.
 pub struct ClaimFacts<'a> {
-    pub me: &'a str,
-    pub instance: &'a str,
+    pub me: &'a MemberId,
+    pub instance: &'a InstanceName,
     /// The instance's members, in order of preference.
-    pub members: &'a [String],
+    pub members: &'a [MemberId],
     pub my_digest: &'a str,
     /// One of its ports here has its link up.
     pub hostable_here: bool,
@@ -91,7 +91,7 @@ pub struct ClaimFacts<'a> {
     pub released_to_us: bool,
     /// The member that held it last and its digest, since the owner key
     /// vanished.
-    pub last_owner: Option<(&'a str, &'a str)>,
+    pub last_owner: Option<(&'a MemberId, &'a str)>,
     /// A takeover's wait (the old owner's deadline, or the start's) runs.
     pub waiting: bool,
     /// A fresh handover names another taker.
@@ -104,12 +104,15 @@ pub struct ClaimFacts<'a> {
 /// releaser withdrew and fenced first); a takeover waits out the old
 /// owner's deadline, and a handover to another is its taker's; otherwise
 /// [`claim_ok`].
-pub fn claim_verdict(f: &ClaimFacts, live: &BTreeMap<String, MemberRecord>) -> Result<(), Reason> {
+pub fn claim_verdict(
+    f: &ClaimFacts,
+    live: &BTreeMap<MemberId, MemberRecord>,
+) -> Result<(), Reason> {
     if let Some((member, digest)) = f.last_owner
         && digest != f.my_digest
     {
         return Err(Reason::ConfigDiffers {
-            member: member.to_string(),
+            member: member.clone(),
         });
     }
     if f.released_to_us {
@@ -132,22 +135,22 @@ pub fn claim_verdict(f: &ClaimFacts, live: &BTreeMap<String, MemberRecord>) -> R
 /// record of `me` under another lease than `lease` is stale (a lease lost,
 /// a revoke whose deletes the watch has not brought yet): not held.
 pub fn view(
-    me: &str,
+    me: &MemberId,
     lease: Option<i64>,
-    instances: impl Iterator<Item = String>,
-    owners: &BTreeMap<String, OwnerRecord>,
+    instances: impl Iterator<Item = InstanceName>,
+    owners: &BTreeMap<InstanceName, OwnerRecord>,
     fenced: Option<FenceCause>,
-    why_not: &BTreeMap<String, Reason>,
+    why_not: &BTreeMap<InstanceName, Reason>,
 ) -> ClusterView {
     let mut v = ClusterView::default();
     for name in instances {
         let reason = match (fenced, owners.get(&name)) {
             (Some(cause), _) => Reason::Fenced { cause },
-            (None, Some(o)) if o.member == me && Some(o.lease) == lease => {
+            (None, Some(o)) if o.member == *me && Some(o.lease) == lease => {
                 v.held.insert(name);
                 continue;
             }
-            (None, Some(o)) if o.member == me => Reason::NotClaimed,
+            (None, Some(o)) if o.member == *me => Reason::NotClaimed,
             (None, Some(o)) => Reason::ClaimedByMember {
                 member: o.member.clone(),
             },
@@ -234,30 +237,38 @@ mod tests {
         );
     }
 
-    fn rec(id: &str, hostable: &[&str], digests: &[(&str, &str)]) -> (String, MemberRecord) {
+    fn m(id: &str) -> MemberId {
+        id.into()
+    }
+
+    fn i(name: &str) -> InstanceName {
+        name.into()
+    }
+
+    static A: std::sync::LazyLock<InstanceName> = std::sync::LazyLock::new(|| i("a"));
+
+    fn rec(id: &str, hostable: &[&str], digests: &[(&str, &str)]) -> (MemberId, MemberRecord) {
         (
-            id.to_string(),
+            m(id),
             MemberRecord {
                 member: id.into(),
                 lease: 1,
-                hostable: hostable.iter().map(|s| s.to_string()).collect(),
-                digests: digests
-                    .iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect(),
+                hostable: hostable.iter().map(|s| i(s)).collect(),
+                digests: digests.iter().map(|(a, b)| (i(a), b.to_string())).collect(),
                 ..MemberRecord::default()
             },
         )
     }
 
-    fn order() -> Vec<String> {
+    fn order() -> Vec<MemberId> {
         vec!["gw1".into(), "gw2".into()]
     }
 
-    fn facts<'a>(members: &'a [String]) -> ClaimFacts<'a> {
+    /// As gw2 (the second of `members`) of instance "a".
+    fn facts<'a>(members: &'a [MemberId]) -> ClaimFacts<'a> {
         ClaimFacts {
-            me: "gw2",
-            instance: "a",
+            me: &members[1],
+            instance: &A,
             members,
             my_digest: "d",
             hostable_here: true,
@@ -285,7 +296,7 @@ mod tests {
         assert_eq!(claim_verdict(&released, &live), Ok(()));
         // ... but not from an owner that defined it otherwise.
         let differs = ClaimFacts {
-            last_owner: Some(("gw1", "other")),
+            last_owner: Some((&members[0], "other")),
             ..released
         };
         assert_eq!(
@@ -318,9 +329,12 @@ mod tests {
             rec("gw2", &["a"], &[("a", "d")]),
         ]
         .into();
-        assert_eq!(claim_ok("gw1", "a", &order(), "d", true, &live), Ok(()));
         assert_eq!(
-            claim_ok("gw2", "a", &order(), "d", true, &live),
+            claim_ok(&m("gw1"), &i("a"), &order(), "d", true, &live),
+            Ok(())
+        );
+        assert_eq!(
+            claim_ok(&m("gw2"), &i("a"), &order(), "d", true, &live),
             Err(Reason::NotClaimed)
         );
     }
@@ -328,25 +342,34 @@ mod tests {
     #[test]
     fn a_member_before_that_cannot_host_or_is_gone_or_leaving_does_not_block() {
         let cannot: BTreeMap<_, _> = [rec("gw1", &[], &[]), rec("gw2", &["a"], &[])].into();
-        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &cannot), Ok(()));
+        assert_eq!(
+            claim_ok(&m("gw2"), &i("a"), &order(), "d", true, &cannot),
+            Ok(())
+        );
         let gone: BTreeMap<_, _> = [rec("gw2", &["a"], &[])].into();
-        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &gone), Ok(()));
+        assert_eq!(
+            claim_ok(&m("gw2"), &i("a"), &order(), "d", true, &gone),
+            Ok(())
+        );
         let mut leaving: BTreeMap<_, _> = [rec("gw1", &["a"], &[]), rec("gw2", &["a"], &[])].into();
         if let Some(r) = leaving.get_mut("gw1") {
             r.leaving = true;
         }
-        assert_eq!(claim_ok("gw2", "a", &order(), "d", true, &leaving), Ok(()));
+        assert_eq!(
+            claim_ok(&m("gw2"), &i("a"), &order(), "d", true, &leaving),
+            Ok(())
+        );
     }
 
     #[test]
     fn a_member_not_listed_or_without_a_port_never_claims() {
         let live: BTreeMap<_, _> = [rec("gw3", &["a"], &[])].into();
         assert_eq!(
-            claim_ok("gw3", "a", &order(), "d", true, &live),
+            claim_ok(&m("gw3"), &i("a"), &order(), "d", true, &live),
             Err(Reason::NotClaimed)
         );
         assert_eq!(
-            claim_ok("gw2", "a", &order(), "d", false, &BTreeMap::new()),
+            claim_ok(&m("gw2"), &i("a"), &order(), "d", false, &BTreeMap::new()),
             Err(Reason::NotClaimed)
         );
     }
@@ -355,19 +378,22 @@ mod tests {
     fn a_live_member_with_another_definition_blocks_only_that_instance() {
         let live: BTreeMap<_, _> = [rec("gw1", &[], &[("a", "old"), ("b", "same")])].into();
         assert_eq!(
-            claim_ok("gw2", "a", &order(), "new", true, &live),
+            claim_ok(&m("gw2"), &i("a"), &order(), "new", true, &live),
             Err(Reason::ConfigDiffers {
                 member: "gw1".into()
             })
         );
-        assert_eq!(claim_ok("gw2", "b", &order(), "same", true, &live), Ok(()));
+        assert_eq!(
+            claim_ok(&m("gw2"), &i("b"), &order(), "same", true, &live),
+            Ok(())
+        );
     }
 
     #[test]
     fn the_view_holds_only_own_keys_and_nothing_when_fenced() {
         let owners: BTreeMap<_, _> = [
             (
-                "a".to_string(),
+                i("a"),
                 OwnerRecord {
                     member: "gw1".into(),
                     lease: 1,
@@ -375,7 +401,7 @@ mod tests {
                 },
             ),
             (
-                "b".to_string(),
+                i("b"),
                 OwnerRecord {
                     member: "gw2".into(),
                     lease: 2,
@@ -384,12 +410,12 @@ mod tests {
             ),
         ]
         .into();
-        let names = || ["a", "b", "c"].iter().map(|s| s.to_string());
-        let v = view("gw1", Some(1), names(), &owners, None, &BTreeMap::new());
+        let names = || ["a", "b", "c"].iter().map(|s| i(s));
+        let v = view(&m("gw1"), Some(1), names(), &owners, None, &BTreeMap::new());
         assert!(v.held.contains("a"));
         // Our record under a lease we no longer have (revoked while we were
         // cut off; the watch has not brought the delete yet): not held.
-        let stale = view("gw1", Some(7), names(), &owners, None, &BTreeMap::new());
+        let stale = view(&m("gw1"), Some(7), names(), &owners, None, &BTreeMap::new());
         assert!(stale.held.is_empty());
         assert_eq!(stale.refusal("a"), Some(Reason::NotClaimed));
         assert_eq!(
@@ -400,7 +426,7 @@ mod tests {
         );
         assert_eq!(v.refusal("c"), Some(Reason::NotClaimed));
         let f = view(
-            "gw1",
+            &m("gw1"),
             Some(1),
             names(),
             &owners,

@@ -11,6 +11,7 @@ use crate::decide::{ClusterView, FenceCause, Reason};
 use crate::protocol::{ClusterStatus, Event};
 use anyhow::{Result, bail};
 use baton_config::Config;
+use baton_config::{InstanceName, MemberId};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -31,15 +32,15 @@ pub struct Membership {
     state: ClusterState,
     deadline: Option<Instant>,
     /// The hostable set the agent was last told.
-    hostable_sent: Option<BTreeSet<String>>,
+    hostable_sent: Option<BTreeSet<InstanceName>>,
     /// Instances being handed over: off this host, never re-adopted.
-    releasing: BTreeSet<String>,
+    releasing: BTreeSet<InstanceName>,
 }
 
 /// What this member is releasing is not the engine's to place again, even
 /// while the agent still says it holds the key: the engine reads the view,
 /// and a stale "held" placed a handed-over instance again for 4 ms.
-fn withhold_releasing(view: &mut ClusterView, releasing: &BTreeSet<String>) {
+fn withhold_releasing(view: &mut ClusterView, releasing: &BTreeSet<InstanceName>) {
     for name in releasing {
         if view.held.remove(name) {
             view.withheld.insert(name.clone(), Reason::NotClaimed);
@@ -80,12 +81,12 @@ impl Membership {
     }
 
     /// Instances a live member released to this one: placed without a probe.
-    pub fn released_to_us(&self) -> &BTreeSet<String> {
+    pub fn released_to_us(&self) -> &BTreeSet<InstanceName> {
         &self.state.released_to_us
     }
 
     /// instance -> its owner, as the agent last said.
-    pub fn owner_of(&self, instance: &str) -> Option<&String> {
+    pub fn owner_of(&self, instance: &InstanceName) -> Option<&MemberId> {
         self.state.owners.get(instance)
     }
 
@@ -136,14 +137,18 @@ impl Membership {
 
     /// Whether this member may hold `instance` (always, on a single host):
     /// the cluster says so and it is not being released.
-    pub fn may_hold(&self, instance: &str) -> bool {
+    pub fn may_hold(&self, instance: &InstanceName) -> bool {
         !self.releasing.contains(instance)
             && self.view.as_ref().is_none_or(|v| v.held.contains(instance))
     }
 
     /// A cluster event reported; a claim of ours returns the connections
     /// its last owner published (to tickle once it is placed).
-    pub fn on_event(&mut self, e: ClusterEvent, report: &Reporter) -> Option<(String, Vec<Conn>)> {
+    pub fn on_event(
+        &mut self,
+        e: ClusterEvent,
+        report: &Reporter,
+    ) -> Option<(InstanceName, Vec<Conn>)> {
         let at_ms = report.at_ms();
         let mut claimed = None;
         let event = match e {
@@ -185,7 +190,7 @@ impl Membership {
     /// their ports has its link up), when that changed.
     pub fn send_hostable(&mut self, config: &Config, ports: &PortTable) {
         let Some(link) = &self.link else { return };
-        let hostable: BTreeSet<String> = config
+        let hostable: BTreeSet<InstanceName> = config
             .instances
             .iter()
             .filter(|(_, i)| i.ports.iter().any(|p| ports.link_up(p)))
@@ -201,7 +206,12 @@ impl Membership {
 
     /// `baton move INSTANCE --member ID`, checked: a cluster, a member of the
     /// instance's list, an instance this member holds.
-    pub fn check_handover(&self, config: &Config, instance: &str, member: &str) -> Result<()> {
+    pub fn check_handover(
+        &self,
+        config: &Config,
+        instance: &InstanceName,
+        member: &MemberId,
+    ) -> Result<()> {
         if self.link.is_none() {
             bail!("no [cluster] here: a handover needs one");
         }
@@ -221,7 +231,7 @@ impl Membership {
     }
 
     /// Off this host for good (no re-adoption) before their keys go.
-    pub fn begin_release(&mut self, instances: impl IntoIterator<Item = String>) {
+    pub fn begin_release(&mut self, instances: impl IntoIterator<Item = InstanceName>) {
         self.releasing.extend(instances);
         if let Some(v) = self.view.as_mut() {
             withhold_releasing(v, &self.releasing);
@@ -229,14 +239,19 @@ impl Membership {
     }
 
     /// Lets the agent release `instance` (already off this host) to `member`.
-    pub async fn release(&self, instance: &str, member: &str, began: Instant) -> Result<String> {
+    pub async fn release(
+        &self,
+        instance: &InstanceName,
+        member: &MemberId,
+        began: Instant,
+    ) -> Result<String> {
         let Some(link) = &self.link else {
             bail!("no [cluster] here: a handover needs one");
         };
         let (done, answer) = oneshot::channel();
         let _ = link.to_agent.send(ToAgent::Release {
-            instance: instance.to_string(),
-            to: Some(member.to_string()),
+            instance: instance.clone(),
+            to: Some(member.clone()),
             done,
         });
         match tokio::time::timeout(Duration::from_secs(3), answer).await {

@@ -27,6 +27,7 @@ use crate::dataplane::PinDir;
 use crate::protocol::{Event, Request, Response};
 use anyhow::Result;
 use baton_config::Config;
+use baton_config::{InstanceName, MemberId};
 use membership::{Membership, Wake};
 use netlink::decode::Observation;
 use netlink::observed::Observed;
@@ -291,7 +292,7 @@ impl Daemon {
         let (all, names) = self
             .placement
             .take_dirty(self.config.instances.keys().cloned());
-        let observed = match Observed::dump(self.actuator.handle()).await {
+        let observed = match Observed::dump().await {
             Ok(o) => o,
             Err(e) => {
                 error!(error = %format!("{e:#}"), "reading the kernel's state; retrying");
@@ -464,14 +465,14 @@ impl Daemon {
 
     /// `baton move INSTANCE --member ID`: off this host first, then the
     /// release names the taker, which places it without a probe.
-    async fn handover(&mut self, instance: &str, member: &str) -> Result<String> {
+    async fn handover(&mut self, instance: &InstanceName, member: &MemberId) -> Result<String> {
         self.membership
             .check_handover(&self.config, instance, member)?;
         let began = Instant::now();
         // Off this host for good (no re-adoption) before the key goes.
-        self.membership.begin_release([instance.to_string()]);
+        self.membership.begin_release([instance.clone()]);
         self.placement.placement.remove(instance);
-        self.placement.dirty.instances.insert(instance.to_string());
+        self.placement.dirty.instances.insert(instance.clone());
         self.reconcile().await;
         self.membership.release(instance, member, began).await
     }
@@ -479,7 +480,7 @@ impl Daemon {
     /// SIGTERM in a cluster: every held instance off this host, then
     /// released, then the lease revoked (bounded: 3 s).
     async fn leave_cluster(&mut self) {
-        let held: Vec<String> = self.placement.placement.keys().cloned().collect();
+        let held: Vec<InstanceName> = self.placement.placement.keys().cloned().collect();
         self.membership
             .begin_release(self.config.instances.keys().cloned());
         self.placement.placement.clear();

@@ -7,6 +7,7 @@ use crate::decide::{Link, PortState};
 use crate::protocol::{Event, LinkCondition, PortCondition};
 use baton_common::MAX_COUNTED_PORTS;
 use baton_config::Config;
+use baton_config::PortName;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -35,14 +36,14 @@ pub struct LinkChange {
     pub changed: bool,
     /// Ports that appeared (or came back as new devices): they need their
     /// programs and a full reconcile.
-    pub appeared: Vec<(String, u32)>,
+    pub appeared: Vec<(PortName, u32)>,
 }
 
 pub struct PortTable {
-    ports: BTreeMap<String, Port>,
+    ports: BTreeMap<PortName, Port>,
     /// Conditions last reported, so timer-driven changes (held-down ->
     /// failed, settling -> up) become events too.
-    reported: BTreeMap<String, PortCondition>,
+    reported: BTreeMap<PortName, PortCondition>,
     /// When the last link change arrived: a move's trace starts there.
     pub last_link_event: Instant,
 }
@@ -56,7 +57,7 @@ impl PortTable {
             .ports
             .keys()
             .map(|name| {
-                let link = links.iter().find(|l| &l.name == name);
+                let link = links.iter().find(|l| l.name == name.as_str());
                 let up = link.is_some_and(LinkEvent::is_up);
                 let port = Port {
                     ifindex: link.map(|l| l.ifindex),
@@ -83,7 +84,7 @@ impl PortTable {
         self.ports.get(name)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Port)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&PortName, &Port)> {
         self.ports.iter()
     }
 
@@ -98,7 +99,7 @@ impl PortTable {
     }
 
     /// The ports that exist now.
-    pub fn present(&self) -> Vec<String> {
+    pub fn present(&self) -> Vec<PortName> {
         self.ports
             .iter()
             .filter(|(_, p)| p.ifindex.is_some())
@@ -106,7 +107,7 @@ impl PortTable {
             .collect()
     }
 
-    pub fn name_of(&self, ifindex: u32) -> Option<&String> {
+    pub fn name_of(&self, ifindex: u32) -> Option<&PortName> {
         self.ports
             .iter()
             .find(|(_, p)| p.ifindex == Some(ifindex))
@@ -121,7 +122,7 @@ impl PortTable {
     }
 
     /// The engine's port states: those of the ports that exist.
-    pub fn states(&self) -> BTreeMap<String, PortState> {
+    pub fn states(&self) -> BTreeMap<PortName, PortState> {
         self.ports
             .iter()
             .filter(|(_, p)| p.ifindex.is_some())
@@ -134,7 +135,7 @@ impl PortTable {
         let Some((name, port)) = self
             .ports
             .iter_mut()
-            .find(|(n, p)| **n == ev.name || (p.ifindex == Some(ev.ifindex) && ev.removed))
+            .find(|(n, p)| n.as_str() == ev.name || (p.ifindex == Some(ev.ifindex) && ev.removed))
         else {
             return LinkChange::default();
         };
@@ -171,14 +172,14 @@ impl PortTable {
     /// missing from it is gone.
     pub fn apply_dump(&mut self, links: &[LinkEvent], now: Duration) -> LinkChange {
         let mut all = LinkChange::default();
-        let names: Vec<String> = self.ports.keys().cloned().collect();
+        let names: Vec<PortName> = self.ports.keys().cloned().collect();
         for name in names {
-            let ev = match links.iter().find(|l| l.name == name) {
+            let ev = match links.iter().find(|l| l.name == name.as_str()) {
                 Some(l) => l.clone(),
                 None => match self.ports[&name].ifindex {
                     Some(ifindex) => LinkEvent {
                         ifindex,
-                        name: name.clone(),
+                        name: name.to_string(),
                         admin_up: false,
                         carrier: false,
                         removed: true,

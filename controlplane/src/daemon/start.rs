@@ -18,6 +18,7 @@ use crate::dataplane::{self, AttachMode, PinDir};
 use anyhow::Result;
 use anyhow::bail;
 use baton_config::Config;
+use baton_config::PortName;
 use baton_config::model::IngressHook;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -106,7 +107,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
 /// Attaches the programs to ports, one port at a time so that one that
 /// refuses does not keep the others bare. A pin of another hook (after
 /// `[daemon] ingress` changed) or of a device that is gone is replaced.
-pub fn attach(pins: &PinDir, config: &Config, ports: &[String]) -> Result<()> {
+pub fn attach(pins: &PinDir, config: &Config, ports: &[PortName]) -> Result<()> {
     let programs = match config.daemon.ingress {
         IngressHook::Xdp => dataplane::ProgramSet::Baton,
         IngressHook::Tcx => dataplane::ProgramSet::TcIngress,
@@ -114,7 +115,7 @@ pub fn attach(pins: &PinDir, config: &Config, ports: &[String]) -> Result<()> {
     let mut first_error = None;
     let mut attached = 0;
     for port in ports {
-        match dataplane::attach_set(pins, std::slice::from_ref(port), AttachMode::Auto, programs) {
+        match dataplane::attach_set(pins, &[port.to_string()], AttachMode::Auto, programs) {
             Ok(done) => {
                 attached += 1;
                 for a in done.iter().filter(|a| !a.already()) {

@@ -11,11 +11,7 @@ use crate::protocol::{InstanceStatus, PortStatus, PortTraffic, Refusal, Status};
 pub fn publish_placement(ctx: &Context, state: &PlacementState, actuator: &Actuator) {
     let metrics = &ctx.report.metrics;
     for (name, inst) in &ctx.config.instances {
-        metrics.set_owner(
-            name,
-            &inst.ports,
-            state.placement.get(name).map(String::as_str),
-        );
+        metrics.set_owner(name, &inst.ports, state.placement.get(name));
     }
     if let Ok(mut counted) = metrics.counted.lock() {
         *counted = actuator.table.counted();
@@ -25,12 +21,12 @@ pub fn publish_placement(ctx: &Context, state: &PlacementState, actuator: &Actua
             .config
             .instances
             .keys()
-            .map(|n| (baton_config::instance_id(n), n.clone()))
+            .map(|n| (baton_config::instance_id(n), n.to_string()))
             .collect();
         names.1 = ctx
             .ports
             .iter()
-            .filter_map(|(n, p)| Some((p.ifindex?, n.clone())))
+            .filter_map(|(n, p)| Some((p.ifindex?, n.to_string())))
             .collect();
     }
 }

@@ -1,86 +1,155 @@
-//! Ownership: claiming what this member is the one to take, releasing
-//! (to a named taker, a handover), and letting everything go at exit.
-use super::*;
+//! Ownership: which unowned instances this member claims now (the pure
+//! verdicts are in `rules`), releasing one (to a named taker: a
+//! handover), and what an owner key's going means for the next claim.
+use super::super::ClusterEvent;
+use super::super::backend::Backend;
+use super::super::records::{Handover, OwnerRecord};
+use super::super::rules::{self, takeover_wait};
+use super::Local;
+use super::store::Store;
+use super::view::{Gone, View};
+use crate::decide::Reason;
+use anyhow::Result;
+use baton_config::model::{Cluster, Instance};
+use baton_config::{InstanceName, MemberId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
 
-impl<B: Backend> Agent<B> {
-    /// Claims every unowned instance this member is the one to take.
-    pub(super) async fn claim(&mut self, s: &Setup) {
-        let Some(lease) = self.lease else { return };
+/// A handover names its taker for this long; then any member may claim.
+const HANDOVER_FRESH: Duration = Duration::from_secs(2);
+
+pub(super) struct Claims {
+    /// Instances not claimed before these instants: their owner vanished
+    /// with its member (a takeover waits out its deadline), or, at start,
+    /// may just have.
+    wait_until: BTreeMap<InstanceName, Instant>,
+    /// Released to this member: placed without a probe.
+    pub released_to_us: BTreeSet<InstanceName>,
+    /// Why each unowned instance was not claimed at the last try.
+    pub why_not: BTreeMap<InstanceName, Reason>,
+}
+
+impl Claims {
+    /// Unknown history at start: an owner may have vanished just now.
+    /// Where another member comes first, give it a lease's time to show up
+    /// (members starting together end as their order says).
+    pub fn new(c: &Cluster, instances: &BTreeMap<InstanceName, Instance>) -> Self {
         let now = Instant::now();
+        let start_wait = |inst: &Instance| {
+            let first = inst.members.first() == Some(&c.member_id);
+            now + if first {
+                takeover_wait(c)
+            } else {
+                takeover_wait(c).max(c.lease_ttl)
+            }
+        };
+        Claims {
+            wait_until: instances
+                .iter()
+                .map(|(n, i)| (n.clone(), start_wait(i)))
+                .collect(),
+            released_to_us: BTreeSet::new(),
+            why_not: BTreeMap::new(),
+        }
+    }
+
+    /// An owner key went (see [`View::apply`]).
+    pub fn note_gone(&mut self, instance: InstanceName, how: Gone, c: &Cluster, now: Instant) {
+        match how {
+            Gone::Ours => {
+                self.released_to_us.remove(&instance);
+            }
+            Gone::ReleasedToUs => {
+                self.released_to_us.insert(instance);
+            }
+            Gone::Released => {}
+            Gone::WithMember => {
+                self.wait_until.insert(instance, now + takeover_wait(c));
+            }
+        }
+    }
+
+    /// When the next takeover's wait ends (None: none waits).
+    pub fn next_wait_end(&self, now: Instant) -> Option<Instant> {
+        self.wait_until
+            .values()
+            .filter(|t| **t > now)
+            .min()
+            .copied()
+    }
+
+    /// Claims every unowned instance this member is the one to take.
+    pub async fn claim<B: Backend>(
+        &mut self,
+        store: &Store<B>,
+        view: &mut View,
+        local: &Local,
+        lease: i64,
+        events: &mpsc::UnboundedSender<ClusterEvent>,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let me = &store.me;
         self.why_not.clear();
         self.wait_until.retain(|_, t| *t > now);
-        self.handovers
+        view.handovers
             .retain(|_, (_, at)| now.duration_since(*at) < HANDOVER_FRESH);
-        let names: Vec<String> = self.instances.keys().cloned().collect();
-        for name in names {
-            if let Some(o) = self.owners.get(&name) {
-                self.last_owner.remove(&name);
+        for (name, inst) in &local.instances {
+            if let Some(o) = view.owners.get(name) {
+                view.last_owner.remove(name);
                 // Held after a release to us: still no probe on a re-placement.
-                if o.member != self.me {
-                    self.released_to_us.remove(&name);
+                if o.member != *me {
+                    self.released_to_us.remove(name);
                 }
                 continue;
             }
-            let inst = &self.instances[&name];
             // Released to us: seen with the owner key's delete, or after it.
-            let released = self.released_to_us.contains(&name)
-                || self
-                    .handovers
-                    .get(&name)
-                    .is_some_and(|(h, _)| h.to == self.me);
+            let released = self.released_to_us.contains(name) || view.handed_to(name) == Some(me);
             if released {
                 self.released_to_us.insert(name.clone());
             }
             let facts = rules::ClaimFacts {
-                me: &self.me,
-                instance: &name,
+                me,
+                instance: name,
                 members: &inst.members,
-                my_digest: &self.digests[&name],
-                hostable_here: self.hostable.contains(&name),
+                my_digest: &local.digests[name],
+                hostable_here: local.hostable.contains(name),
                 released_to_us: released,
-                last_owner: self
-                    .last_owner
-                    .get(&name)
-                    .map(|(m, d)| (m.as_str(), d.as_str())),
-                waiting: self.wait_until.contains_key(&name),
-                handed_to_other: self
-                    .handovers
-                    .get(&name)
-                    .is_some_and(|(h, _)| h.to != self.me),
+                last_owner: view.last_owner.get(name).map(|(m, d)| (m, d.as_str())),
+                waiting: self.wait_until.contains_key(name),
+                handed_to_other: view.handed_to(name).is_some_and(|to| to != me),
             };
-            let verdict = rules::claim_verdict(&facts, &self.members);
-            if let Err(r) = verdict {
-                self.why_not.insert(name, r);
+            if let Err(r) = rules::claim_verdict(&facts, &view.members) {
+                self.why_not.insert(name.clone(), r);
                 continue;
             }
             let rec = OwnerRecord {
-                member: self.me.clone(),
+                member: me.clone(),
                 lease,
-                digest: self.digests[&name].clone(),
+                digest: local.digests[name].clone(),
             };
             let Ok(value) = serde_json::to_vec(&rec) else {
                 continue;
             };
-            let key = self.keys.owner(&name);
-            match bounded(
-                request_limit(&self.c),
-                self.backend.create(&key, &value, lease),
-            )
-            .await
+            let key = store.keys.owner(name);
+            match store
+                .bounded(store.backend.create(&key, &value, lease))
+                .await
             {
                 Ok(true) => {
-                    let from = self.handovers.get(&name).map(|(h, _)| h.from.clone());
+                    let from = view.handovers.get(name).map(|(h, _)| h.from.clone());
                     // The connections of whoever held it last (not ours).
-                    let conns = self
+                    let conns = view
                         .conns_seen
-                        .get(&name)
-                        .filter(|r| r.member != self.me)
+                        .get(name)
+                        .filter(|r| r.member != *me)
                         .map(|r| r.conns.clone())
                         .unwrap_or_default();
                     info!(instance = %name, ?from, connections = conns.len(), "claimed");
-                    self.owners.insert(name.clone(), rec);
-                    let _ = s.events.send(ClusterEvent::Claimed {
-                        instance: name,
+                    view.owners.insert(name.clone(), rec);
+                    let _ = events.send(ClusterEvent::Claimed {
+                        instance: name.clone(),
                         from,
                         conns,
                     });
@@ -88,95 +157,57 @@ impl<B: Backend> Agent<B> {
                 Ok(false) => {}
                 Err(e) => {
                     warn!(instance = %name, error = %format!("{e:#}"), "claim failed");
-                    self.note_error(&e);
-                    return;
+                    return Err(e);
                 }
             }
         }
+        Ok(())
     }
 
-    pub(super) async fn release(&mut self, instance: &str, to: Option<String>) -> Result<()> {
-        let lease = self.lease.ok_or_else(|| anyhow::anyhow!("no lease"))?;
-        let rec = self
+    /// Deletes this member's owner key of `instance` (with a handover to
+    /// `to` in the same transaction, if named).
+    pub async fn release<B: Backend>(
+        &mut self,
+        store: &Store<B>,
+        view: &mut View,
+        lease: Option<i64>,
+        instance: &InstanceName,
+        to: Option<&MemberId>,
+    ) -> Result<()> {
+        let lease = lease.ok_or_else(|| anyhow::anyhow!("no lease"))?;
+        let me = &store.me;
+        let rec = view
             .owners
             .get(instance)
-            .filter(|o| o.member == self.me)
+            .filter(|o| o.member == *me)
             .cloned()
-            .ok_or_else(|| anyhow::anyhow!("{instance} is not held by {}", self.me))?;
+            .ok_or_else(|| anyhow::anyhow!("{instance} is not held by {me}"))?;
         let value = serde_json::to_vec(&rec)?;
-        let handover = to
-            .as_ref()
-            .map(|to| {
-                serde_json::to_vec(&Handover {
-                    from: self.me.clone(),
-                    to: to.clone(),
-                })
-            })
-            .transpose()?;
-        let hkey = self.keys.handover(instance);
-        let then = handover.as_deref().map(|h| (hkey.as_str(), h, lease));
-        let done = bounded(
-            request_limit(&self.c),
-            self.backend
-                .delete_if(&self.keys.owner(instance), &value, then),
-        )
-        .await?;
+        let handover = to.map(|to| Handover {
+            from: me.clone(),
+            to: to.clone(),
+        });
+        let encoded = handover.as_ref().map(serde_json::to_vec).transpose()?;
+        let hkey = store.keys.handover(instance);
+        let then = encoded.as_deref().map(|h| (hkey.as_str(), h, lease));
+        let owner_key = store.keys.owner(instance);
+        let done = store
+            .bounded(store.backend.delete_if(&owner_key, &value, then))
+            .await?;
         if !done {
             anyhow::bail!("{instance}: the owner key changed under us");
         }
-        self.owners.remove(instance);
+        view.owners.remove(instance);
         // Released to us once, but ours no more: claiming it back on that
         // ground took a handover away from its taker (the cluster bench's
         // fifth handover in a row).
         self.released_to_us.remove(instance);
         // Known here at once (the watch brings it later): this member must
         // not claim back what it just handed over.
-        if let Some(to) = &to {
-            let h = Handover {
-                from: self.me.clone(),
-                to: to.clone(),
-            };
-            self.handovers
-                .insert(instance.to_string(), (h, Instant::now()));
+        if let Some(h) = handover {
+            view.handovers.insert(instance.clone(), (h, Instant::now()));
         }
-        info!(instance, ?to, "released");
+        info!(%instance, ?to, "released");
         Ok(())
-    }
-
-    /// SIGTERM: say so, let everything go, end the lease.
-    pub(super) async fn leave(&mut self, s: &Setup, fence: &std::sync::Mutex<FenceClock>) {
-        self.leaving = true;
-        // Silent now, whatever the daemon left behind, before any key goes.
-        if let Ok(mut f) = fence.lock()
-            && let Err(e) = f.fence_now()
-        {
-            warn!(error = %format!("{e:#}"), "fence map");
-        }
-        self.publish_record().await;
-        let held = self.held_here();
-        for name in held {
-            // To the next member that can host it: it takes it without a probe.
-            let to = self.instances[&name]
-                .members
-                .iter()
-                .find(|m| {
-                    **m != self.me
-                        && self
-                            .members
-                            .get(*m)
-                            .is_some_and(|r| !r.leaving && r.hostable.contains(&name))
-                })
-                .cloned();
-            match self.release(&name, to.clone()).await {
-                Ok(()) => {
-                    let _ = s.events.send(ClusterEvent::Released { instance: name, to });
-                }
-                Err(e) => warn!(instance = %name, error = %format!("{e:#}"), "release at exit"),
-            }
-        }
-        if let Some(lease) = self.lease.take() {
-            let _ = bounded(request_limit(&self.c), self.backend.revoke(lease)).await;
-        }
-        let _ = s.deadline.send(Some(Instant::now()));
     }
 }

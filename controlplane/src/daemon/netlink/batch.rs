@@ -114,28 +114,12 @@ fn acks(datagram: &[u8]) -> Vec<(u32, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::netlink::in_fresh_netns;
     use crate::daemon::netlink::requests::{address_request, route_requests, up_request};
-    use anyhow::bail;
     use baton_config::model::Route;
     use rtnetlink::LinkVeth;
     use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
     use rtnetlink::packet_route::link::LinkMessage;
-
-    /// Runs `f` on a thread of its own in a fresh network namespace: the
-    /// test touches no interface of the host's.
-    fn in_fresh_netns<T: Send + 'static>(
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        std::thread::spawn(move || {
-            // SAFETY: unshare(2) moves only this thread to a new namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the test thread panicked"))?
-    }
 
     const PORT: u32 = 10;
 

@@ -1,19 +1,15 @@
 //! rtnetlink messages into what the daemon uses ([`LinkEvent`],
-//! [`Observation`], an address, a route's destination). Notifications are
-//! read lazily from the monitor's own socket: the header and only the
-//! attributes baton uses (a link's name, MAC and lower device, an
-//! address, a route's destination). netlink-packet-route's full decode of
-//! an RTM_NEWLINK (~1.5 KB of statistics and per-family data) took ~50 µs
-//! of the daemon's loop per message on the bench machine, and a move's own
-//! steps each bring one (its macvlan up, its address, the local routes):
-//! they were decoded in the middle of the move. Dumps come decoded from
-//! rtnetlink's handle; [`parse_link`], [`address_of`] and
-//! [`route_destination`] read those.
+//! [`Observation`], [`Configured`], [`RouteSeen`]): the one reader of the
+//! kernel's links, addresses and routes, for notifications and dumps
+//! alike. It reads the header and only the attributes baton uses (a link's
+//! name, MAC and lower device; an address; a route's destination, gateway,
+//! device and table). netlink-packet-route's full decode of an RTM_NEWLINK
+//! (~1.5 KB of statistics and per-family data) took ~50 µs of the daemon's
+//! loop per message on the bench machine, and a move's own steps each
+//! bring one (its macvlan up, its address, the local routes): they were
+//! decoded in the middle of the move.
 use rtnetlink::packet_core::{NetlinkBuffer, NlasIterator};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::link::{LinkFlags, LinkHeader};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const RTM_NEWLINK: u16 = 16;
@@ -30,11 +26,16 @@ const IFLA_LINK: u16 = 5;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+/// rtm_type of a local route (the local table's own addresses).
+const RTN_LOCAL: u8 = 2;
 
 /// struct ifinfomsg, ifaddrmsg, rtmsg.
-const LINK_HEADER: usize = 16;
-const ADDRESS_HEADER: usize = 8;
-const ROUTE_HEADER: usize = 12;
+pub const LINK_HEADER: usize = 16;
+pub const ADDRESS_HEADER: usize = 8;
+pub const ROUTE_HEADER: usize = 12;
 const AF_INET6: u8 = libc::AF_INET6 as u8;
 
 /// One link's state as the kernel reported it.
@@ -60,6 +61,26 @@ impl LinkEvent {
     }
 }
 
+/// An address configured on a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Configured {
+    pub ifindex: u32,
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// A route as the kernel has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSeen {
+    pub dst: IpAddr,
+    pub prefix: u8,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub table: u32,
+    /// A local route: the address is this host's (the local table).
+    pub local: bool,
+}
+
 /// What the monitor saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
@@ -70,60 +91,6 @@ pub enum Observation {
     Route(IpAddr),
     /// Notifications were dropped (netlink overrun): anything may have changed.
     Lost,
-}
-
-pub fn parse_link(msg: &LinkMessage, removed: bool) -> Option<LinkEvent> {
-    let name = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.clone()),
-        _ => None,
-    })?;
-    let mac = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
-        _ => None,
-    });
-    let lower = msg.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Link(l) => Some(*l),
-        _ => None,
-    });
-    let flags = msg.header.flags;
-    Some(LinkEvent {
-        ifindex: msg.header.index,
-        name,
-        admin_up: flags.contains(LinkFlags::Up),
-        carrier: flags.contains(LinkFlags::LowerUp),
-        removed,
-        mac,
-        lower,
-    })
-}
-
-/// The address of an address message (IFA_LOCAL on point-to-point links).
-pub fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
-    let find = |local: bool| {
-        msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(a) if local => Some(*a),
-            AddressAttribute::Address(a) if !local => Some(*a),
-            _ => None,
-        })
-    };
-    find(true).or_else(|| find(false))
-}
-
-pub fn route_destination(msg: &RouteMessage) -> Option<IpAddr> {
-    let dst = msg.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Destination(d) => Some(d),
-        _ => None,
-    });
-    match dst {
-        Some(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-        Some(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-        Some(_) => None,
-        // No RTA_DST: the default route.
-        None if msg.header.address_family == rtnetlink::packet_route::AddressFamily::Inet6 => {
-            Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
-        }
-        None => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
-    }
 }
 
 /// The observations in one datagram from the monitor socket, in order.
@@ -162,8 +129,8 @@ pub fn observe(message_type: u16, payload: &[u8]) -> Option<Observation> {
     match message_type {
         RTM_NEWLINK => link(payload, false).map(Observation::Link),
         RTM_DELLINK => link(payload, true).map(Observation::Link),
-        RTM_NEWADDR | RTM_DELADDR => address(payload).map(Observation::Address),
-        RTM_NEWROUTE | RTM_DELROUTE => route(payload).map(Observation::Route),
+        RTM_NEWADDR | RTM_DELADDR => configured(payload).map(|c| Observation::Address(c.addr)),
+        RTM_NEWROUTE | RTM_DELROUTE => route(payload).map(|r| Observation::Route(r.dst)),
         NLMSG_OVERRUN => Some(Observation::Lost),
         _ => None,
     }
@@ -180,7 +147,7 @@ fn attributes(payload: &[u8], header: usize) -> impl Iterator<Item = (u16, &[u8]
         })
 }
 
-fn link(payload: &[u8], removed: bool) -> Option<LinkEvent> {
+pub fn link(payload: &[u8], removed: bool) -> Option<LinkEvent> {
     let header = LinkHeader::parse(payload).ok()?;
     let (mut name, mut mac, mut lower) = (None, None, None);
     for (kind, value) in attributes(payload, LINK_HEADER) {
@@ -217,12 +184,12 @@ fn ip(family: u8, value: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// IFA_LOCAL (the local end on point-to-point links), else IFA_ADDRESS.
-fn address(payload: &[u8]) -> Option<IpAddr> {
-    let family = *payload.first()?;
-    if payload.len() < ADDRESS_HEADER {
-        return None;
-    }
+/// An address message: IFA_LOCAL (the local end on point-to-point
+/// links), else IFA_ADDRESS, on its device with its prefix.
+pub fn configured(payload: &[u8]) -> Option<Configured> {
+    let header = payload.get(..ADDRESS_HEADER)?;
+    let (family, prefix) = (header[0], header[1]);
+    let ifindex = u32::from_ne_bytes(header[4..8].try_into().ok()?);
     let (mut local, mut address) = (None, None);
     for (kind, value) in attributes(payload, ADDRESS_HEADER) {
         match kind {
@@ -231,31 +198,107 @@ fn address(payload: &[u8]) -> Option<IpAddr> {
             _ => {}
         }
     }
-    local.or(address)
+    Some(Configured {
+        ifindex,
+        addr: local.or(address)?,
+        prefix,
+    })
 }
 
-/// RTA_DST; none: the default route of the family.
-fn route(payload: &[u8]) -> Option<IpAddr> {
-    let family = *payload.first()?;
-    if payload.len() < ROUTE_HEADER {
-        return None;
+/// A route message. No RTA_DST: the default route of the family; RTA_TABLE
+/// (tables past 255) over rtm_table.
+pub fn route(payload: &[u8]) -> Option<RouteSeen> {
+    let header = payload.get(..ROUTE_HEADER)?;
+    let family = header[0];
+    let mut r = RouteSeen {
+        dst: if family == AF_INET6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        },
+        prefix: header[1],
+        gateway: None,
+        oif: None,
+        table: u32::from(header[4]),
+        local: header[7] == RTN_LOCAL,
+    };
+    let u32_of = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes);
+    for (kind, value) in attributes(payload, ROUTE_HEADER) {
+        match kind {
+            RTA_DST => r.dst = ip(family, value)?,
+            RTA_GATEWAY => r.gateway = ip(family, value),
+            RTA_OIF => r.oif = u32_of(value),
+            RTA_TABLE => r.table = u32_of(value).unwrap_or(r.table),
+            _ => {}
+        }
     }
-    match attributes(payload, ROUTE_HEADER).find(|(kind, _)| *kind == RTA_DST) {
-        Some((_, value)) => ip(family, value),
-        None if family == AF_INET6 => Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        None => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-    }
+    Some(r)
 }
 
 #[cfg(test)]
 mod tests {
+    //! The lazy reader against netlink-packet-route's full decode, the
+    //! reference (the same messages, built by that crate).
     use super::*;
-    use super::{address_of, parse_link, route_destination};
     use rtnetlink::packet_core::{Emitable as _, NetlinkHeader, NetlinkMessage, NetlinkPayload};
     use rtnetlink::packet_route::RouteNetlinkMessage;
     use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
     use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, State};
     use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    fn parse_link(msg: &LinkMessage, removed: bool) -> Option<LinkEvent> {
+        let name = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })?;
+        let mac = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(m) => <[u8; 6]>::try_from(m.as_slice()).ok(),
+            _ => None,
+        });
+        let lower = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(l) => Some(*l),
+            _ => None,
+        });
+        let flags = msg.header.flags;
+        Some(LinkEvent {
+            ifindex: msg.header.index,
+            name,
+            admin_up: flags.contains(LinkFlags::Up),
+            carrier: flags.contains(LinkFlags::LowerUp),
+            removed,
+            mac,
+            lower,
+        })
+    }
+
+    /// The address of an address message (IFA_LOCAL on point-to-point links).
+    fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
+        let find = |local: bool| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(a) if local => Some(*a),
+                AddressAttribute::Address(a) if !local => Some(*a),
+                _ => None,
+            })
+        };
+        find(true).or_else(|| find(false))
+    }
+
+    fn route_destination(msg: &RouteMessage) -> Option<IpAddr> {
+        let dst = msg.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(d) => Some(d),
+            _ => None,
+        });
+        match dst {
+            Some(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+            Some(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+            Some(_) => None,
+            // No RTA_DST: the default route.
+            None if msg.header.address_family == rtnetlink::packet_route::AddressFamily::Inet6 => {
+                Some(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+            }
+            None => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        }
+    }
 
     fn wire(inner: RouteNetlinkMessage) -> Vec<u8> {
         let mut msg = NetlinkMessage::new(

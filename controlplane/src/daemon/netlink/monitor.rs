@@ -4,9 +4,8 @@
 //! dropped notifications) is reported as [`Observation::Lost`]; so is the
 //! end of the monitor (the channel closes), after which the daemon starts a
 //! new one. Either way the daemon resyncs from a fresh dump.
-use super::decode::{LinkEvent, Observation, parse_link};
+use super::decode::{LinkEvent, Observation};
 use anyhow::{Context as _, Result};
-use futures_util::StreamExt as _;
 use rtnetlink::sys::{
     AsyncSocket as _, AsyncSocketExt as _, TokioSocket, protocols::NETLINK_ROUTE,
 };
@@ -28,8 +27,8 @@ const DATAGRAM: usize = 64 << 10;
 
 /// Starts a monitor: returns every link now, and a channel of changes that
 /// closes when the monitor ends. Notifications are read from a socket of
-/// its own and decoded lazily ([`super::decode`]); the dump goes
-/// through rtnetlink after the subscription, so nothing falls between.
+/// its own and decoded lazily ([`super::decode`]); the links are dumped
+/// after the subscription, so nothing falls between.
 pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observation>)> {
     let mut socket =
         TokioSocket::new(NETLINK_ROUTE).context("opening the rtnetlink monitor socket")?;
@@ -74,16 +73,7 @@ pub async fn start() -> Result<(Vec<LinkEvent>, mpsc::UnboundedReceiver<Observat
             }
         }
     });
-    let (conn, handle, _) =
-        rtnetlink::new_connection().context("opening rtnetlink for the link dump")?;
-    tokio::spawn(conn);
-    let mut links = Vec::new();
-    let mut dump = handle.link().get().execute();
-    while let Some(link) = dump.next().await {
-        if let Some(e) = parse_link(&link.context("dumping links")?, false) {
-            links.push(e);
-        }
-    }
+    let links = super::dump::links().await?;
     Ok((links, rx))
 }
 

@@ -1,70 +1,26 @@
 //! The kernel's actual state, read in one dump per kind (links, addresses,
 //! routes of the main table): what the reconciler compares with the desired.
-use super::decode::{self, LinkEvent};
-use anyhow::{Context as _, Result};
-use futures_util::StreamExt as _;
-use rtnetlink::Handle;
-use rtnetlink::packet_route::route::{RouteAttribute, RouteHeader, RouteMessage};
+use super::decode::{Configured, LinkEvent, RouteSeen};
+use super::dump;
+use anyhow::Result;
 use std::net::IpAddr;
 
-/// An address configured on a device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Configured {
-    pub ifindex: u32,
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteSeen {
-    pub dst: IpAddr,
-    pub prefix: u8,
-    pub gateway: Option<IpAddr>,
-    pub oif: Option<u32>,
-}
+/// The main routing table.
+const RT_TABLE_MAIN: u32 = 254;
 
 pub struct Observed {
     pub links: Vec<LinkEvent>,
     pub addresses: Vec<Configured>,
+    /// The routes of the main table.
     pub routes: Vec<RouteSeen>,
 }
 
 impl Observed {
-    pub async fn dump(handle: &Handle) -> Result<Observed> {
-        let mut links = Vec::new();
-        let mut dump = handle.link().get().execute();
-        while let Some(msg) = dump.next().await {
-            if let Some(l) = decode::parse_link(&msg.context("dumping links")?, false) {
-                links.push(l);
-            }
-        }
-        let mut addresses = Vec::new();
-        let mut dump = handle.address().get().execute();
-        while let Some(msg) = dump.next().await {
-            let msg = msg.context("dumping addresses")?;
-            if let Some(addr) = decode::address_of(&msg) {
-                addresses.push(Configured {
-                    ifindex: msg.header.index,
-                    addr,
-                    prefix: msg.header.prefix_len,
-                });
-            }
-        }
-        let mut routes = Vec::new();
-        for v6 in [false, true] {
-            let filter = if v6 {
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-            } else {
-                rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-            };
-            let mut dump = handle.route().get(filter).execute();
-            while let Some(msg) = dump.next().await {
-                let msg = msg.context("dumping routes")?;
-                if msg.header.table == RouteHeader::RT_TABLE_MAIN {
-                    routes.extend(route_of(&msg));
-                }
-            }
-        }
+    pub async fn dump() -> Result<Observed> {
+        let links = dump::links().await?;
+        let addresses = dump::addresses().await?;
+        let mut routes = dump::routes(libc::AF_UNSPEC).await?;
+        routes.retain(|r| r.table == RT_TABLE_MAIN);
         Ok(Observed {
             links,
             addresses,
@@ -92,27 +48,4 @@ impl Observed {
                 && r.oif == Some(oif)
         })
     }
-}
-
-fn route_of(msg: &RouteMessage) -> Option<RouteSeen> {
-    use rtnetlink::packet_route::route::RouteAddress;
-    let ip = |a: &RouteAddress| match a {
-        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
-        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
-        _ => None,
-    };
-    let gateway = msg.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(g) => ip(g),
-        _ => None,
-    });
-    let oif = msg.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Oif(i) => Some(*i),
-        _ => None,
-    });
-    Some(RouteSeen {
-        dst: decode::route_destination(msg)?,
-        prefix: msg.header.destination_prefix_length,
-        gateway,
-        oif,
-    })
 }

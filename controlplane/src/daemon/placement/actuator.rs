@@ -3,6 +3,7 @@
 //! instance table and AF_PACKET announcements; every step checks the kernel's
 //! state first, so it can be repeated (and a crash mid-move repaired).
 use crate::daemon::netlink::batch::{Batch, Request};
+use crate::daemon::netlink::dump;
 use crate::daemon::netlink::requests::{
     address_message, address_request, route_requests, up_request,
 };
@@ -15,8 +16,7 @@ use futures_util::StreamExt as _;
 use ipnet::IpNet;
 use rtnetlink::packet_route::link::MacVlanMode;
 use rtnetlink::packet_route::neighbour::{NeighbourAttribute, NeighbourState};
-use rtnetlink::packet_route::route::{RouteAttribute, RouteType};
-use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec};
 use std::net::IpAddr;
 use std::time::Instant;
 use tracing::{debug, info, warn};
@@ -67,10 +67,6 @@ impl Actuator {
         self.macvlan_tc.ensure(name, ifindex)
     }
 
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
     /// Adds the instance address to a port (replace: idempotent).
     pub fn add_address(&self, ifindex: u32, net: IpNet) -> Result<()> {
         self.run(vec![address_request(ifindex, net)])
@@ -100,19 +96,11 @@ impl Actuator {
         };
         let began = std::time::Instant::now();
         while began.elapsed() < LOCAL_WAIT_LIMIT {
-            let all = RouteMessageBuilder::<std::net::Ipv6Addr>::new().build();
-            let mut dump = self.handle.route().get(all).execute();
-            let mut found = false;
-            while let Some(route) = dump.next().await {
-                let route = route.context("reading the IPv6 routes")?;
-                found |= route.header.kind == RouteType::Local
-                    && route.header.destination_prefix_length == 128
-                    && crate::daemon::netlink::decode::route_destination(&route) == Some(addr)
-                    && route
-                        .attributes
-                        .iter()
-                        .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == dev));
-            }
+            let found = dump::routes(libc::AF_INET6)
+                .await
+                .context("reading the IPv6 routes")?
+                .iter()
+                .any(|r| r.local && r.prefix == 128 && r.dst == addr && r.oif == Some(dev));
             if found {
                 return Ok(());
             }

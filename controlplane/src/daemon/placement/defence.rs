@@ -11,6 +11,7 @@ use crate::daemon::wire::announce;
 use crate::netdev;
 use crate::protocol::{ConflictRecord, Event};
 use baton_config::model::mac_string;
+use baton_config::{InstanceName, PortName};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -26,12 +27,12 @@ struct Conflict {
 /// The last conflict of each placed instance.
 #[derive(Default)]
 pub struct Defence {
-    conflicts: BTreeMap<String, Conflict>,
+    conflicts: BTreeMap<InstanceName, Conflict>,
 }
 
 impl Defence {
     /// The last conflict seen for `instance`, for status.
-    pub fn record(&self, instance: &str) -> Option<&ConflictRecord> {
+    pub fn record(&self, instance: &InstanceName) -> Option<&ConflictRecord> {
         self.conflicts.get(instance).map(|c| &c.record)
     }
 
@@ -40,7 +41,7 @@ impl Defence {
         &mut self,
         (ifindex, claim): announce::Seen,
         ctx: &Context,
-        placement: &BTreeMap<String, String>,
+        placement: &BTreeMap<InstanceName, PortName>,
         actuator: &mut Actuator,
     ) -> bool {
         // A probe only asks; the kernel answers it for an address we hold.
@@ -76,7 +77,7 @@ impl Defence {
         let entry = self.conflicts.entry(name.clone()).or_insert(Conflict {
             record: ConflictRecord {
                 by: String::new(),
-                port: String::new(),
+                port: PortName::default(),
                 at_ms: 0,
                 count: 0,
                 defended: false,

@@ -20,6 +20,7 @@ use super::wire::Aftercare;
 use crate::decide::Inputs;
 use actuator::Actuator;
 use baton_config::Config;
+use baton_config::{InstanceName, PortName};
 use state::PlacementState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -47,10 +48,10 @@ pub struct Stage<'a> {
 /// failed moves' pauses, the cluster's view, the placement and the clock.
 pub fn with_inputs<R>(ctx: &Context, state: &PlacementState, f: impl FnOnce(&Inputs) -> R) -> R {
     let ports = ctx.ports.states();
-    let in_use: BTreeSet<(String, String)> = state.in_use.keys().cloned().collect();
+    let in_use: BTreeSet<(InstanceName, PortName)> = state.in_use.keys().cloned().collect();
     let now = Instant::now();
     let engine_now = ctx.report.now();
-    let retry_at: BTreeMap<(String, String), Duration> = state
+    let retry_at: BTreeMap<(InstanceName, PortName), Duration> = state
         .failed
         .iter()
         .map(|(k, until)| (k.clone(), engine_now + until.saturating_duration_since(now)))
@@ -71,7 +72,7 @@ pub enum Concern {
     /// A configured port's link, or any link that is not an instance's macvlan.
     Port(LinkEvent),
     /// These instances (their address, route or macvlan changed).
-    Instances(Vec<String>),
+    Instances(Vec<InstanceName>),
     /// Everything: a macvlan of baton's that no instance owns now.
     All,
     /// Events were lost: anything may have changed.

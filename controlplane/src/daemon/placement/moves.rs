@@ -11,13 +11,14 @@ use crate::decide::{self, Move, MoveKind, Plan};
 use crate::netdev;
 use crate::protocol::{Event, MoveRecord};
 use anyhow::{Context as _, Result, bail};
+use baton_config::{InstanceName, PortName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// An address a plan places for the first time.
 struct NewAddress {
-    instance: String,
+    instance: InstanceName,
     addr: std::net::IpAddr,
     vlan: Option<u16>,
 }
@@ -87,7 +88,7 @@ impl Stage<'_> {
     /// time (ARP probe or DAD NS, tagged for a VLAN instance); returns the
     /// moves that may go ahead and how many conflicted.
     async fn probe_new(&mut self, moves: &[Move]) -> (Vec<Move>, usize) {
-        let mut by_port: BTreeMap<String, Vec<NewAddress>> = BTreeMap::new();
+        let mut by_port: BTreeMap<PortName, Vec<NewAddress>> = BTreeMap::new();
         // Released to us by a live member that took it off first: no probe
         // (a planned handover's outage is the move alone).
         let released = self.ctx.cluster.released_to_us();
@@ -234,7 +235,7 @@ impl Stage<'_> {
         let to_ifindex = ports
             .ifindex(&m.to)
             .with_context(|| format!("port {} is missing", m.to))?;
-        let from = m.from.as_deref().map(|f| OnPort { port: f, ..to });
+        let from = m.from.as_ref().map(|f| OnPort { port: f, ..to });
         let spec = MoveSpec {
             name: &m.instance,
             instance: to.inst,
@@ -275,7 +276,7 @@ impl Stage<'_> {
     }
 
     /// Sends the tickles due for `instance` (once: they are taken).
-    pub fn tickle_due(&mut self, instance: &str) {
+    pub fn tickle_due(&mut self, instance: &InstanceName) {
         let (Some(conns), Some(inst)) = (
             self.state.tickles_due.remove(instance),
             self.ctx.config.instances.get(instance),
@@ -287,7 +288,7 @@ impl Stage<'_> {
 
     /// The announcements after the first one, paced, without holding up
     /// other moves; a later move of the instance cancels them.
-    pub fn spawn_announcements(&mut self, instance: &str, ifindex: u32, mac: [u8; 6]) {
+    pub fn spawn_announcements(&mut self, instance: &InstanceName, ifindex: u32, mac: [u8; 6]) {
         self.state.stop_announcing(instance);
         let Some(inst) = self.ctx.config.instances.get(instance) else {
             return;
@@ -305,13 +306,17 @@ impl Stage<'_> {
             });
             self.state
                 .announcing
-                .insert(instance.to_string(), task.abort_handle());
+                .insert(instance.clone(), task.abort_handle());
         }
         self.state.announcing.retain(|_, h| !h.is_finished());
     }
 
     /// `baton move`: make-before-break to an eligible port.
-    pub async fn planned_move(&mut self, instance: &str, port: &str) -> Result<String> {
+    pub async fn planned_move(
+        &mut self,
+        instance: &InstanceName,
+        port: &PortName,
+    ) -> Result<String> {
         let inst = self
             .ctx
             .config
@@ -334,9 +339,9 @@ impl Stage<'_> {
             bail!("{port} cannot take {instance}: {reason}");
         }
         let m = Move {
-            instance: instance.to_string(),
+            instance: instance.clone(),
             from,
-            to: port.to_string(),
+            to: port.clone(),
             kind: MoveKind::Planned,
         };
         if self.execute(&m).await {

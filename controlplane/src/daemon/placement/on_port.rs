@@ -10,16 +10,21 @@ use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
 use baton_config::Config;
 use baton_config::model::Instance;
+use baton_config::{InstanceName, PortName};
 
 pub struct OnPort<'a> {
-    pub name: &'a str,
+    pub name: &'a InstanceName,
     pub inst: &'a Instance,
-    pub port: &'a str,
+    pub port: &'a PortName,
 }
 
 impl<'a> OnPort<'a> {
     /// None when the config has no such instance.
-    pub fn new(config: &'a Config, name: &'a str, port: &'a str) -> Option<OnPort<'a>> {
+    pub fn new(
+        config: &'a Config,
+        name: &'a InstanceName,
+        port: &'a PortName,
+    ) -> Option<OnPort<'a>> {
         let inst = config.instances.get(name)?;
         Some(OnPort { name, inst, port })
     }

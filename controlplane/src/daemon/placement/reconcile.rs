@@ -20,6 +20,7 @@ use crate::netdev;
 use crate::protocol::Repair;
 use anyhow::{Context as _, Result};
 use baton_common::InstanceEntry;
+use baton_config::{InstanceName, PortName};
 use std::collections::BTreeSet;
 use tracing::{info, warn};
 
@@ -29,7 +30,7 @@ impl Stage<'_> {
     /// engine must decide again.
     pub async fn reconcile(
         &mut self,
-        names: BTreeSet<String>,
+        names: BTreeSet<InstanceName>,
         sweep: bool,
         observed: &Observed,
     ) -> bool {
@@ -71,7 +72,7 @@ impl Stage<'_> {
     /// One instance made to agree with its placement; returns the repairs.
     async fn reconcile_instance(
         &mut self,
-        name: &str,
+        name: &InstanceName,
         observed: &Observed,
     ) -> Result<Vec<(Repair, String)>> {
         let config = self.ctx.config;
@@ -81,7 +82,7 @@ impl Stage<'_> {
             .get(name)
             .with_context(|| format!("no instance {name}"))?;
         let id = baton_config::instance_id(name);
-        let macvlan = |port: &str| OnPort { name, inst, port }.macvlan();
+        let macvlan = |port: &PortName| OnPort { name, inst, port }.macvlan();
         let addr = inst.address.addr();
         let key = key_for(inst.vlan, addr);
         let mut repairs = Vec::new();
@@ -93,7 +94,7 @@ impl Stage<'_> {
             && self.ctx.cluster.may_hold(name)
             && let Some(p) = self.adopt(name, observed)
         {
-            self.state.placement.insert(name.to_string(), p);
+            self.state.placement.insert(name.clone(), p);
         }
         let owner = self.state.placement.get(name).cloned();
         let owner_port = owner.as_ref().filter(|p| ports.ifindex(p).is_some());
@@ -171,7 +172,7 @@ impl Stage<'_> {
         }
         // The macvlans it should have: on its ports, and on its owner port
         // while a reload's narrowing has yet to move it off.
-        let expected: Vec<(String, String)> = inst
+        let expected: Vec<(String, PortName)> = inst
             .ports
             .iter()
             .chain(owner.iter().filter(|o| !inst.ports.contains(o)))
@@ -260,11 +261,11 @@ impl Stage<'_> {
     /// restart, a reload): one holder is kept; with several (a crash
     /// mid-move) the one the map names if healthy, else the first healthy
     /// in the instance's order. The other copies are cleaned by the caller.
-    fn adopt(&self, name: &str, observed: &Observed) -> Option<String> {
+    fn adopt(&self, name: &InstanceName, observed: &Observed) -> Option<PortName> {
         let ports = self.ctx.ports;
         let inst = self.ctx.config.instances.get(name)?;
         let addr = inst.address.addr();
-        let holders: Vec<&String> = inst
+        let holders: Vec<&PortName> = inst
             .ports
             .iter()
             .filter(|port| {
@@ -273,7 +274,7 @@ impl Stage<'_> {
                     .is_some_and(|d| observed.holders(addr).any(|h| h == d))
             })
             .collect();
-        let healthy = |p: &&String| ports.get(p).is_some_and(|p| p.state.link == Link::Up);
+        let healthy = |p: &&PortName| ports.get(p).is_some_and(|p| p.state.link == Link::Up);
         let map_owner = self
             .actuator
             .table
@@ -326,8 +327,12 @@ impl Stage<'_> {
                 warn!(%addr, error = %format!("{e:#}"), "removing a leftover instance");
                 continue;
             }
-            self.state
-                .note_repair(self.ctx.report, &addr.to_string(), Repair::Leftover, what);
+            self.state.note_repair(
+                self.ctx.report,
+                &addr.to_string().into(),
+                Repair::Leftover,
+                what,
+            );
         }
         for l in &observed.links {
             let Some(id) = macvlan_owner_id(&l.name) else {
@@ -340,7 +345,7 @@ impl Stage<'_> {
             match self.actuator.del_link(&l.name).await {
                 Ok(_) => self.state.note_repair(
                     self.ctx.report,
-                    &l.name,
+                    &l.name.as_str().into(),
                     Repair::Leftover,
                     format!("{} deleted", l.name),
                 ),

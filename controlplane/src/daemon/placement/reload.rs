@@ -5,6 +5,7 @@
 use super::state::PlacementState;
 use anyhow::{Result, bail};
 use baton_config::Config;
+use baton_config::InstanceName;
 
 /// What a running daemon cannot take without a restart, said as the reason.
 pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
@@ -28,7 +29,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     }
     // The other members compare these digests before a takeover, and the
     // agent publishes them once: a changed set or definition is a restart.
-    let digests = |c: &Config| -> Vec<(String, String)> {
+    let digests = |c: &Config| -> Vec<(InstanceName, String)> {
         c.instances
             .iter()
             .map(|(n, i)| (n.clone(), crate::cluster::rules::digest(i)))
@@ -45,7 +46,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
 /// Instances that are gone or changed identity (address, VLAN, MAC): they
 /// leave, and the sweep of the next reconcile removes what they had,
 /// recognised by their dataplane entries and macvlan names.
-pub fn leaving(old: &Config, new: &Config) -> Vec<String> {
+pub fn leaving(old: &Config, new: &Config) -> Vec<InstanceName> {
     old.instances
         .iter()
         .filter(|(name, old)| {

@@ -7,12 +7,13 @@ use super::super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::decide::{Placement, Plan, Reason};
 use crate::protocol::{Event, MoveRecord, Repair, RepairRecord};
+use baton_config::{InstanceName, PortName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 
 /// (instance, port).
-pub type OnPortKey = (String, String);
+pub type OnPortKey = (InstanceName, PortName);
 
 /// How long a failed move waits before it is tried again.
 const MOVE_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
@@ -23,7 +24,7 @@ const RECONCILE_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Durati
 #[derive(Default)]
 pub struct Dirty {
     pub all: bool,
-    pub instances: BTreeSet<String>,
+    pub instances: BTreeSet<InstanceName>,
 }
 
 /// A reconcile error on one instance, retried with backoff.
@@ -36,21 +37,21 @@ pub struct Trouble {
 #[derive(Default)]
 pub struct PlacementState {
     /// The desired state: instance -> the port it lives on.
-    pub placement: BTreeMap<String, String>,
+    pub placement: BTreeMap<InstanceName, PortName>,
     /// (instance, port) -> until when an RFC 5227 conflict keeps it off.
     pub in_use: BTreeMap<OnPortKey, Instant>,
     /// (instance, port) -> until when a failed move is not retried.
     pub failed: BTreeMap<OnPortKey, Instant>,
     /// (instance, port) -> failed moves in a row (the pause doubles with each).
     move_failures: BTreeMap<OnPortKey, u32>,
-    pub refused: BTreeMap<String, Vec<(String, Reason)>>,
-    pub last_move: BTreeMap<String, MoveRecord>,
-    pub last_repair: BTreeMap<String, RepairRecord>,
-    pub trouble: BTreeMap<String, Trouble>,
+    pub refused: BTreeMap<InstanceName, Vec<(PortName, Reason)>>,
+    pub last_move: BTreeMap<InstanceName, MoveRecord>,
+    pub last_repair: BTreeMap<InstanceName, RepairRecord>,
+    pub trouble: BTreeMap<InstanceName, Trouble>,
     /// The background announcements of each instance's last move.
-    pub announcing: BTreeMap<String, AbortHandle>,
+    pub announcing: BTreeMap<InstanceName, AbortHandle>,
     /// instance -> the connections to tickle once a takeover placed it.
-    pub tickles_due: BTreeMap<String, Vec<Conn>>,
+    pub tickles_due: BTreeMap<InstanceName, Vec<Conn>>,
     pub dirty: Dirty,
     /// Relocations done since start (first placements are not moves).
     pub moves_done: u64,
@@ -82,8 +83,8 @@ impl PlacementState {
     /// The instances the next reconcile looks at (taken: dirty no more).
     pub fn take_dirty(
         &mut self,
-        all_names: impl Iterator<Item = String>,
-    ) -> (bool, BTreeSet<String>) {
+        all_names: impl Iterator<Item = InstanceName>,
+    ) -> (bool, BTreeSet<InstanceName>) {
         let all = std::mem::take(&mut self.dirty.all);
         let mut names = std::mem::take(&mut self.dirty.instances);
         let now = Instant::now();
@@ -100,51 +101,57 @@ impl PlacementState {
     }
 
     /// Stops the background announcements of an instance's last move.
-    pub fn stop_announcing(&mut self, instance: &str) {
+    pub fn stop_announcing(&mut self, instance: &InstanceName) {
         if let Some(h) = self.announcing.remove(instance) {
             h.abort();
         }
     }
 
     /// An instance that left the config or changed identity: nothing of it is kept.
-    pub fn forget(&mut self, instance: &str) {
+    pub fn forget(&mut self, instance: &InstanceName) {
         self.placement.remove(instance);
         self.trouble.remove(instance);
         self.stop_announcing(instance);
     }
 
     /// A move done: the instance lives on `to`, its failed moves are forgotten.
-    pub fn moved(&mut self, instance: &str, to: &str, record: MoveRecord) {
-        self.placement.insert(instance.to_string(), to.to_string());
+    pub fn moved(&mut self, instance: &InstanceName, to: &PortName, record: MoveRecord) {
+        self.placement.insert(instance.clone(), to.clone());
         self.move_failures.retain(|(i, _), _| i != instance);
         if record.from.is_some() {
             self.moves_done += 1;
         }
-        self.last_move.insert(instance.to_string(), record);
+        self.last_move.insert(instance.clone(), record);
     }
 
     /// A move failed: that port waits (longer with each failure in a row),
     /// and the instance is looked at again, so its address ends on one port.
-    pub fn move_failed(&mut self, instance: &str, to: &str) {
-        let key = (instance.to_string(), to.to_string());
+    pub fn move_failed(&mut self, instance: &InstanceName, to: &PortName) {
+        let key = (instance.clone(), to.clone());
         let streak = self.move_failures.entry(key.clone()).or_insert(0);
         *streak += 1;
         self.failed
             .insert(key, Instant::now() + MOVE_RETRY.after(*streak));
-        self.dirty.instances.insert(instance.to_string());
+        self.dirty.instances.insert(instance.clone());
     }
 
     /// A repair reported (log, metric, event) and kept for status.
-    pub fn note_repair(&mut self, report: &Reporter, instance: &str, what: Repair, detail: String) {
+    pub fn note_repair(
+        &mut self,
+        report: &Reporter,
+        instance: &InstanceName,
+        what: Repair,
+        detail: String,
+    ) {
         let at_ms = report.at_ms();
         report.report(Event::Repaired {
             at_ms,
-            instance: instance.to_string(),
+            instance: instance.clone(),
             what,
             detail: detail.clone(),
         });
         self.last_repair.insert(
-            instance.to_string(),
+            instance.clone(),
             RepairRecord {
                 what,
                 detail,
@@ -154,18 +161,18 @@ impl PlacementState {
     }
 
     /// A reconcile of `instance` failed: retried with backoff.
-    pub fn note_trouble(&mut self, instance: &str, error: String, report: &Reporter) {
+    pub fn note_trouble(&mut self, instance: &InstanceName, error: String, report: &Reporter) {
         let attempts = self.trouble.get(instance).map_or(0, |t| t.attempts) + 1;
         let wait = RECONCILE_RETRY.after(attempts);
         report.report(Event::RepairFailed {
             at_ms: report.at_ms(),
-            instance: instance.to_string(),
+            instance: instance.clone(),
             error: error.clone(),
             attempts,
             retry_ms: wait.as_millis() as u64,
         });
         self.trouble.insert(
-            instance.to_string(),
+            instance.clone(),
             Trouble {
                 error,
                 attempts,

@@ -106,7 +106,9 @@ pub fn count(m: &Metrics, e: &Event) {
     match e {
         Event::Port { port, state, .. } => {
             m.port_up
-                .get_or_create(&metrics::PortLabel { port: port.clone() })
+                .get_or_create(&metrics::PortLabel {
+                    port: port.to_string(),
+                })
                 .set(i64::from(*state == PortCondition::Up));
         }
         Event::Move { kind, took_us, .. } => {
@@ -137,7 +139,7 @@ pub fn count(m: &Metrics, e: &Event) {
         Event::Conflict { instance, .. } => {
             m.conflicts
                 .get_or_create(&metrics::InstanceLabel {
-                    instance: instance.clone(),
+                    instance: instance.to_string(),
                 })
                 .inc();
         }

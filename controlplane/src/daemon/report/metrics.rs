@@ -5,6 +5,7 @@
 use crate::dataplane::{self, PinDir};
 use anyhow::{Context as _, Result};
 use baton_common::InstancePortKey;
+use baton_config::{InstanceName, PortName};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -245,13 +246,13 @@ impl Metrics {
     }
 
     /// Marks `port` as the owner of `instance` (and no other port).
-    pub fn set_owner(&self, instance: &str, ports: &[String], owner: Option<&str>) {
+    pub fn set_owner(&self, instance: &InstanceName, ports: &[PortName], owner: Option<&PortName>) {
         for p in ports {
-            let v = i64::from(Some(p.as_str()) == owner);
+            let v = i64::from(Some(p) == owner);
             self.owner
                 .get_or_create(&OwnerLabels {
                     instance: instance.to_string(),
-                    port: p.clone(),
+                    port: p.to_string(),
                 })
                 .set(v);
         }

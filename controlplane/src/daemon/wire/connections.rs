@@ -6,6 +6,7 @@
 use crate::cluster::ToAgent;
 use crate::cluster::records::Conn;
 use crate::dataplane::sockets::{TCP_CLOSE_WAIT, TCP_ESTABLISHED, TcpSocket, TcpSockets};
+use baton_config::InstanceName;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -20,11 +21,11 @@ pub const MAX_CONNS: usize = 256;
 /// Samples until the agent's end closes.
 pub fn spawn(
     sockets: Arc<Mutex<TcpSockets>>,
-    addrs: BTreeMap<String, IpAddr>,
+    addrs: BTreeMap<InstanceName, IpAddr>,
     to_agent: mpsc::UnboundedSender<ToAgent>,
 ) {
     tokio::spawn(async move {
-        let mut last: BTreeMap<String, Vec<Conn>> = BTreeMap::new();
+        let mut last: BTreeMap<InstanceName, Vec<Conn>> = BTreeMap::new();
         let mut tick = tokio::time::interval(SAMPLE);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

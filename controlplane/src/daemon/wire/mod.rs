@@ -9,11 +9,12 @@ pub mod raw;
 pub mod revive;
 pub mod tickle;
 
+use baton_config::InstanceName;
 use std::net::IpAddr;
 use tokio::sync::mpsc;
 
 /// A takeover's tickles: what they did, or (instance, error).
-pub type TickleResult = Result<tickle::Tickled, (String, String)>;
+pub type TickleResult = Result<tickle::Tickled, (InstanceName, String)>;
 
 /// What TCP peers are told after a move, off the main loop; the results
 /// come back to the loop on the receivers [`Aftercare::new`] returns.
@@ -49,14 +50,19 @@ impl Aftercare {
     }
 
     /// The backoff revert of the sockets on `addr` (`outage`: a failover).
-    pub fn revive(&self, instance: &str, addr: IpAddr, outage: bool) {
+    pub fn revive(&self, instance: &InstanceName, addr: IpAddr, outage: bool) {
         if let Some(r) = &self.reviver {
-            r.spawn(instance.to_string(), addr, outage, self.revived.clone());
+            r.spawn(instance.clone(), addr, outage, self.revived.clone());
         }
     }
 
     /// The tickle ACKs to the old owner's client connections.
-    pub fn tickle(&self, instance: &str, addr: IpAddr, conns: Vec<crate::cluster::records::Conn>) {
-        tickle::spawn(instance.to_string(), addr, conns, self.tickled.clone());
+    pub fn tickle(
+        &self,
+        instance: &InstanceName,
+        addr: IpAddr,
+        conns: Vec<crate::cluster::records::Conn>,
+    ) {
+        tickle::spawn(instance.clone(), addr, conns, self.tickled.clone());
     }
 }

@@ -20,6 +20,7 @@ use crate::dataplane::sockets::{
     TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TcpSocket, TcpSockets,
 };
 use anyhow::Result;
+use baton_config::InstanceName;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +38,7 @@ const TO_PEER: usize = 2;
 /// What one revival did.
 #[derive(Clone, Debug, Default)]
 pub struct Revival {
-    pub instance: String,
+    pub instance: InstanceName,
     /// Sockets that were backed off and got ICMPs.
     pub sockets: usize,
     pub icmps: usize,
@@ -60,7 +61,7 @@ impl Reviver {
     /// may be backed off too; a planned move or failback had no outage.
     pub fn spawn(
         &self,
-        instance: String,
+        instance: InstanceName,
         addr: IpAddr,
         outage: bool,
         done: tokio::sync::mpsc::UnboundedSender<Revival>,
@@ -98,7 +99,7 @@ fn synchronised(all: Vec<TcpSocket>, addr: IpAddr) -> Vec<TcpSocket> {
 
 fn revive(
     sockets: &Mutex<TcpSockets>,
-    instance: &str,
+    instance: &InstanceName,
     addr: IpAddr,
     outage: bool,
 ) -> Result<Revival> {
@@ -115,7 +116,7 @@ fn revive(
     };
     let raw = RawSocket::open(addr.is_ipv6(), protocol)?;
     let mut revival = Revival {
-        instance: instance.to_string(),
+        instance: instance.clone(),
         ..Revival::default()
     };
     let mut touched = std::collections::BTreeSet::new();
@@ -155,7 +156,7 @@ fn revive(
     revival.sockets = touched.len();
     revival.left = backed.len();
     debug!(
-        instance,
+        %instance,
         sockets = revival.sockets,
         icmps = revival.icmps,
         left = revival.left,

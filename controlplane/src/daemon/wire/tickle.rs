@@ -10,6 +10,7 @@
 use super::raw::{RawSocket, checksum};
 use crate::cluster::records::Conn;
 use anyhow::Result;
+use baton_config::InstanceName;
 use std::net::IpAddr;
 use std::time::Duration;
 use tracing::debug;
@@ -22,17 +23,17 @@ const SPACING: Duration = Duration::from_millis(20);
 /// What one takeover's tickles did.
 #[derive(Clone, Debug, Default)]
 pub struct Tickled {
-    pub instance: String,
+    pub instance: InstanceName,
     pub connections: usize,
     pub acks: usize,
 }
 
 /// Sends the tickles off the main loop; the result goes to `done`.
 pub fn spawn(
-    instance: String,
+    instance: InstanceName,
     addr: IpAddr,
     conns: Vec<Conn>,
-    done: tokio::sync::mpsc::UnboundedSender<Result<Tickled, (String, String)>>,
+    done: tokio::sync::mpsc::UnboundedSender<Result<Tickled, (InstanceName, String)>>,
 ) {
     tokio::task::spawn_blocking(move || {
         let r = tickle(&instance, addr, &conns).map_err(|e| (instance, format!("{e:#}")));
@@ -40,7 +41,7 @@ pub fn spawn(
     });
 }
 
-fn tickle(instance: &str, addr: IpAddr, conns: &[Conn]) -> Result<Tickled> {
+fn tickle(instance: &InstanceName, addr: IpAddr, conns: &[Conn]) -> Result<Tickled> {
     let raw = RawSocket::open(addr.is_ipv6(), libc::IPPROTO_TCP)?;
     raw.bind(addr)?;
     let mut acks = 0;
@@ -56,9 +57,9 @@ fn tickle(instance: &str, addr: IpAddr, conns: &[Conn]) -> Result<Tickled> {
             acks += 1;
         }
     }
-    debug!(instance, connections = conns.len(), acks, "tickled");
+    debug!(%instance, connections = conns.len(), acks, "tickled");
     Ok(Tickled {
-        instance: instance.to_string(),
+        instance: instance.clone(),
         connections: conns.len(),
         acks,
     })

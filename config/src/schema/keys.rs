@@ -1,66 +1,7 @@
-//! Every key of baton.toml, once: the reader accepts exactly these (its
-//! unknown-key check reads this list) and `baton.toml(5)` is generated from
-//! it, with defaults taken from the model's own `Default`s, so the manual
-//! cannot drift from the code.
+//! The list itself: every key with its kind, default, limits and text.
+use super::{Key, Table};
 use crate::duration;
 use crate::model::{Cluster, DaemonSettings, Limits, Metrics, Timers};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Table {
-    Top,
-    Port,
-    Network,
-    Instance,
-    Route,
-    Timers,
-    Limits,
-    Cluster,
-    Metrics,
-    Daemon,
-}
-
-impl Table {
-    pub const ALL: [Table; 10] = [
-        Table::Top,
-        Table::Port,
-        Table::Network,
-        Table::Instance,
-        Table::Route,
-        Table::Timers,
-        Table::Limits,
-        Table::Cluster,
-        Table::Metrics,
-        Table::Daemon,
-    ];
-
-    /// How the table is written in the file.
-    pub fn heading(self) -> &'static str {
-        match self {
-            Table::Top => "(top level)",
-            Table::Port => "[ports.NAME]",
-            Table::Network => "[networks.NAME]",
-            Table::Instance => "[instances.NAME]",
-            Table::Route => "routes = [{ ... }] (in an instance)",
-            Table::Timers => "[timers]",
-            Table::Limits => "[limits]",
-            Table::Cluster => "[cluster]",
-            Table::Metrics => "[metrics]",
-            Table::Daemon => "[daemon]",
-        }
-    }
-}
-
-pub struct Key {
-    pub table: Table,
-    pub name: &'static str,
-    /// The value's form.
-    pub kind: &'static str,
-    /// The value when the file is silent (None: required, or no default).
-    pub default: Option<fn() -> String>,
-    /// What values are accepted, beyond the form.
-    pub limits: &'static str,
-    pub doc: &'static str,
-}
 
 fn ms(d: std::time::Duration) -> String {
     crate::duration::display(d)
@@ -312,7 +253,7 @@ pub const KEYS: &[Key] = &[
         "duration",
         Some(|| ms(Timers::default().hold_down)),
         "0 allowed",
-        "How long a port must stay down before it counts as failed (the seed's 2 s)."
+        "How long a port must stay down before it counts as failed: a link that flaps back within it moves nothing."
     ),
     key!(
         Timers,
@@ -368,7 +309,7 @@ pub const KEYS: &[Key] = &[
         "integer",
         Some(|| Limits::default().addresses_per_port.to_string()),
         "1..=100000",
-        "Addresses one port may hold (the seed's 15)."
+        "Addresses one port may hold: a failover never piles more than this onto one port."
     ),
     key!(
         Limits,
@@ -533,11 +474,3 @@ pub const KEYS: &[Key] = &[
         "How often the whole kernel state is read again and repaired, whatever events said."
     ),
 ];
-
-/// The key names a table accepts.
-pub fn names(table: Table) -> Vec<&'static str> {
-    KEYS.iter()
-        .filter(|k| k.table == table)
-        .map(|k| k.name)
-        .collect()
-}

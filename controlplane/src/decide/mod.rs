@@ -4,228 +4,48 @@
 //! `decide(config, port states, cluster view, probe results, current
 //! placement, now) -> Plan`. Time is the caller's monotonic clock, as a
 //! `Duration` since the daemon started.
-use baton_config::model::{Config, Failback, Instance};
+mod port;
+mod reason;
+
+pub use port::{Link, PortCondition, PortState, Time, all_ports_up, port_condition};
+pub use reason::{ClusterView, FenceCause, Reason};
+
+use baton_config::model::{Config, Failback, Instance, InstanceName, PortName};
+use port::{Health, health};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::time::Duration;
-
-pub type Time = Duration;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Link {
-    Up,
-    Down,
-}
-
-/// What the link monitor knows of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortState {
-    pub link: Link,
-    /// When the link last changed (or when baton first saw it).
-    pub since: Time,
-    /// The link has been like this since baton started: no hold timer applies
-    /// (a port down at start-up counts as failed at once).
-    pub at_start: bool,
-}
-
-impl PortState {
-    /// Up since baton started: usable at once.
-    pub const UP_AT_START: PortState = PortState {
-        link: Link::Up,
-        since: Duration::ZERO,
-        at_start: true,
-    };
-}
-
-/// Every configured port up since start (what `baton check` places against).
-pub fn all_ports_up(config: &Config) -> BTreeMap<String, PortState> {
-    config
-        .ports
-        .keys()
-        .map(|p| (p.clone(), PortState::UP_AT_START))
-        .collect()
-}
-
-/// The cluster's word on each instance: only
-/// the member holding an instance's owner key may place it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ClusterView {
-    /// Instances whose owner key this member holds.
-    pub held: BTreeSet<String>,
-    /// Why this member may not hold the others now (absent: not-claimed).
-    pub withheld: BTreeMap<String, Reason>,
-}
-
-impl ClusterView {
-    /// None when `instance` may be placed here.
-    pub fn refusal(&self, instance: &str) -> Option<Reason> {
-        if self.held.contains(instance) {
-            return None;
-        }
-        Some(
-            self.withheld
-                .get(instance)
-                .cloned()
-                .unwrap_or(Reason::NotClaimed),
-        )
-    }
-}
-
-/// Why a member holds nothing (its addresses are dropped).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FenceCause {
-    /// etcd did not answer a keepalive before the owner's deadline.
-    NoQuorum,
-    /// The lease is gone (expired, or revoked by a member that found this one silent).
-    LeaseLost,
-}
-
-impl fmt::Display for FenceCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FenceCause::NoQuorum => "no quorum",
-            FenceCause::LeaseLost => "lease lost",
-        })
-    }
-}
 
 #[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     pub config: &'a Config,
-    pub ports: &'a BTreeMap<String, PortState>,
+    pub ports: &'a BTreeMap<PortName, PortState>,
     /// None: a single host, every instance is this host's.
     pub cluster: Option<&'a ClusterView>,
     /// (instance, port) pairs whose RFC 5227 / DAD probe found the address in use.
-    pub in_use: &'a BTreeSet<(String, String)>,
+    pub in_use: &'a BTreeSet<(InstanceName, PortName)>,
     /// (instance, port) pairs whose last move failed, and until when the
     /// move is not tried again (the daemon's backoff).
-    pub retry_at: &'a BTreeMap<(String, String), Time>,
+    pub retry_at: &'a BTreeMap<(InstanceName, PortName), Time>,
     /// instance -> the port its address is on now.
-    pub placement: &'a BTreeMap<String, String>,
+    pub placement: &'a BTreeMap<InstanceName, PortName>,
     pub now: Time,
 }
 
 /// Why a port cannot take an instance, as shown in status
 /// and logs; in JSON `{"reason": "port-settling", "remaining": 1500}` (ms).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "reason", rename_all = "kebab-case")]
-pub enum Reason {
-    /// baton has never seen this port (missing device).
-    PortMissing,
-    /// Link down (held down or failed).
-    PortDown,
-    /// Link up, but not yet for `hold_up` (or `failback_delay` for a failback).
-    PortSettling {
-        #[serde(with = "millis")]
-        remaining: Duration,
-    },
-    /// The port reaches none of the instance's networks.
-    DifferentNetwork,
-    /// The port reaches the network but serves no subnet holding the address.
-    SubnetMismatch,
-    VlanNotAllowed {
-        vlan: u16,
-    },
-    /// Another live member holds the instance's owner key.
-    ClaimedByMember {
-        member: String,
-    },
-    /// Nobody holds it and this member is not the one to claim it now (a
-    /// member before it in `members` is alive, or a takeover waits out the
-    /// old owner's deadline).
-    NotClaimed,
-    /// This member fenced itself: it holds nothing until etcd answers again.
-    Fenced {
-        cause: FenceCause,
-    },
-    /// A member with a different definition of the instance is alive: no takeover.
-    ConfigDiffers {
-        member: String,
-    },
-    /// Another device answered the RFC 5227 / DAD probe on this port.
-    AddressInUse,
-    /// The last move to this port failed; it is tried again after a pause.
-    RetryBackoff {
-        #[serde(with = "millis")]
-        remaining: Duration,
-    },
-    AddressCapReached {
-        cap: u32,
-    },
-    MacCapReached {
-        cap: u32,
-    },
-}
-
-/// A `Duration` as whole milliseconds in JSON.
-mod millis {
-    use serde::{Deserialize as _, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-impl Reason {
-    /// Short stable name for logs, status and metrics labels.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Reason::PortMissing => "port-missing",
-            Reason::PortDown => "port-down",
-            Reason::PortSettling { .. } => "port-settling",
-            Reason::DifferentNetwork => "different-network",
-            Reason::SubnetMismatch => "subnet-mismatch",
-            Reason::VlanNotAllowed { .. } => "vlan-not-allowed",
-            Reason::ClaimedByMember { .. } => "claimed-by-member",
-            Reason::NotClaimed => "not-claimed",
-            Reason::Fenced { .. } => "fenced",
-            Reason::ConfigDiffers { .. } => "config-differs",
-            Reason::AddressInUse => "address-in-use",
-            Reason::RetryBackoff { .. } => "retry-backoff",
-            Reason::AddressCapReached { .. } => "address-cap-reached",
-            Reason::MacCapReached { .. } => "mac-cap-reached",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::PortSettling { remaining } | Reason::RetryBackoff { remaining } => {
-                write!(f, "{} ({}ms left)", self.name(), remaining.as_millis())
-            }
-            Reason::VlanNotAllowed { vlan } => write!(f, "{} (VLAN {vlan})", self.name()),
-            Reason::ClaimedByMember { member } | Reason::ConfigDiffers { member } => {
-                write!(f, "{} (member {member})", self.name())
-            }
-            Reason::Fenced { cause } => write!(f, "{} ({cause})", self.name()),
-            Reason::AddressCapReached { cap } | Reason::MacCapReached { cap } => {
-                write!(f, "{} (cap {cap})", self.name())
-            }
-            _ => f.write_str(self.name()),
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Placement {
-    On(String),
+    On(PortName),
     /// The cluster says it is not this member's: off every port here.
     Withheld {
-        at: Option<String>,
+        at: Option<PortName>,
         reason: Reason,
     },
     /// No port can take it: it stays where it is (or unplaced), with the
     /// reason each port refused.
     Stays {
-        at: Option<String>,
-        refused: Vec<(String, Reason)>,
+        at: Option<PortName>,
+        refused: Vec<(PortName, Reason)>,
     },
 }
 
@@ -247,97 +67,33 @@ pub enum MoveKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
-    pub instance: String,
-    pub from: Option<String>,
-    pub to: String,
+    pub instance: InstanceName,
+    pub from: Option<PortName>,
+    pub to: PortName,
     pub kind: MoveKind,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    pub placements: BTreeMap<String, Placement>,
+    pub placements: BTreeMap<InstanceName, Placement>,
     pub moves: Vec<Move>,
     /// The earliest time a timer may change the plan: decide again then.
     pub next_check: Option<Time>,
 }
 
-/// How a port looks to the engine at `now`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Health {
-    /// Up past hold_up; `stable_since` for failback_delay.
-    Up {
-        stable_since: Option<Time>,
-    },
-    /// Link up within hold_up.
-    Settling {
-        until: Time,
-    },
-    /// Link down within hold_down: still counts for the instances on it.
-    HeldDown {
-        until: Time,
-    },
-    Failed,
-    Missing,
-}
-
-/// What the engine makes of a port, as status and events show it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PortCondition {
-    Up,
-    /// Up again, but not yet for `hold_up`.
-    Settling,
-    /// Down, but not yet for `hold_down`.
-    HeldDown,
-    Failed,
-    Missing,
-}
-
-/// The one reading of a port's state against the hold timers (`None`: the
-/// port does not exist now).
-pub fn port_condition(state: Option<&PortState>, c: &Config, now: Time) -> PortCondition {
-    match health(state, c, now) {
-        Health::Up { .. } => PortCondition::Up,
-        Health::Settling { .. } => PortCondition::Settling,
-        Health::HeldDown { .. } => PortCondition::HeldDown,
-        Health::Failed => PortCondition::Failed,
-        Health::Missing => PortCondition::Missing,
-    }
-}
-
-fn health(state: Option<&PortState>, c: &Config, now: Time) -> Health {
-    let Some(s) = state else {
-        return Health::Missing;
-    };
-    let t = &c.timers;
-    match s.link {
-        Link::Up if s.at_start => Health::Up { stable_since: None },
-        Link::Up if now >= s.since + t.hold_up => Health::Up {
-            stable_since: Some(s.since),
-        },
-        Link::Up => Health::Settling {
-            until: s.since + t.hold_up,
-        },
-        Link::Down if s.at_start || now >= s.since + t.hold_down => Health::Failed,
-        Link::Down => Health::HeldDown {
-            until: s.since + t.hold_down,
-        },
-    }
-}
-
 /// Addresses and MACs the plan puts on each port so far.
 #[derive(Default)]
-struct Load(BTreeMap<String, (u32, u32)>);
+struct Load(BTreeMap<PortName, (u32, u32)>);
 
 impl Load {
-    fn add(&mut self, port: &str, inst: &Instance, sign: i32) {
-        let e = self.0.entry(port.to_string()).or_default();
+    fn add(&mut self, port: &PortName, inst: &Instance, sign: i32) {
+        let e = self.0.entry(port.clone()).or_default();
         e.0 = e.0.saturating_add_signed(sign);
         if inst.mac.is_some() {
             e.1 = e.1.saturating_add_signed(sign);
         }
     }
-    fn get(&self, port: &str) -> (u32, u32) {
+    fn get(&self, port: &PortName) -> (u32, u32) {
         self.0.get(port).copied().unwrap_or_default()
     }
 }
@@ -386,7 +142,7 @@ pub fn decide(inp: &Inputs) -> Plan {
 /// One planning pass from the current placement.
 fn plan_once(inp: &Inputs) -> Plan {
     let c = inp.config;
-    let health_of = |p: &str| health(inp.ports.get(p), c, inp.now);
+    let health_of = |p: &PortName| health(inp.ports.get(p), c, inp.now);
     let mut load = Load::default();
     let mut placements = BTreeMap::new();
     let mut movers: Vec<Mover> = Vec::new();
@@ -467,7 +223,7 @@ fn plan_once(inp: &Inputs) -> Plan {
 
 /// Why `port` cannot take `instance` now, for a planned move (`baton move`):
 /// the same eligibility checks, with the load of every other instance where it is.
-pub fn check_move(inp: &Inputs, instance: &str, port: &str) -> Option<Reason> {
+pub fn check_move(inp: &Inputs, instance: &InstanceName, port: &PortName) -> Option<Reason> {
     let inst = inp.config.instances.get(instance)?;
     let mut load = Load::default();
     for (name, p) in inp.placement {
@@ -479,7 +235,12 @@ pub fn check_move(inp: &Inputs, instance: &str, port: &str) -> Option<Reason> {
 }
 
 /// (instance, current owner, ports it may move to, kind)
-type Mover<'a> = (&'a String, Option<&'a String>, Vec<&'a String>, MoveKind);
+type Mover<'a> = (
+    &'a InstanceName,
+    Option<&'a PortName>,
+    Vec<&'a PortName>,
+    MoveKind,
+);
 
 /// One pass over `movers`: each takes its first eligible port. Returns those
 /// that found none, with every port's reason.
@@ -487,9 +248,9 @@ fn place<'a>(
     inp: &Inputs<'a>,
     movers: Vec<Mover<'a>>,
     load: &mut Load,
-    placements: &mut BTreeMap<String, Placement>,
+    placements: &mut BTreeMap<InstanceName, Placement>,
     moves: &mut Vec<Move>,
-) -> Vec<(Mover<'a>, Vec<(String, Reason)>)> {
+) -> Vec<(Mover<'a>, Vec<(PortName, Reason)>)> {
     let mut refused_all = Vec::new();
     for mover in movers {
         let (name, owner, candidates, kind) = &mover;
@@ -531,9 +292,9 @@ fn place<'a>(
 fn eligibility(
     inp: &Inputs,
     load: &Load,
-    name: &str,
+    name: &InstanceName,
     inst: &Instance,
-    port: &str,
+    port: &PortName,
     kind: MoveKind,
 ) -> Option<Reason> {
     match health(inp.ports.get(port), inp.config, inp.now) {
@@ -557,9 +318,9 @@ fn eligibility(
 fn ineligible(
     inp: &Inputs,
     load: &Load,
-    name: &str,
+    name: &InstanceName,
     inst: &Instance,
-    port: &str,
+    port: &PortName,
 ) -> Option<Reason> {
     let c = inp.config;
     let p = c.ports.get(port)?;
@@ -584,10 +345,10 @@ fn ineligible(
     if let Some(reason) = inp.cluster.and_then(|v| v.refusal(name)) {
         return Some(reason);
     }
-    if inp.in_use.contains(&(name.to_string(), port.to_string())) {
+    if inp.in_use.contains(&(name.clone(), port.clone())) {
         return Some(Reason::AddressInUse);
     }
-    if let Some(until) = inp.retry_at.get(&(name.to_string(), port.to_string()))
+    if let Some(until) = inp.retry_at.get(&(name.clone(), port.clone()))
         && *until > inp.now
     {
         return Some(Reason::RetryBackoff {
