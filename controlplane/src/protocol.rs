@@ -74,6 +74,9 @@ pub struct MemberStatus {
     /// Its definitions of the instances this member knows are the same.
     pub digests_match: bool,
     pub held: Vec<InstanceName>,
+    /// The instances it could place now (one of their ports is up).
+    #[serde(default)]
+    pub hostable: Vec<InstanceName>,
     pub leaving: bool,
 }
 
@@ -114,6 +117,10 @@ pub struct InstanceStatus {
     /// In a cluster: why this member may not hold it now.
     #[serde(default)]
     pub withheld: Option<Reason>,
+    /// In a cluster: why this member keeps it although no port here can
+    /// serve it (`no-member-can-host`).
+    #[serde(default)]
+    pub handover: Option<Reason>,
 }
 
 /// One port's refusal of an instance.

@@ -52,7 +52,7 @@ pub fn render_status(s: &Status) -> String {
             i.ports.join(","),
             last_move(i),
             traffic(i),
-            match &i.withheld {
+            match i.withheld.as_ref().or(i.handover.as_ref()) {
                 Some(r) => r.to_string(),
                 None => i
                     .refused

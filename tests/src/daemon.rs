@@ -282,14 +282,21 @@ impl Daemon {
 
     /// The owner of an instance according to the daemon.
     pub fn owner(&self, instance: &str) -> Result<Option<String>> {
+        Ok(self.instance(instance)?["owner"]
+            .as_str()
+            .map(str::to_string))
+    }
+
+    /// `instance`'s entry in the status.
+    pub fn instance(&self, instance: &str) -> Result<serde_json::Value> {
         let s = self.status()?;
-        let inst = s["instances"]
+        s["instances"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|i| i["name"] == instance)
-            .context("no such instance")?;
-        Ok(inst["owner"].as_str().map(str::to_string))
+            .cloned()
+            .context("no such instance")
     }
 
     /// Polls until `instance` is owned by `port`, or fails after `timeout`.

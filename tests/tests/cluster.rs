@@ -86,14 +86,7 @@ fn text_status(d: &Daemon) -> String {
 /// Why `d` does not hold `instance`: the cluster's reason, else the
 /// first port's refusal ("" when it holds it).
 fn withheld(d: &Daemon, instance: &str) -> anyhow::Result<String> {
-    let s = d.status()?;
-    let inst = s["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["name"] == instance)
-        .cloned()
-        .unwrap_or_default();
+    let inst = d.instance(instance)?;
     let reason = inst["withheld"]["reason"]
         .as_str()
         .or_else(|| inst["refused"][0]["reason"].as_str());
@@ -120,6 +113,33 @@ fn each_instance_has_one_owner_by_its_members_order() -> anyhow::Result<()> {
     assert!(o.answers > 50, "the checker saw too few answers: {o:?}");
     o.assert_none();
     Ok(())
+}
+
+/// One field of `instance` in `d`'s status ("" when absent).
+fn instance_field(d: &Daemon, instance: &str, field: &str) -> anyhow::Result<String> {
+    let inst = d.instance(instance)?;
+    let v = &inst[field];
+    Ok(v["reason"]
+        .as_str()
+        .or(v.as_str())
+        .unwrap_or("")
+        .to_string())
+}
+
+/// Polls until `cond` holds; how long it took, or the error saying what was seen.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if cond()? {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    anyhow::bail!("{what}: not within {timeout:?}")
 }
 
 /// Both instances placed where their order says.
@@ -794,5 +814,84 @@ fn a_takeover_resets_the_old_owners_client_connections() -> anyhow::Result<()> {
         "tickles off: gw1 held iscsi-a {placed:?} after the kill; the client's connection: {ended:?}"
     );
     assert_eq!(ended, None, "without tickles nothing tells an idle client");
+    Ok(())
+}
+
+/// gw0's daemon alive, both of its data ports pulled: no port there can
+/// serve iscsi-a, so gw0 hands it to gw1 by the planned handover (a
+/// release: gw0 keeps its lease, nothing waits out a deadline). The cables
+/// back change nothing: no failback across members.
+#[test]
+fn a_member_with_no_port_left_hands_its_instances_over() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(300));
+    s.c.lab.pull_cable(0, 0)?;
+    s.c.lab.pull_cable(0, 1)?;
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
+        .map_err(|e| e.context(format!("gw0's log:\n{}", s.gw[0].log_text())))?;
+    println!(
+        "no port left on gw0: gw1 holds iscsi-a {} ms after the pull\ngw0:\n{}",
+        took.as_millis(),
+        text_status(&s.gw[0])
+    );
+    assert_eq!(fenced(&s.gw[0])?, None, "gw0 fenced: not a handover");
+    assert_eq!(s.gw[0].owner("iscsi-a")?, None);
+    assert_eq!(withheld(&s.gw[0], "iscsi-a")?, "claimed-by-member");
+    s.c.lab.plug_cable(0, 0)?;
+    s.c.lab.plug_cable(0, 1)?;
+    // Past gw0's hold_up (2 s): its ports are usable again, and still
+    // iscsi-a stays where it went.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(s.gw[1].owner("iscsi-a")?.is_some(), "gw1 let iscsi-a go");
+    assert_eq!(s.gw[0].owner("iscsi-a")?, None, "iscsi-a came back to gw0");
+    let o = checker.finish()?;
+    o.assert_none();
+    Ok(())
+}
+
+/// Every member's data ports down: gw1 first hands iscsi-b to gw0, then
+/// with gw0's pulled too nobody can host either; gw0 keeps them and says
+/// why. gw1's cables back: gw0 hands both to it.
+#[test]
+fn with_no_member_that_can_host_it_an_instance_stays_and_says_why() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site(FAST)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(300));
+    s.c.lab.pull_cable(1, 0)?;
+    s.c.lab.pull_cable(1, 1)?;
+    wait_placed(&s.gw[0], "iscsi-b", Duration::from_secs(5))?;
+    s.c.lab.pull_cable(0, 0)?;
+    s.c.lab.pull_cable(0, 1)?;
+    for instance in ["iscsi-a", "iscsi-b"] {
+        wait_until(
+            &format!("gw0 keeping {instance} for want of a taker"),
+            Duration::from_secs(3),
+            || Ok(instance_field(&s.gw[0], instance, "handover")? == "no-member-can-host"),
+        )
+        .map_err(|e| e.context(text_status(&s.gw[0])))?;
+        assert_eq!(
+            instance_field(&s.gw[0], instance, "cluster_owner")?,
+            "gw0",
+            "{instance} left gw0 with nowhere to go"
+        );
+    }
+    println!("nobody can host, gw0:\n{}", text_status(&s.gw[0]));
+    s.c.lab.plug_cable(1, 0)?;
+    s.c.lab.plug_cable(1, 1)?;
+    // gw1's ports settle (hold_up, 2 s) before it places what it took.
+    for instance in ["iscsi-a", "iscsi-b"] {
+        wait_placed(&s.gw[1], instance, Duration::from_secs(6))?;
+    }
+    assert_eq!(instance_field(&s.gw[0], "iscsi-a", "handover")?, "");
+    s.c.lab.plug_cable(0, 0)?;
+    s.c.lab.plug_cable(0, 1)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let o = checker.finish()?;
+    o.assert_none();
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! engine is told, the digest of an instance's definition.
 use super::records::{MemberRecord, OwnerRecord};
 use crate::decide::{ClusterView, FenceCause, Reason};
+use crate::protocol::MemberStatus;
 use baton_config::model::{Cluster, Instance, InstanceName, MemberId};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -129,6 +130,22 @@ pub fn claim_verdict(
         f.hostable_here,
         live,
     )
+}
+
+/// Who takes `instance` when no port of this member can serve it: the
+/// first of its `members`, other than `me`, that is alive, not leaving and
+/// can host it (one of its ports is up, as its record says). None: no
+/// member is better off, and it stays.
+pub fn handover_target<'a>(
+    me: &MemberId,
+    instance: &InstanceName,
+    members: &'a [MemberId],
+    live: &[MemberStatus],
+) -> Option<&'a MemberId> {
+    members.iter().filter(|m| *m != me).find(|m| {
+        live.iter()
+            .any(|s| s.id == **m && s.alive && !s.leaving && s.hostable.contains(instance))
+    })
 }
 
 /// The engine's view: what `me` holds, and why not the rest. An owner
@@ -387,6 +404,42 @@ mod tests {
             claim_ok(&m("gw2"), &i("b"), &order(), "same", true, &live),
             Ok(())
         );
+    }
+
+    #[test]
+    fn an_instance_no_port_here_serves_goes_to_the_first_member_that_can_host_it() {
+        let status = |id: &str, alive: bool, leaving: bool, hostable: &[&str]| MemberStatus {
+            id: m(id),
+            alive,
+            silent_ms: None,
+            digests_match: true,
+            held: vec![],
+            hostable: hostable.iter().map(|s| i(s)).collect(),
+            leaving,
+        };
+        let members = [m("gw1"), m("gw2"), m("gw3")];
+        let me = &members[0];
+        let a = i("a");
+        // gw2 cannot host it (its ports are down too): gw3 takes it.
+        let live = [
+            status("gw2", true, false, &[]),
+            status("gw3", true, false, &["a"]),
+        ];
+        assert_eq!(handover_target(me, &a, &members, &live), Some(&members[2]));
+        // gw2 first when it can; never this member itself.
+        let live = [
+            status("gw1", true, false, &["a"]),
+            status("gw2", true, false, &["a"]),
+            status("gw3", true, false, &["a"]),
+        ];
+        assert_eq!(handover_target(me, &a, &members, &live), Some(&members[1]));
+        // Silent, leaving, or not a member of the list: nobody is better off.
+        let live = [
+            status("gw2", false, false, &["a"]),
+            status("gw3", true, true, &["a"]),
+            status("gw4", true, false, &["a"]),
+        ];
+        assert_eq!(handover_target(me, &a, &members, &live), None);
     }
 
     #[test]

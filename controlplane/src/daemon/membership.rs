@@ -7,15 +7,15 @@ use super::ports::PortTable;
 use super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::cluster::{ClusterEvent, ClusterLink, ClusterState, ToAgent};
-use crate::decide::{ClusterView, FenceCause, Reason};
+use crate::decide::{ClusterView, FenceCause, PortCondition, Reason};
 use crate::protocol::{ClusterStatus, Event};
 use anyhow::{Result, bail};
 use baton_config::Config;
 use baton_config::{InstanceName, MemberId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 /// What woke the loop on the cluster's side.
 pub enum Wake {
@@ -35,7 +35,16 @@ pub struct Membership {
     hostable_sent: Option<BTreeSet<InstanceName>>,
     /// Instances being handed over: off this host, never re-adopted.
     releasing: BTreeSet<InstanceName>,
+    /// Held instances no port here can serve and no member can take.
+    no_taker: BTreeSet<InstanceName>,
+    /// After a failed handover of an instance no port here serves: not
+    /// tried again before this.
+    handover_retry: BTreeMap<InstanceName, Instant>,
 }
+
+/// The pause after a failed handover (the instance is off this host, and
+/// nothing here can serve it meanwhile).
+const HANDOVER_RETRY: Duration = Duration::from_secs(1);
 
 /// What this member is releasing is not the engine's to place again, even
 /// while the agent still says it holds the key: the engine reads the view,
@@ -68,6 +77,8 @@ impl Membership {
             deadline: None,
             hostable_sent: None,
             releasing: BTreeSet::new(),
+            no_taker: BTreeSet::new(),
+            handover_retry: BTreeMap::new(),
         }
     }
 
@@ -123,8 +134,10 @@ impl Membership {
         self.releasing.retain(|n| view.held.contains(n));
         withhold_releasing(&mut view, &self.releasing);
         self.deadline = deadline;
+        // An instance kept for want of a taker looks again when the members change.
+        let takers_changed = !self.no_taker.is_empty() && self.state.members != state.members;
         self.state = state;
-        let changed = self.view.as_ref() != Some(&view);
+        let changed = self.view.as_ref() != Some(&view) || takers_changed;
         self.view = Some(view);
         changed
     }
@@ -228,6 +241,67 @@ impl Membership {
             bail!("{instance} is not held by this member");
         }
         Ok(())
+    }
+
+    /// The held instances no port here can serve now (each of their ports
+    /// failed, past hold_down, or missing), each with the member to hand it
+    /// to; one nobody can take is kept and said (`no-member-can-host`).
+    pub fn unservable(
+        &mut self,
+        config: &Config,
+        ports: &PortTable,
+        now: Duration,
+    ) -> Vec<(InstanceName, MemberId)> {
+        let (Some(cluster), Some(view)) = (&config.cluster, &self.view) else {
+            return Vec::new();
+        };
+        let at = Instant::now();
+        self.handover_retry.retain(|_, t| *t > at);
+        let mut out = Vec::new();
+        let mut no_taker = BTreeSet::new();
+        for (name, inst) in &config.instances {
+            let served = inst.ports.iter().any(|p| {
+                !matches!(
+                    ports.condition(p, config, now),
+                    PortCondition::Failed | PortCondition::Missing
+                )
+            });
+            if served || !view.held.contains(name) || self.handover_retry.contains_key(name) {
+                continue;
+            }
+            let target = crate::cluster::rules::handover_target(
+                &cluster.member_id,
+                name,
+                &inst.members,
+                &self.state.members,
+            );
+            match target {
+                Some(m) => out.push((name.clone(), m.clone())),
+                None => {
+                    no_taker.insert(name.clone());
+                }
+            }
+        }
+        for name in no_taker.difference(&self.no_taker) {
+            warn!(instance = %name, "no port here can serve it and no member can host it: it stays");
+        }
+        self.no_taker = no_taker;
+        out
+    }
+
+    /// Why this member keeps `instance` although no port here serves it.
+    pub fn kept_because(&self, instance: &InstanceName) -> Option<Reason> {
+        self.no_taker
+            .contains(instance)
+            .then_some(Reason::NoMemberCanHost)
+    }
+
+    /// A handover failed with the instance already off this host: it may be
+    /// placed here again, and is handed over again after a pause.
+    pub fn abandon_release(&mut self, instance: &InstanceName) {
+        self.releasing.remove(instance);
+        self.handover_retry
+            .insert(instance.clone(), Instant::now() + HANDOVER_RETRY);
     }
 
     /// Off this host for good (no re-adoption) before their keys go.

@@ -282,7 +282,26 @@ impl Daemon {
         self.membership.send_hostable(&self.config, &self.ports);
         self.placement.withdraw(&plan, &self.report);
         self.placement.note_refusals(&plan, &self.report);
-        self.stage().carry_out(&plan).await
+        let moved = self.stage().carry_out(&plan).await;
+        moved | self.hand_over_unservable().await
+    }
+
+    /// Hands each held instance no port here can serve to a member that
+    /// can host it, as `baton move --member` would; true when one went.
+    async fn hand_over_unservable(&mut self) -> bool {
+        let now = self.report.now();
+        let due = self.membership.unservable(&self.config, &self.ports, now);
+        for (instance, member) in &due {
+            info!(%instance, to = %member, "no port here can serve it: handing it over");
+            match self.handover(instance, member).await {
+                Ok(done) => info!(%instance, "{done}"),
+                Err(e) => {
+                    warn!(%instance, error = %format!("{e:#}"), "handover failed; again in a second");
+                    self.membership.abandon_release(instance);
+                }
+            }
+        }
+        !due.is_empty()
     }
 
     /// Reconciles what is dirty (and failing instances whose retry is due).

@@ -112,6 +112,7 @@ pub fn status(s: &Sources) -> Status {
                 traffic,
                 cluster_owner: ctx.cluster.owner_of(name).cloned(),
                 withheld: ctx.cluster.view().and_then(|v| v.refusal(name)),
+                handover: ctx.cluster.kept_because(name),
             }
         })
         .collect();

@@ -75,6 +75,9 @@ pub enum Reason {
     /// member before it in `members` is alive, or a takeover waits out the
     /// old owner's deadline).
     NotClaimed,
+    /// No port here can serve it (each failed or missing) and no other
+    /// member of its list can host it: it stays.
+    NoMemberCanHost,
     /// This member fenced itself: it holds nothing until etcd answers again.
     Fenced {
         cause: FenceCause,
@@ -124,6 +127,7 @@ impl Reason {
             Reason::VlanNotAllowed { .. } => "vlan-not-allowed",
             Reason::ClaimedByMember { .. } => "claimed-by-member",
             Reason::NotClaimed => "not-claimed",
+            Reason::NoMemberCanHost => "no-member-can-host",
             Reason::Fenced { .. } => "fenced",
             Reason::ConfigDiffers { .. } => "config-differs",
             Reason::AddressInUse => "address-in-use",

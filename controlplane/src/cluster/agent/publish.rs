@@ -134,6 +134,7 @@ pub(super) fn cluster_state<B>(
                     .iter()
                     .all(|(i, d)| local.digests.get(i).is_none_or(|mine| mine == d)),
                 held: r.held.iter().cloned().collect(),
+                hostable: r.hostable.iter().cloned().collect(),
                 leaving: r.leaving,
             }
         })

@@ -221,7 +221,11 @@ impl Stage<'_> {
         // The dataplane entry and the routes.
         let Some(port) = owner_port else {
             if owner.is_none() {
-                // Not placed: the dataplane must not claim it either.
+                // Not placed: the dataplane must not claim it either, nor
+                // the rest of its last move's announcements (a withdrawal
+                // or a handover right after a move sent them for the
+                // taker's address).
+                self.state.stop_announcing(name);
                 self.actuator.table.remove(&key)?;
             }
             return Ok(repairs);
