@@ -15,8 +15,29 @@ pub struct Config {
     pub timers: Timers,
     pub limits: Limits,
     pub cluster: Option<Cluster>,
+    /// Named checks of what the instances need besides their ports.
+    pub health: BTreeMap<String, Check>,
     pub metrics: Metrics,
     pub daemon: DaemonSettings,
+}
+
+/// A check of something the instances need besides their ports
+/// (`[health.NAME]`): links to the storage side.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// Interfaces that are not data ports, by name.
+    pub links: Vec<String>,
+    pub fail_when: FailWhen,
+}
+
+/// When a check of several links fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailWhen {
+    /// One of them down (either storage link down is a unit failure).
+    #[default]
+    Any,
+    /// Every one of them down.
+    All,
 }
 
 /// How the daemon runs.
@@ -149,9 +170,18 @@ pub struct Instance {
     pub revert_backoff: Option<bool>,
     /// In a cluster: the members that may hold it, in order of preference.
     pub members: Vec<MemberId>,
+    /// The `[health]` checks it needs (None: every one).
+    pub checks: Option<Vec<String>>,
 }
 
 impl Instance {
+    /// Whether it needs the check `name` (every check, unless it lists its own).
+    pub fn needs(&self, name: &str) -> bool {
+        self.checks
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n == name))
+    }
+
     /// Whether a move of this instance ends its sockets' retransmission backoff.
     pub fn reverts_backoff(&self, timers: &Timers) -> bool {
         self.revert_backoff.unwrap_or(timers.revert_backoff)

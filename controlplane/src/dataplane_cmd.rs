@@ -220,6 +220,7 @@ pub fn dataplane_cmd(cmd: DataplaneCmd) -> Result<()> {
                 failback: baton_config::model::Failback::Never,
                 revert_backoff: None,
                 members: vec![],
+                checks: None,
             };
             // Counted on its owner and the other attached ports.
             let others = pins

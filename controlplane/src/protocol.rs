@@ -47,6 +47,24 @@ pub struct Status {
     pub instances: Vec<InstanceStatus>,
     #[serde(default)]
     pub cluster: Option<ClusterStatus>,
+    /// The `[health]` checks.
+    #[serde(default)]
+    pub checks: Vec<CheckStatus>,
+}
+
+/// A `[health]` check and the links it watches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub name: String,
+    pub ok: bool,
+    pub links: Vec<LinkStatus>,
+}
+
+/// A watched link's state, read as a port's is (hold timers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub name: String,
+    pub state: PortCondition,
 }
 
 /// This member's place in the cluster.
@@ -117,10 +135,11 @@ pub struct InstanceStatus {
     /// In a cluster: why this member may not hold it now.
     #[serde(default)]
     pub withheld: Option<Reason>,
-    /// In a cluster: why this member keeps it although no port here can
-    /// serve it (`no-member-can-host`).
+    /// Why no port here serves it as it should: a check it needs failed
+    /// (`check-failed`), or, in a cluster, nothing here can serve it and no
+    /// member can take it (`no-member-can-host`).
     #[serde(default)]
-    pub handover: Option<Reason>,
+    pub unserved: Option<Reason>,
 }
 
 /// One port's refusal of an instance.
@@ -290,6 +309,12 @@ pub enum Event {
     },
     Unfenced {
         at_ms: u64,
+    },
+    /// A `[health]` check passes again, or failed.
+    Check {
+        at_ms: u64,
+        check: String,
+        ok: bool,
     },
     /// The cluster says the instance is not this member's: its address left.
     Withdrawn {

@@ -52,7 +52,7 @@ pub fn render_status(s: &Status) -> String {
             i.ports.join(","),
             last_move(i),
             traffic(i),
-            match i.withheld.as_ref().or(i.handover.as_ref()) {
+            match i.withheld.as_ref().or(i.unserved.as_ref()) {
                 Some(r) => r.to_string(),
                 None => i
                     .refused
@@ -88,8 +88,25 @@ pub fn render_status(s: &Status) -> String {
     }
     let notes: String = notes.iter().map(|n| format!("{n}\n")).collect();
     let cluster = s.cluster.as_ref().map_or(String::new(), render_cluster);
+    let checks: String = s
+        .checks
+        .iter()
+        .map(|c| {
+            let links: Vec<String> = c
+                .links
+                .iter()
+                .map(|l| format!("{} {}", l.name, l.state))
+                .collect();
+            format!(
+                "check {} {}: {}\n",
+                c.name,
+                if c.ok { "ok" } else { "FAILED" },
+                links.join(", ")
+            )
+        })
+        .collect();
     format!(
-        "config {} up {}\n{ports}\n{insts}\n{notes}{cluster}",
+        "config {} up {}\n{ports}\n{insts}\n{notes}{checks}{cluster}",
         s.config,
         ago(s.uptime_ms)
     )
@@ -277,6 +294,10 @@ pub fn render_event(e: &Event) -> String {
             instance,
             reason,
         } => format!("{at_ms:>9}ms withdrew {instance}: {reason}"),
+        Event::Check { at_ms, check, ok } => format!(
+            "{at_ms:>9}ms check {check} {}",
+            if *ok { "passes" } else { "failed" }
+        ),
         Event::Reload { at_ms, ok, message } => format!(
             "{at_ms:>9}ms reload {}: {message}",
             if *ok { "ok" } else { "refused" }

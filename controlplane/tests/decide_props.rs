@@ -98,6 +98,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                                 },
                                 revert_backoff: None,
                                 members: vec![],
+                                checks: None,
                             },
                         )
                     })
@@ -118,6 +119,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         macs_per_port: mac_cap,
                     },
                     cluster: None,
+                    health: Default::default(),
                     metrics: Metrics::default(),
                     daemon: DaemonSettings::default(),
                 };
@@ -336,11 +338,11 @@ proptest! {
                 networks: BTreeMap::from([("storage".to_string(), Network { subnets: vec!["192.0.2.0/24".parse().expect("net")], vlans: vec![] })]),
                 instances: BTreeMap::from([(InstanceName::from("a"), Instance {
                     address: "192.0.2.100/24".parse().expect("addr"), ports: vec!["ge0".into(), "ge1".into()], vlan: None, mac: None,
-                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None, members: vec![],
+                    routes: vec![], services: vec![], iscsi_ports: vec![], iscsi_digests: Default::default(), cpus: vec![], failback: if auto { Failback::Auto } else { Failback::Never }, revert_backoff: None, members: vec![], checks: None,
                 })]),
                 timers: Timers { hold_down: ms(hd), hold_up: ms(hu), failback_delay: ms(fd), ..Timers::default() },
                 limits: Limits::default(),
-                cluster: None, metrics: Metrics::default(), daemon: DaemonSettings::default(),
+                cluster: None, health: Default::default(), metrics: Metrics::default(), daemon: DaemonSettings::default(),
             },
             claims: vec![],
             events: vec![],

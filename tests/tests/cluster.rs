@@ -42,7 +42,16 @@ struct Site {
 /// time later on a loaded machine, and the first then rightly took the
 /// second's instance (it waits a lease's time for a member before it).
 fn site(cluster: &str) -> anyhow::Result<Site> {
+    site_prepared(cluster, |_| Ok(()))
+}
+
+/// [`site`], with `prepare` run on the lab before the daemons start.
+fn site_prepared(
+    cluster: &str,
+    prepare: impl Fn(&ClusterLab) -> anyhow::Result<()>,
+) -> anyhow::Result<Site> {
     let c = ClusterLab::build()?;
+    prepare(&c)?;
     let gw = std::thread::scope(|scope| {
         let lab = &c.lab;
         let starting: Vec<_> = (0..2)
@@ -871,7 +880,7 @@ fn with_no_member_that_can_host_it_an_instance_stays_and_says_why() -> anyhow::R
         wait_until(
             &format!("gw0 keeping {instance} for want of a taker"),
             Duration::from_secs(3),
-            || Ok(instance_field(&s.gw[0], instance, "handover")? == "no-member-can-host"),
+            || Ok(instance_field(&s.gw[0], instance, "unserved")? == "no-member-can-host"),
         )
         .map_err(|e| e.context(text_status(&s.gw[0])))?;
         assert_eq!(
@@ -887,10 +896,61 @@ fn with_no_member_that_can_host_it_an_instance_stays_and_says_why() -> anyhow::R
     for instance in ["iscsi-a", "iscsi-b"] {
         wait_placed(&s.gw[1], instance, Duration::from_secs(6))?;
     }
-    assert_eq!(instance_field(&s.gw[0], "iscsi-a", "handover")?, "");
+    assert_eq!(instance_field(&s.gw[0], "iscsi-a", "unserved")?, "");
     s.c.lab.plug_cable(0, 0)?;
     s.c.lab.plug_cable(0, 1)?;
     std::thread::sleep(Duration::from_millis(1000));
+    let o = checker.finish()?;
+    o.assert_none();
+    Ok(())
+}
+
+/// Each gateway's storage link: a veth san0 (its peer san0p in the same
+/// namespace: `san0p` down takes san0's carrier), watched by `[health.san]`.
+fn storage_links(c: &ClusterLab) -> anyhow::Result<()> {
+    for g in &c.lab.gateways {
+        g.ns.ip(&[
+            "link", "add", "san0", "type", "veth", "peer", "name", "san0p",
+        ])?;
+        g.ns.ip(&["link", "set", "san0", "up"])?;
+        g.ns.ip(&["link", "set", "san0p", "up"])?;
+    }
+    Ok(())
+}
+
+const SAN_CHECK: &str = "\n[health.san]\nlinks = [\"san0\"]\n";
+
+/// gw0's storage link down (a [health] check's link, not a data port), its
+/// daemon and data ports fine: the check fails, so no port there serves
+/// iscsi-a, and gw0 hands it to gw1, whose link is up. The link back: the
+/// check passes, and iscsi-a stays where it went.
+#[test]
+fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site_prepared(&format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let gw0 = &s.c.lab.gateways[0].ns;
+    gw0.ip(&["link", "set", "san0p", "down"])?;
+    let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
+        .map_err(|e| e.context(format!("gw0's log:\n{}", s.gw[0].log_text())))?;
+    println!(
+        "gw0's storage link down: gw1 holds iscsi-a {} ms after it\ngw0:\n{}",
+        took.as_millis(),
+        text_status(&s.gw[0])
+    );
+    let check = &s.gw[0].status()?["checks"][0];
+    assert_eq!(check["name"], "san", "{check}");
+    assert_eq!(check["ok"], false, "{check}");
+    assert_eq!(fenced(&s.gw[0])?, None, "gw0 fenced: not a handover");
+    assert_eq!(s.gw[0].owner("iscsi-a")?, None);
+    gw0.ip(&["link", "set", "san0p", "up"])?;
+    // Past hold_up (2 s): the check passes again; no failback across members.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(s.gw[0].status()?["checks"][0]["ok"], true);
+    assert!(s.gw[1].owner("iscsi-a")?.is_some(), "gw1 let iscsi-a go");
+    assert_eq!(s.gw[0].owner("iscsi-a")?, None, "iscsi-a came back to gw0");
     let o = checker.finish()?;
     o.assert_none();
     Ok(())

@@ -85,6 +85,7 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         timers: Timers::default(),
         limits: Limits::default(),
         cluster: None,
+        health: BTreeMap::new(),
         metrics: Metrics::default(),
         daemon: DaemonSettings::default(),
     };
@@ -155,6 +156,10 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
     }
     if let Some(t) = r.table_at(doc, "", "cluster") {
         config.cluster = r.cluster(t);
+    }
+    for (name, t) in r.named_tables(doc, "health") {
+        let check = r.check(t, &format!("health.{name}"));
+        config.health.insert(name, check);
     }
     (Some(config), r.spans, r.errors)
 }

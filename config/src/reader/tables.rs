@@ -170,6 +170,10 @@ impl Reader<'_> {
             cpus,
             failback,
             revert_backoff: self.boolean(t, path, "revert_backoff"),
+            checks: t
+                .get("checks")
+                .is_some()
+                .then(|| self.strings(t, path, "checks")),
             members: self
                 .strings(t, path, "members")
                 .into_iter()
@@ -265,5 +269,25 @@ impl Reader<'_> {
             owner_deadline,
             tickle,
         })
+    }
+
+    pub(super) fn check(&mut self, t: &DeTable, path: &str) -> Check {
+        self.keys(t, path, &names(Table::Health));
+        let fail_when = match self.string(t, path, "fail_when").as_deref() {
+            None | Some("any") => FailWhen::Any,
+            Some("all") => FailWhen::All,
+            Some(other) => {
+                self.error(
+                    &format!("{path}.fail_when"),
+                    None,
+                    format!("{other:?} is not a rule; use \"any\" or \"all\""),
+                );
+                FailWhen::Any
+            }
+        };
+        Check {
+            links: self.strings(t, path, "links"),
+            fail_when,
+        }
     }
 }

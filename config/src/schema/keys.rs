@@ -72,6 +72,30 @@ pub const KEYS: &[Key] = &[
     ),
     key!(Top, "daemon", "table", None, "", "How the daemon runs."),
     key!(
+        Top,
+        "health",
+        "tables",
+        None,
+        "",
+        "Named checks of what the instances need besides their ports (the storage side's links): a failed one takes them off this member as a lost port does."
+    ),
+    key!(
+        Health,
+        "links",
+        "list of interface names",
+        None,
+        "required; existing interfaces that are not data ports, each once",
+        "Interfaces the instances need that are not data ports (the links to the storage: HBAs, SAN NICs), read from the kernel's link events with the ports' hold timers."
+    ),
+    key!(
+        Health,
+        "fail_when",
+        "\"any\" or \"all\"",
+        Some(|| "\"any\"".to_string()),
+        "",
+        "\"any\": the check fails when one of its links is down (either storage link down is a unit failure); \"all\": only when every one is."
+    ),
+    key!(
         Port,
         "networks",
         "list of network names",
@@ -222,6 +246,14 @@ pub const KEYS: &[Key] = &[
         None,
         "required with [cluster], else not allowed",
         "The cluster members that may hold it, in order of preference."
+    ),
+    key!(
+        Instance,
+        "checks",
+        "list of check names",
+        None,
+        "defined [health] checks (default: every one)",
+        "The [health] checks it needs: while one fails, no port of this member serves it (in a cluster it goes to a member whose checks pass)."
     ),
     key!(
         Route,

@@ -15,12 +15,13 @@ pub enum Table {
     Timers,
     Limits,
     Cluster,
+    Health,
     Metrics,
     Daemon,
 }
 
 impl Table {
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Top,
         Table::Port,
         Table::Network,
@@ -29,6 +30,7 @@ impl Table {
         Table::Timers,
         Table::Limits,
         Table::Cluster,
+        Table::Health,
         Table::Metrics,
         Table::Daemon,
     ];
@@ -44,6 +46,7 @@ impl Table {
             Table::Timers => "[timers]",
             Table::Limits => "[limits]",
             Table::Cluster => "[cluster]",
+            Table::Health => "[health.NAME]",
             Table::Metrics => "[metrics]",
             Table::Daemon => "[daemon]",
         }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 mod cluster;
+mod health;
 
 /// Facts about the machine the configuration is checked for.
 #[derive(Clone, Debug)]
@@ -48,6 +49,7 @@ pub fn validate(c: &Config, host: &Host) -> Errors {
         cluster::cluster(c, cluster, &mut e);
     }
     cluster::members(c, &mut e);
+    health::checks(c, &mut e);
     e
 }
 
@@ -68,7 +70,7 @@ pub(super) fn repeats<T: PartialEq + std::fmt::Display>(
     }
 }
 
-fn list<'a, N: AsRef<str> + 'a>(names: impl Iterator<Item = &'a N>) -> String {
+pub(super) fn list<'a, N: AsRef<str> + 'a>(names: impl Iterator<Item = &'a N>) -> String {
     let v: Vec<&str> = names.map(AsRef::as_ref).collect();
     if v.is_empty() {
         "(none)".into()

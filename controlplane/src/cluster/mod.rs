@@ -16,11 +16,11 @@
 //! The agent runs on a thread of its own ([`spawn`]); the daemon sees its
 //! [`ClusterState`], its deadline and its [`ClusterEvent`]s.
 mod agent;
-mod alive;
 pub mod backend;
 pub mod etcd;
 pub mod records;
 pub mod rules;
+mod silence;
 mod streams;
 
 use crate::dataplane::PinDir;

@@ -218,6 +218,7 @@ mod tests {
             failback: Default::default(),
             revert_backoff: None,
             members: vec!["gw0".into(), "gw-1".into()],
+            checks: None,
         };
         assert_eq!(
             canonical(&inst),

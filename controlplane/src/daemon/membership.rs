@@ -3,6 +3,7 @@
 //! agent says), what this member can host, the instances it is releasing,
 //! and what it tells the agent (releases, leaving at SIGTERM). On a single
 //! host there is no link and this member may hold everything.
+use super::health::HealthTable;
 use super::ports::PortTable;
 use super::report::Reporter;
 use crate::cluster::records::Conn;
@@ -200,13 +201,23 @@ impl Membership {
     }
 
     /// Tells the agent which instances this member could place now (one of
-    /// their ports has its link up), when that changed.
-    pub fn send_hostable(&mut self, config: &Config, ports: &PortTable) {
+    /// their ports has its link up, every check they need passes), when
+    /// that changed.
+    pub fn send_hostable(
+        &mut self,
+        config: &Config,
+        ports: &PortTable,
+        health: &HealthTable,
+        now: Duration,
+    ) {
         let Some(link) = &self.link else { return };
         let hostable: BTreeSet<InstanceName> = config
             .instances
             .iter()
-            .filter(|(_, i)| i.ports.iter().any(|p| ports.link_up(p)))
+            .filter(|(_, i)| {
+                i.ports.iter().any(|p| ports.link_up(p))
+                    && health.failing_for(config, i, now).is_none()
+            })
             .map(|(n, _)| n.clone())
             .collect();
         if self.hostable_sent.as_ref() != Some(&hostable) {
@@ -250,6 +261,7 @@ impl Membership {
         &mut self,
         config: &Config,
         ports: &PortTable,
+        health: &HealthTable,
         now: Duration,
     ) -> Vec<(InstanceName, MemberId)> {
         let (Some(cluster), Some(view)) = (&config.cluster, &self.view) else {
@@ -260,12 +272,13 @@ impl Membership {
         let mut out = Vec::new();
         let mut no_taker = BTreeSet::new();
         for (name, inst) in &config.instances {
-            let served = inst.ports.iter().any(|p| {
-                !matches!(
-                    ports.condition(p, config, now),
-                    PortCondition::Failed | PortCondition::Missing
-                )
-            });
+            let served = health.failing_for(config, inst, now).is_none()
+                && inst.ports.iter().any(|p| {
+                    !matches!(
+                        ports.condition(p, config, now),
+                        PortCondition::Failed | PortCondition::Missing
+                    )
+                });
             if served || !view.held.contains(name) || self.handover_retry.contains_key(name) {
                 continue;
             }

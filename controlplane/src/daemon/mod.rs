@@ -11,6 +11,7 @@
 //! difference is repaired, whoever caused it. This module owns the stages'
 //! state and runs the loop; each stage takes what it needs as arguments.
 mod backoff;
+mod health;
 mod lock;
 mod membership;
 mod netlink;
@@ -28,6 +29,7 @@ use crate::protocol::{Event, Request, Response};
 use anyhow::Result;
 use baton_config::Config;
 use baton_config::{InstanceName, MemberId};
+use health::HealthTable;
 use membership::{Membership, Wake};
 use netlink::decode::Observation;
 use netlink::observed::Observed;
@@ -40,43 +42,20 @@ use report::Reporter;
 use report::control::Call;
 use report::sd_notify::Notifier;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 use wire::{Aftercare, AftercareResults, announce};
 
 pub use baton_config::instance_id;
-
-pub struct Options {
-    pub config: PathBuf,
-    pub pin_dir: PathBuf,
-    pub socket: PathBuf,
-}
-
-pub fn run(opts: Options) -> Result<()> {
-    // Before anything is touched: one daemon per pin dir.
-    let lock = lock::lock(&opts.pin_dir)?;
-    // One thread for the loop: moves are sequential by design (the plan is
-    // one transaction). The sockets live on a thread of their own.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let mut daemon = start::daemon(opts, lock).await?;
-        // After the first reconcile: systemd's READY.
-        let summary = daemon.summary();
-        daemon.notify.ready(&summary);
-        daemon.main_loop().await
-    })
-}
+pub use start::{Options, run};
 
 /// Where the loop hears from the kernel, the clients and its own tasks.
 struct Inbox {
     monitor: mpsc::UnboundedReceiver<Observation>,
     calls: mpsc::Receiver<Call>,
-    /// Other hosts' ARP/ND claims, from the address watch.
-    claims: mpsc::Receiver<announce::Seen>,
+    /// Other hosts' ARP/ND sightings, from the address watch.
+    sightings: mpsc::Receiver<announce::Seen>,
     after: AftercareResults,
 }
 
@@ -94,6 +73,7 @@ struct Daemon {
     config: Config,
     pins: PinDir,
     ports: PortTable,
+    health: HealthTable,
     placement: PlacementState,
     actuator: Actuator,
     membership: Membership,
@@ -139,7 +119,7 @@ impl Daemon {
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         loop {
-            self.feed_watchdog();
+            self.notify.feed_watchdog(&mut self.timers.next_watchdog);
             let dropped = crate::logging::newly_dropped();
             if dropped > 0 {
                 warn!(
@@ -179,10 +159,10 @@ impl Daemon {
                     Some(t) = self.inbox.after.tickled.recv() => {
                         placement::moves::on_tickled(&mut self.placement, &self.report, t);
                     }
-                    Some(seen) = self.inbox.claims.recv() => {
-                        let mut relevant = self.on_claim(seen);
-                        while let Ok(seen) = self.inbox.claims.try_recv() {
-                            relevant |= self.on_claim(seen);
+                    Some(seen) = self.inbox.sightings.recv() => {
+                        let mut relevant = self.on_sighting(seen);
+                        while let Ok(seen) = self.inbox.sightings.try_recv() {
+                            relevant |= self.on_sighting(seen);
                         }
                         if relevant {
                             break;
@@ -202,7 +182,7 @@ impl Daemon {
                         break;
                     }
                     _ = tokio::time::sleep_until(wake.into()) => {
-                        self.feed_watchdog();
+                        self.notify.feed_watchdog(&mut self.timers.next_watchdog);
                         self.membership.refresh();
                         if Instant::now() >= self.timers.next_resync {
                             self.timers.next_resync = Instant::now() + self.config.daemon.resync_interval;
@@ -258,28 +238,23 @@ impl Daemon {
         .unwrap_or(self.timers.next_resync)
     }
 
-    /// WATCHDOG=1 when due: only this loop feeds it, so a loop that hangs
-    /// (however its threads are doing) gets restarted by systemd.
-    fn feed_watchdog(&mut self) {
-        let Some(every) = self.notify.watchdog_every() else {
-            return;
-        };
-        let now = Instant::now();
-        if self.timers.next_watchdog.is_none_or(|t| t <= now) {
-            self.notify.send("WATCHDOG=1");
-            self.timers.next_watchdog = Some(now + every);
-        }
-    }
-
     /// Decides and carries out the plan; true when something moved (or a
     /// probe found a conflict), so the engine must decide again.
     async fn run_plan(&mut self) -> bool {
         self.placement.expire_holds(Instant::now());
         self.membership.refresh();
         let plan = placement::with_inputs(&self.ctx(), &self.placement, crate::decide::decide);
-        self.timers.next_check = plan.next_check.map(|t| self.report.start() + t);
+        let now = self.report.now();
+        let next = [plan.next_check, self.health.next_change(&self.config, now)];
+        self.timers.next_check = next
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| self.report.start() + t);
         self.ports.report_conditions(&self.config, &self.report);
-        self.membership.send_hostable(&self.config, &self.ports);
+        self.health.report_changes(&self.config, &self.report, now);
+        self.membership
+            .send_hostable(&self.config, &self.ports, &self.health, now);
         self.placement.withdraw(&plan, &self.report);
         self.placement.note_refusals(&plan, &self.report);
         let moved = self.stage().carry_out(&plan).await;
@@ -290,7 +265,9 @@ impl Daemon {
     /// can host it, as `baton move --member` would; true when one went.
     async fn hand_over_unservable(&mut self) -> bool {
         let now = self.report.now();
-        let due = self.membership.unservable(&self.config, &self.ports, now);
+        let due = self
+            .membership
+            .unservable(&self.config, &self.ports, &self.health, now);
         for (instance, member) in &due {
             info!(%instance, to = %member, "no port here can serve it: handing it over");
             match self.handover(instance, member).await {
@@ -322,7 +299,9 @@ impl Daemon {
         };
         let mut changed = false;
         if std::mem::take(&mut self.refresh_links) {
-            let change = self.ports.apply_dump(&observed.links, self.report.now());
+            let now = self.report.now();
+            changed |= self.health.apply_dump(&observed.links, now);
+            let change = self.ports.apply_dump(&observed.links, now);
             changed |= self.on_link_change(change);
         }
         if all {
@@ -345,8 +324,10 @@ impl Daemon {
     fn observe(&mut self, o: Observation) -> bool {
         match placement::concern_of(&self.config, o) {
             placement::Concern::Port(ev) => {
-                let change = self.ports.on_link(ev, self.report.now());
-                self.on_link_change(change)
+                let now = self.report.now();
+                let watched = self.health.on_link(&ev, now);
+                let change = self.ports.on_link(ev, now);
+                self.on_link_change(change) || watched
             }
             placement::Concern::Instances(names) => {
                 let any = !names.is_empty();
@@ -393,7 +374,9 @@ impl Daemon {
                 Ok((links, rx)) => {
                     self.inbox.monitor = rx;
                     self.lost_events("the rtnetlink monitor ended; started a new one");
-                    let change = self.ports.apply_dump(&links, self.report.now());
+                    let now = self.report.now();
+                    self.health.apply_dump(&links, now);
+                    let change = self.ports.apply_dump(&links, now);
                     self.on_link_change(change);
                     return true;
                 }
@@ -407,7 +390,7 @@ impl Daemon {
     }
 
     /// Another host's ARP/ND claim; true when it was a conflict.
-    fn on_claim(&mut self, seen: announce::Seen) -> bool {
+    fn on_sighting(&mut self, seen: announce::Seen) -> bool {
         let ctx = Context {
             config: &self.config,
             ports: &self.ports,
@@ -415,7 +398,7 @@ impl Daemon {
             cluster: &self.membership,
         };
         self.defence
-            .on_claim(seen, &ctx, &self.placement.placement, &mut self.actuator)
+            .on_sighting(seen, &ctx, &self.placement.placement, &mut self.actuator)
     }
 
     fn on_cluster_event(&mut self, e: crate::cluster::ClusterEvent) {
@@ -440,6 +423,7 @@ impl Daemon {
                     state: &self.placement,
                     defence: &self.defence,
                     actuator: &self.actuator,
+                    health: &self.health,
                     pins: &self.pins,
                     config_path: &self.opts.config,
                 }));

@@ -177,15 +177,7 @@ impl PortTable {
             let ev = match links.iter().find(|l| l.name == name.as_str()) {
                 Some(l) => l.clone(),
                 None => match self.ports[&name].ifindex {
-                    Some(ifindex) => LinkEvent {
-                        ifindex,
-                        name: name.to_string(),
-                        admin_up: false,
-                        carrier: false,
-                        removed: true,
-                        mac: None,
-                        lower: None,
-                    },
+                    Some(ifindex) => LinkEvent::gone(ifindex, name.to_string()),
                     None => continue,
                 },
             };

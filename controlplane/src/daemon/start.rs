@@ -1,6 +1,7 @@
 //! What the daemon sets up once, before its loop: the programs on the
 //! ports, the warnings of the ingress hook, the socket iterator, the
 //! cluster agent, the sockets' thread; then the first reconcile.
+use super::health::HealthTable;
 use super::membership::Membership;
 use super::netlink;
 use super::placement::actuator::Actuator;
@@ -11,7 +12,7 @@ use super::report::sd_notify::Notifier;
 use super::report::{self, Reporter};
 use super::wire::announce;
 use super::wire::{Aftercare, AftercareResults};
-use super::{Daemon, Inbox, Options, Timers, lock, process};
+use super::{Daemon, Inbox, Timers, lock, process};
 use crate::dataplane::InstanceTable;
 use crate::dataplane::sockets::TcpSockets;
 use crate::dataplane::{self, AttachMode, PinDir};
@@ -20,10 +21,34 @@ use anyhow::bail;
 use baton_config::Config;
 use baton_config::PortName;
 use baton_config::model::IngressHook;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+pub struct Options {
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    // Before anything is touched: one daemon per pin dir.
+    let lock = lock::lock(&opts.pin_dir)?;
+    // One thread for the loop: moves are sequential by design (the plan is
+    // one transaction). The sockets live on a thread of their own.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut daemon = daemon(opts, lock).await?;
+        // After the first reconcile: systemd's READY.
+        let summary = daemon.summary();
+        daemon.notify.ready(&summary);
+        daemon.main_loop().await
+    })
+}
 
 /// The daemon set up and reconciled once: ready for its loop.
 pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
@@ -33,8 +58,8 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
     process::lock_memory(config.daemon.lock_memory)?;
     // Raw sockets are how baton announces and probes: without them (no
     // CAP_NET_RAW) it could move nothing safely, so it stops here.
-    let (claim_tx, claims) = mpsc::channel(256);
-    announce::watch(claim_tx).map_err(|e| {
+    let (sighting_tx, sightings) = mpsc::channel(256);
+    announce::watch(sighting_tx).map_err(|e| {
         e.context("opening raw sockets for announcements and probes; nothing was applied")
     })?;
     let started = Instant::now();
@@ -42,6 +67,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
     // Subscribe before anything else so no change is missed.
     let (links_now, monitor) = netlink::monitor::start().await?;
     let ports = PortTable::from_dump(&config, &links_now);
+    let health = HealthTable::from_dump(&config, &links_now);
     if ports.ifindexes().next().is_none() {
         bail!(
             "none of the configured ports exists here ({})",
@@ -79,6 +105,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
         config,
         pins,
         ports,
+        health,
         placement,
         actuator,
         membership,
@@ -89,7 +116,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
         inbox: Inbox {
             monitor,
             calls,
-            claims,
+            sightings,
             after: after_results,
         },
         refresh_links: false,

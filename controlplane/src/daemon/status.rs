@@ -1,10 +1,12 @@
 //! What the daemon reports: `baton status` and the metrics' names and owners.
+use crate::daemon::health::HealthTable;
 use crate::daemon::placement::Context;
 use crate::daemon::placement::actuator::Actuator;
 use crate::daemon::placement::defence::Defence;
 use crate::daemon::placement::state::PlacementState;
 use crate::daemon::ports::link_condition;
 use crate::dataplane::{self, PinDir};
+use crate::decide::Reason;
 use crate::protocol::{InstanceStatus, PortStatus, PortTraffic, Refusal, Status};
 
 /// Tells the metrics where every instance is and what the ids mean.
@@ -37,6 +39,7 @@ pub struct Sources<'a> {
     pub state: &'a PlacementState,
     pub defence: &'a Defence,
     pub actuator: &'a Actuator,
+    pub health: &'a HealthTable,
     pub pins: &'a PinDir,
     pub config_path: &'a std::path::Path,
 }
@@ -47,6 +50,7 @@ pub fn status(s: &Sources) -> Status {
         state,
         defence,
         actuator,
+        health,
         pins,
         config_path,
     } = s;
@@ -112,7 +116,10 @@ pub fn status(s: &Sources) -> Status {
                 traffic,
                 cluster_owner: ctx.cluster.owner_of(name).cloned(),
                 withheld: ctx.cluster.view().and_then(|v| v.refusal(name)),
-                handover: ctx.cluster.kept_because(name),
+                unserved: health
+                    .failing_for(ctx.config, inst, now)
+                    .map(|check| Reason::CheckFailed { check })
+                    .or_else(|| ctx.cluster.kept_because(name)),
             }
         })
         .collect();
@@ -122,5 +129,6 @@ pub fn status(s: &Sources) -> Status {
         ports: port_status,
         instances,
         cluster: ctx.cluster.status(ctx.config),
+        checks: health.status(ctx.config, now),
     }
 }

@@ -75,6 +75,10 @@ pub enum Reason {
     /// member before it in `members` is alive, or a takeover waits out the
     /// old owner's deadline).
     NotClaimed,
+    /// A `[health]` check it needs failed: no port of this member serves it.
+    CheckFailed {
+        check: String,
+    },
     /// No port here can serve it (each failed or missing) and no other
     /// member of its list can host it: it stays.
     NoMemberCanHost,
@@ -128,6 +132,7 @@ impl Reason {
             Reason::ClaimedByMember { .. } => "claimed-by-member",
             Reason::NotClaimed => "not-claimed",
             Reason::NoMemberCanHost => "no-member-can-host",
+            Reason::CheckFailed { .. } => "check-failed",
             Reason::Fenced { .. } => "fenced",
             Reason::ConfigDiffers { .. } => "config-differs",
             Reason::AddressInUse => "address-in-use",
@@ -149,6 +154,7 @@ impl fmt::Display for Reason {
                 write!(f, "{} (member {member})", self.name())
             }
             Reason::Fenced { cause } => write!(f, "{} ({cause})", self.name()),
+            Reason::CheckFailed { check } => write!(f, "{} ({check})", self.name()),
             Reason::AddressCapReached { cap } | Reason::MacCapReached { cap } => {
                 write!(f, "{} (cap {cap})", self.name())
             }

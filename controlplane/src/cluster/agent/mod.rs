@@ -9,10 +9,10 @@ mod publish;
 mod store;
 mod view;
 
-use super::alive::AliveCounters;
 use super::backend::{Backend, lease_gone};
 use super::etcd::Etcd;
 use super::records::MemberRecord;
+use super::silence::AliveCounters;
 use super::streams::{Lease, Seen, attempt_limit, keepalive_task, watch_task};
 use super::{ClusterEvent, ClusterState, ToAgent, rules};
 use crate::dataplane::fence::FenceClock;

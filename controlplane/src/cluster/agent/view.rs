@@ -1,9 +1,9 @@
 //! The cluster as the watch (a snapshot, then changes) and the alive poll
 //! show it, and what an owner key's going means: released by a live
 //! member, or lost with it.
-use super::super::alive::AliveCounters;
 use super::super::backend::Change;
 use super::super::records::{ConnRecord, Handover, Key, Keys, MemberRecord, OwnerRecord};
+use super::super::silence::AliveCounters;
 use super::super::streams::Seen;
 use baton_config::{InstanceName, MemberId};
 use std::collections::{BTreeMap, BTreeSet};

@@ -56,6 +56,19 @@ pub struct LinkEvent {
 }
 
 impl LinkEvent {
+    /// What a dump without `name` says of it: the device `ifindex` is gone.
+    pub fn gone(ifindex: u32, name: String) -> LinkEvent {
+        LinkEvent {
+            ifindex,
+            name,
+            admin_up: false,
+            carrier: false,
+            removed: true,
+            mac: None,
+            lower: None,
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.admin_up && self.carrier && !self.removed
     }

@@ -37,15 +37,15 @@ impl Defence {
     }
 
     /// One claim from the watch; true when it was a conflict.
-    pub fn on_claim(
+    pub fn on_sighting(
         &mut self,
-        (ifindex, claim): announce::Seen,
+        (ifindex, seen): announce::Seen,
         ctx: &Context,
         placement: &BTreeMap<InstanceName, PortName>,
         actuator: &mut Actuator,
     ) -> bool {
         // A probe only asks; the kernel answers it for an address we hold.
-        if claim.probe {
+        if seen.probe {
             return false;
         }
         let (config, ports, report) = (ctx.config, ctx.ports, ctx.report);
@@ -57,18 +57,18 @@ impl Defence {
         let Some((name, inst)) = config
             .instances
             .iter()
-            .find(|(_, i)| i.address.addr() == claim.addr)
+            .find(|(_, i)| i.address.addr() == seen.addr)
         else {
             return false;
         };
         let Some(owner) = placement.get(name).cloned().filter(|o| *o == port) else {
             return false;
         };
-        let ours = inst.mac == Some(claim.mac)
-            || config.instances.values().any(|i| i.mac == Some(claim.mac))
+        let ours = inst.mac == Some(seen.mac)
+            || config.instances.values().any(|i| i.mac == Some(seen.mac))
             || ports
                 .iter()
-                .any(|(p, _)| netdev::mac_of(p).ok() == Some(claim.mac));
+                .any(|(p, _)| netdev::mac_of(p).ok() == Some(seen.mac));
         if ours {
             return false;
         }
@@ -90,7 +90,7 @@ impl Defence {
         if defend {
             entry.last_defence = Some(now);
         }
-        let by = mac_string(&claim.mac);
+        let by = mac_string(&seen.mac);
         let at_ms = report.at_ms();
         entry.record = ConflictRecord {
             by: by.clone(),
@@ -108,7 +108,7 @@ impl Defence {
             let sent = ports
                 .ifindex(&owner)
                 .zip(on.entry(ports).ok())
-                .map(|(ifindex, e)| actuator.announce_now(ifindex, e.mac, claim.addr, vlan));
+                .map(|(ifindex, e)| actuator.announce_now(ifindex, e.mac, seen.addr, vlan));
             if let Some(Err(e)) = sent {
                 warn!(instance = %name, error = %format!("{e:#}"), "defending the address");
             }

@@ -24,6 +24,9 @@ pub fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     if new.metrics.listen != old.metrics.listen {
         return Some("[metrics] changed (the endpoint is bound at start)");
     }
+    if new.health != old.health {
+        return Some("[health] changed (the watched links are read at start)");
+    }
     if new.cluster != old.cluster {
         return Some("[cluster] changed (the lease and the etcd clients are set up at start)");
     }

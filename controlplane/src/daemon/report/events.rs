@@ -72,7 +72,8 @@ pub fn log(e: &Event) {
         } => info!(%instance, sockets, icmps, left, "backoff reverted"),
         Event::Resync { reason, .. } => warn!(%reason, "events may be lost: full resync"),
         Event::Reload { ok, message, .. } => info!(ok, %message, "reload"),
-        Event::Missed { .. }
+        Event::Check { .. }
+        | Event::Missed { .. }
         | Event::Claimed { .. }
         | Event::Released { .. }
         | Event::OwnerLost { .. }

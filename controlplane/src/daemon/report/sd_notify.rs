@@ -5,7 +5,7 @@
 //! dataplane keeps forwarding meanwhile), RELOADING=1 / STOPPING=1, STATUS=.
 //! Outside systemd (no $NOTIFY_SOCKET) every call does nothing.
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 pub struct Notifier {
@@ -99,6 +99,19 @@ impl Notifier {
         if line != self.status {
             self.send(&format!("STATUS={line}"));
             self.status = line;
+        }
+    }
+
+    /// WATCHDOG=1 when `next` is due: only the loop feeds it, so a loop
+    /// that hangs (however its threads are doing) gets restarted by systemd.
+    pub fn feed_watchdog(&self, next: &mut Option<Instant>) {
+        let Some(every) = self.watchdog_every() else {
+            return;
+        };
+        let now = Instant::now();
+        if next.is_none_or(|t| t <= now) {
+            self.send("WATCHDOG=1");
+            *next = Some(now + every);
         }
     }
 

@@ -3,7 +3,7 @@
 //! not ours yet (RFC 5227 ARP probe, DAD-style NS), and the watch for other
 //! hosts claiming an address baton holds. AF_PACKET sockets bound to a port:
 //! no process is spawned on the move path.
-use super::frames::{self, Claim, ETH_P_ARP, ETH_P_IPV6};
+use super::frames::{self, ETH_P_ARP, ETH_P_IPV6, Sighting};
 use anyhow::{Context as _, Result, bail};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -139,7 +139,7 @@ pub fn probe_many(
         let Some(n) = recv_any(&socks, &mut buf, left)? else {
             break;
         };
-        if let Some(c) = frames::claim(&buf[..n])
+        if let Some(c) = frames::sighting(&buf[..n])
             && !own_macs.contains(&c.mac)
             && addrs.iter().any(|(a, _)| *a == c.addr)
             && !found.iter().any(|(x, _)| *x == c.addr)
@@ -201,7 +201,7 @@ pub async fn announce(
 }
 
 /// A claim seen on a device (its ifindex).
-pub type Seen = (u32, Claim);
+pub type Seen = (u32, Sighting);
 
 /// Watches every device of the namespace for ARP and ND claims (frames
 /// baton itself sent are skipped) and hands them to the loop. A flood
@@ -243,7 +243,7 @@ pub fn watch(tx: tokio::sync::mpsc::Sender<Seen>) -> Result<()> {
                     if from.sll_pkttype == libc::PACKET_OUTGOING {
                         continue;
                     }
-                    if let Some(c) = frames::claim(&buf[..n]) {
+                    if let Some(c) = frames::sighting(&buf[..n]) {
                         let _ = tx.try_send((from.sll_ifindex as u32, c));
                     }
                 }

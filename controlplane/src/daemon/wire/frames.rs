@@ -116,7 +116,7 @@ fn dad_ns(mac: [u8; 6], addr: Ipv6Addr) -> Vec<u8> {
 
 /// Another host's word about an address, read from an ARP or ND frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Claim {
+pub struct Sighting {
     pub addr: IpAddr,
     /// The claimant's MAC (ARP sender, or the frame's source for ND).
     pub mac: [u8; 6],
@@ -127,7 +127,7 @@ pub struct Claim {
 /// The claim in a frame: an ARP packet with a sender address (or a probe
 /// for a target), an NA for a target, or a DAD NS for a target. Up to two
 /// VLAN tags are skipped. None for anything else, and for short frames.
-pub fn claim(frame: &[u8]) -> Option<Claim> {
+pub fn sighting(frame: &[u8]) -> Option<Sighting> {
     let mut at = 12;
     let mut ethertype = u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
     for _ in 0..2 {
@@ -149,13 +149,13 @@ pub fn claim(frame: &[u8]) -> Option<Claim> {
             let tpa: [u8; 4] = arp[24..28].try_into().ok()?;
             let op = u16::from_be_bytes([arp[6], arp[7]]);
             if spa != [0; 4] {
-                Some(Claim {
+                Some(Sighting {
                     addr: IpAddr::V4(Ipv4Addr::from(spa)),
                     mac,
                     probe: false,
                 })
             } else {
-                (op == 1).then_some(Claim {
+                (op == 1).then_some(Sighting {
                     addr: IpAddr::V4(Ipv4Addr::from(tpa)),
                     mac,
                     probe: true,
@@ -174,12 +174,12 @@ pub fn claim(frame: &[u8]) -> Option<Claim> {
             let from_unspecified = ip[8..24] == [0; 16];
             let addr = IpAddr::V6(Ipv6Addr::from(target));
             match icmp[0] {
-                136 => Some(Claim {
+                136 => Some(Sighting {
                     addr,
                     mac,
                     probe: false,
                 }),
-                135 if from_unspecified => Some(Claim {
+                135 if from_unspecified => Some(Sighting {
                     addr,
                     mac,
                     probe: true,
@@ -209,7 +209,7 @@ mod tests {
             assert_eq!(u16::from_be_bytes([f[20], f[21]]), op);
             assert_eq!(&f[28..32], &[192, 0, 2, 100], "sender IP");
             assert_eq!(&f[38..42], &[192, 0, 2, 100], "target IP");
-            let c = claim(f).unwrap();
+            let c = sighting(f).unwrap();
             assert_eq!((c.addr, c.mac, c.probe), (addr, MAC, false));
         }
     }
@@ -226,7 +226,10 @@ mod tests {
             assert_eq!(f[12..16], [0x81, 0x00, 0x00, 100], "tag");
             let sliced = etherparse::SlicedPacket::from_ethernet(f).expect("valid");
             assert_eq!(sliced.vlan_ids().first().map(|v| v.value()), Some(100));
-            assert!(claim(f).is_some(), "its own claim parses through the tag");
+            assert!(
+                sighting(f).is_some(),
+                "its own claim parses through the tag"
+            );
         }
     }
 
@@ -258,7 +261,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(icmp.header().checksum, expected);
-        assert_eq!(claim(f).map(|c| c.probe), Some(false));
+        assert_eq!(sighting(f).map(|c| c.probe), Some(false));
     }
 
     #[test]
@@ -276,7 +279,7 @@ mod tests {
             "ff02::1:ff12:3456".parse::<Ipv6Addr>().unwrap()
         );
         assert_eq!(ip.header().hop_limit(), 255);
-        let c = claim(&f).unwrap();
+        let c = sighting(&f).unwrap();
         assert_eq!((c.addr, c.probe), (IpAddr::V6(addr), true));
     }
 
@@ -286,22 +289,22 @@ mod tests {
         let p = probe(MAC, addr, None);
         assert_eq!(&p[28..32], &[0, 0, 0, 0]);
         assert_eq!(
-            claim(&p),
-            Some(Claim {
+            sighting(&p),
+            Some(Sighting {
                 addr,
                 mac: MAC,
                 probe: true
             })
         );
         for n in [0, 13, 20, 41] {
-            assert_eq!(claim(&p[..n]), None, "truncated to {n}");
+            assert_eq!(sighting(&p[..n]), None, "truncated to {n}");
         }
         let mut ipv4 = p.clone();
         ipv4[12..14].copy_from_slice(&[8, 0]);
-        assert_eq!(claim(&ipv4), None, "not ARP");
+        assert_eq!(sighting(&ipv4), None, "not ARP");
         // An ARP reply with sender 0.0.0.0 claims nothing.
         let mut reply = p;
         reply[21] = 2;
-        assert_eq!(claim(&reply), None);
+        assert_eq!(sighting(&reply), None);
     }
 }
