@@ -15,9 +15,14 @@
 #![no_std]
 #![no_main]
 
+mod counters;
 mod iscsi;
 mod parse;
 mod sockets;
+mod table;
+
+use counters::{count, instance_counters};
+use table::instance;
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action, xdp_md},
@@ -468,99 +473,6 @@ fn account_tx(skb: *mut __sk_buff, p: &parse::Parsed, entry: &InstanceEntry, out
             flags: entry.flags as u32,
         };
         iscsi::baton_iscsi_skb(skb, &p.seg, &job);
-    }
-}
-
-#[inline(always)]
-fn instance(key: &InstanceKey) -> Option<&'static InstanceEntry> {
-    let home = key.index_slot();
-    for probe in 0..MAX_PROBES {
-        let at = INSTANCE_INDEX.get((home + probe) & (INDEX_SLOTS - 1))?;
-        // One load: the index is switched by a single 4-byte store.
-        // SAFETY: a u32 element of a global array, valid while we run.
-        let element = unsafe { core::ptr::read_volatile(at) };
-        if element == 0 {
-            return None;
-        }
-        if element == INDEX_DELETED {
-            continue;
-        }
-        let keyed = INSTANCE_ENTRIES.get(element - 1)?;
-        if same_key(&keyed.key, key) {
-            return Some(&keyed.entry);
-        }
-    }
-    None
-}
-
-/// Two keys compared as five words (the derived compare goes field by
-/// field, a u16 and two u8 loads among them).
-#[inline(always)]
-fn same_key(a: &InstanceKey, b: &InstanceKey) -> bool {
-    const _: () = assert!(core::mem::size_of::<InstanceKey>() == 20);
-    // SAFETY: InstanceKey is #[repr(C)], 20 bytes, 4-byte aligned, no padding
-    // bytes left undefined (`_pad` is a field).
-    let (a, b) = unsafe {
-        (
-            &*(a as *const InstanceKey).cast::<[u32; 5]>(),
-            &*(b as *const InstanceKey).cast::<[u32; 5]>(),
-        )
-    };
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
-}
-
-#[inline(always)]
-fn count(ifindex: u32, parsed: &parse::Parsed, bytes: u64) {
-    let slot = if ifindex < MAX_PORT_IFINDEX {
-        ifindex
-    } else {
-        0
-    };
-    let Some(stats) = PORT_STATS.get_ptr_mut(slot) else {
-        return;
-    };
-    // SAFETY: this CPU's element; no other writer while we run.
-    let stats = unsafe { &mut *stats };
-    bump(stats, parsed.l3, bytes);
-    if parsed.l4 != parse::NO_L4 {
-        bump(stats, parsed.l4, bytes);
-    }
-}
-
-/// This CPU's counters of `entry` on port `ifindex` (None: a port it is
-/// not counted on).
-#[inline(always)]
-fn instance_counters(entry: &InstanceEntry, ifindex: u32) -> Option<&'static mut InstanceCounters> {
-    let pos = entry.ports.iter().position(|p| *p == ifindex)?;
-    let slot = INSTANCE_STATS.get_ptr_mut(entry.slot as u32)?;
-    // SAFETY: this CPU's element; no other writer while we run.
-    unsafe { (*slot).ports.get_mut(pos) }
-}
-
-/// This CPU's value for `key`, created zeroed on first use. A lost race with
-/// another CPU's insert is harmless (NOEXIST).
-#[inline(always)]
-/// `zero` is a static: a zero value built on the stack costs a memset of
-/// the whole value on every packet (and stack the programs lack).
-pub(crate) fn per_cpu_entry<K, V>(
-    map: &PerCpuHashMap<K, V>,
-    key: &K,
-    zero: &'static V,
-) -> Option<&'static mut V> {
-    if let Some(p) = map.get_ptr_mut(key) {
-        // SAFETY: a per-CPU value: no other writer on this CPU while we run.
-        return Some(unsafe { &mut *p });
-    }
-    let _ = map.insert(key, zero, 1 /* BPF_NOEXIST */);
-    // SAFETY: as above.
-    map.get_ptr_mut(key).map(|p| unsafe { &mut *p })
-}
-
-#[inline(always)]
-fn bump(stats: &mut PortStats, class: u32, bytes: u64) {
-    if let Some(counter) = stats.classes.get_mut(class as usize) {
-        counter.packets += 1;
-        counter.bytes += bytes;
     }
 }
 

@@ -1,24 +1,7 @@
 //! The list itself: every key with its kind, default, limits and text.
-use super::{Key, Table};
+use super::{Key, Table, ms};
 use crate::duration;
 use crate::model::{Cluster, DaemonSettings, Limits, Metrics, Timers};
-
-fn ms(d: std::time::Duration) -> String {
-    crate::duration::display(d)
-}
-
-macro_rules! key {
-    ($t:ident, $n:literal, $k:literal, $d:expr, $l:literal, $doc:literal) => {
-        Key {
-            table: Table::$t,
-            name: $n,
-            kind: $k,
-            default: $d,
-            limits: $l,
-            doc: $doc,
-        }
-    };
-}
 
 pub const KEYS: &[Key] = &[
     key!(

@@ -2,6 +2,26 @@
 //! unknown-key check reads this list) and `baton.toml(5)` is generated from
 //! it, with defaults taken from the model's own `Default`s, so the manual
 //! cannot drift from the code.
+
+/// A duration as the file writes it.
+fn ms(d: std::time::Duration) -> String {
+    crate::duration::display(d)
+}
+
+/// One key of [`KEYS`].
+macro_rules! key {
+    ($t:ident, $n:literal, $k:literal, $d:expr, $l:literal, $doc:literal) => {
+        Key {
+            table: Table::$t,
+            name: $n,
+            kind: $k,
+            default: $d,
+            limits: $l,
+            doc: $doc,
+        }
+    };
+}
+
 mod keys;
 pub use keys::KEYS;
 
