@@ -60,12 +60,22 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     let text = String::from_utf8_lossy(&d.cli(&["status"])?.stdout).into_owned();
     assert!(text.contains("check-failed (san)"), "{text}");
     assert!(text.contains("check san FAILED: san0 failed"), "{text}");
+    let scrape = gw.http_get("127.0.0.1:9750".parse()?, "/metrics")?;
+    assert!(
+        scrape.contains("baton_check_ok{check=\"san\"} 0"),
+        "{scrape}"
+    );
 
     gw.ip(&["link", "set", "san0p", "up"])?;
     until("the check passes again", Duration::from_secs(3), || {
         Ok(unserved(&d)?.is_empty())
     })?;
     assert_eq!(d.status()?["checks"][0]["ok"], true);
+    let scrape = gw.http_get("127.0.0.1:9750".parse()?, "/metrics")?;
+    assert!(
+        scrape.contains("baton_check_ok{check=\"san\"} 1"),
+        "{scrape}"
+    );
     let _ = events.kill();
     let _ = events.wait();
     let log = std::fs::read_to_string(&events_file)?;

@@ -72,6 +72,7 @@ pub fn log(e: &Event) {
         } => info!(%instance, sockets, icmps, left, "backoff reverted"),
         Event::Resync { reason, .. } => warn!(%reason, "events may be lost: full resync"),
         Event::Reload { ok, message, .. } => info!(ok, %message, "reload"),
+        // Logged where the check is read (daemon/health.rs).
         Event::Check { .. }
         | Event::Missed { .. }
         | Event::Claimed { .. }
@@ -105,6 +106,13 @@ pub fn count(m: &Metrics, e: &Event) {
             .inc();
     }
     match e {
+        Event::Check { check, ok, .. } => {
+            m.check_ok
+                .get_or_create(&metrics::CheckLabel {
+                    check: check.clone(),
+                })
+                .set(i64::from(*ok));
+        }
         Event::Port { port, state, .. } => {
             m.port_up
                 .get_or_create(&metrics::PortLabel {

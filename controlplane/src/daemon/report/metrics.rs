@@ -47,6 +47,11 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabel {
+    pub check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabel {
     pub instance: String,
 }
@@ -82,6 +87,7 @@ pub struct Metrics {
     pub revert_icmps: Counter,
     pub tickle_acks: Counter,
     pub cluster_events: Family<KindLabel, Counter>,
+    pub check_ok: Family<CheckLabel, Gauge>,
     rx_packets: Counters,
     rx_bytes: Counters,
     solicits: Counters,
@@ -115,6 +121,7 @@ impl Metrics {
             resyncs: Counter::default(),
             conflicts: Family::default(),
             cluster_events: Family::default(),
+            check_ok: Family::default(),
             revived_sockets: Counter::default(),
             revert_icmps: Counter::default(),
             tickle_acks: Counter::default(),
@@ -181,6 +188,11 @@ impl Metrics {
             "cluster_events",
             "Cluster events of this member: claimed, released, lost, revoked (a silent member), fenced, unfenced, withdrawn",
             m.cluster_events.clone(),
+        );
+        registry.register(
+            "check_ok",
+            "1 while a [health] check passes, 0 while it fails",
+            m.check_ok.clone(),
         );
         registry.register(
             "revived_sockets",
