@@ -1,9 +1,10 @@
 //! `baton run`: the daemon. Its folders follow the data: [`netlink`]
-//! (kernel events and dumps) -> [`ports`] (port states) -> decide (pure,
-//! `crate::decide`) -> [`placement`] (the plan carried out by the actuator,
-//! the kernel reconciled with the placement) -> [`wire`] (announcements,
-//! probes, the address defence, what TCP peers are told) -> [`report`]
-//! (status, events, metrics, systemd). [`membership`] is the cluster's word.
+//! (kernel events and dumps) -> [`ports`] (port states) and [`health`] (the
+//! storage side's links) -> decide (pure, `crate::decide`) -> [`placement`]
+//! (the plan carried out by the actuator, the kernel reconciled with the
+//! placement, the address defended) -> [`wire`] (announcements, probes,
+//! what TCP peers are told) -> [`report`] (status, events, metrics,
+//! systemd). [`membership`] is the cluster's word.
 //!
 //! Level-triggered: the daemon keeps the desired state (the placement) and
 //! compares it with the kernel's whenever an event says something of an
