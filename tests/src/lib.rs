@@ -25,6 +25,7 @@ use anyhow::{Context as _, Result, bail};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 /// The lab's IPv4 subnet (TEST-NET-1: documentation only, never routed).
 pub const SUBNET: &str = "192.0.2.0/24";
@@ -450,4 +451,20 @@ pub fn baton_bin() -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// Polls until `cond` holds; how long it took, or the error saying what was seen.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if cond()? {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("{what}: not within {timeout:?}")
 }

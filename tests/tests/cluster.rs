@@ -6,6 +6,7 @@ use baton_lab::cluster::{ClusterLab, TwoOwnerChecker};
 use baton_lab::daemon::Daemon;
 use baton_lab::iscsi::Target;
 use baton_lab::traffic::HeldConnection;
+use baton_lab::wait_until;
 use std::time::{Duration, Instant};
 
 const A: &str = "192.0.2.100";
@@ -133,22 +134,6 @@ fn instance_field(d: &Daemon, instance: &str, field: &str) -> anyhow::Result<Str
         .or(v.as_str())
         .unwrap_or("")
         .to_string())
-}
-
-/// Polls until `cond` holds; how long it took, or the error saying what was seen.
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if cond()? {
-            return Ok(started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    anyhow::bail!("{what}: not within {timeout:?}")
 }
 
 /// Both instances placed where their order says.

@@ -2,24 +2,8 @@
 //! the event stream) and the instance stays where it is, there being no
 //! other member to go to; the check passes again after hold_up.
 use baton_lab::daemon::{Daemon, lab_config};
-use baton_lab::{Lab, LabSpec};
-use std::time::{Duration, Instant};
-
-/// Polls `f` every 10 ms until it holds, for at most `timeout`.
-fn until(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if f()? {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    anyhow::bail!("{what}: not within {timeout:?}")
-}
+use baton_lab::{Lab, LabSpec, wait_until};
+use std::time::Duration;
 
 #[test]
 fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Result<()> {
@@ -37,7 +21,7 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     let d = Daemon::start(&lab, 0, &config)?;
     let events_file = std::env::temp_dir().join(format!("{}-health-events", lab.prefix));
     let mut events = d.events(false, std::fs::File::create(&events_file)?)?;
-    until("iscsi-a placed", Duration::from_secs(5), || {
+    wait_until("iscsi-a placed", Duration::from_secs(5), || {
         Ok(d.owner("iscsi-a")?.is_some())
     })?;
     let unserved = |d: &Daemon| -> anyhow::Result<String> {
@@ -47,7 +31,7 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     assert_eq!(unserved(&d)?, "", "a passing check");
 
     gw.ip(&["link", "set", "san0p", "down"])?;
-    until("the check failed", Duration::from_secs(3), || {
+    wait_until("the check failed", Duration::from_secs(3), || {
         Ok(unserved(&d)? == "check-failed")
     })
     .map_err(|e| e.context(d.log_text()))?;
@@ -67,7 +51,7 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     );
 
     gw.ip(&["link", "set", "san0p", "up"])?;
-    until("the check passes again", Duration::from_secs(3), || {
+    wait_until("the check passes again", Duration::from_secs(3), || {
         Ok(unserved(&d)?.is_empty())
     })?;
     assert_eq!(d.status()?["checks"][0]["ok"], true);

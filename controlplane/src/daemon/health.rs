@@ -104,10 +104,7 @@ impl HealthTable {
     }
 
     fn down(&self, link: &str, config: &Config, now: Duration) -> bool {
-        matches!(
-            self.condition(link, config, now),
-            PortCondition::Failed | PortCondition::Missing
-        )
+        self.condition(link, config, now).is_down()
     }
 
     /// Whether the check `name` passes now.

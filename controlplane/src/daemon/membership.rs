@@ -8,7 +8,7 @@ use super::ports::PortTable;
 use super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::cluster::{ClusterEvent, ClusterLink, ClusterState, ToAgent};
-use crate::decide::{ClusterView, FenceCause, PortCondition, Reason};
+use crate::decide::{ClusterView, FenceCause, Reason};
 use crate::protocol::{ClusterStatus, Event};
 use anyhow::{Result, bail};
 use baton_config::Config;
@@ -273,12 +273,10 @@ impl Membership {
         let mut no_taker = BTreeSet::new();
         for (name, inst) in &config.instances {
             let served = health.failing_for(config, inst, now).is_none()
-                && inst.ports.iter().any(|p| {
-                    !matches!(
-                        ports.condition(p, config, now),
-                        PortCondition::Failed | PortCondition::Missing
-                    )
-                });
+                && inst
+                    .ports
+                    .iter()
+                    .any(|p| !ports.condition(p, config, now).is_down());
             if served || !view.held.contains(name) || self.handover_retry.contains_key(name) {
                 continue;
             }

@@ -73,6 +73,13 @@ pub enum PortCondition {
     Missing,
 }
 
+impl PortCondition {
+    /// Failed (past `hold_down`) or gone: it serves nothing now.
+    pub fn is_down(self) -> bool {
+        matches!(self, PortCondition::Failed | PortCondition::Missing)
+    }
+}
+
 /// The one reading of a port's state against the hold timers (`None`: the
 /// port does not exist now).
 pub fn port_condition(state: Option<&PortState>, c: &Config, now: Time) -> PortCondition {
