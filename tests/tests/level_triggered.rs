@@ -520,6 +520,12 @@ fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Resu
         .ok_or_else(|| anyhow::anyhow!("no pid"))?
         .to_string();
     baton_lab::run_checked("kill", &["-STOP", &pid])?;
+    // A ping sent just before the stop may still sit in the socket: wait
+    // until every thread is stopped, then drop what was queued before.
+    baton_lab::wait_until("every thread stopped", Duration::from_secs(2), || {
+        Ok(all_threads_stopped(&pid))
+    })?;
+    listen(Duration::from_millis(50));
     let (_, stopped) = listen(Duration::from_millis(600));
     baton_lab::run_checked("kill", &["-CONT", &pid])?;
     assert_eq!(
@@ -529,6 +535,22 @@ fn systemd_hears_ready_and_a_watchdog_that_stops_with_the_loop() -> anyhow::Resu
     let (_, again) = listen(Duration::from_millis(500));
     assert!(again >= 3, "{again} WATCHDOG=1 after SIGCONT");
     Ok(())
+}
+
+/// Every thread of `pid` is in the stopped state (`T` in its stat).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// systemd's STATUS= follows the daemon: placed after the first placement
