@@ -22,12 +22,75 @@ pub struct Config {
 }
 
 /// A check of something the instances need besides their ports
-/// (`[health.NAME]`): links to the storage side.
+/// (`[health.NAME]`): the storage side's links, the target process, a
+/// service's TCP port, or a command.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
-    /// Interfaces that are not data ports, by name.
-    pub links: Vec<String>,
-    pub fail_when: FailWhen,
+    pub probe: Probe,
+    /// Consecutive passing observations before a failed probe passes again.
+    pub rise: u32,
+    /// Consecutive failed observations before a passing probe fails.
+    pub fall: u32,
+    /// How often a probe observes (links are read from kernel events).
+    pub interval: Duration,
+    /// How long one observation may take (tcp, exec).
+    pub timeout: Duration,
+    /// With no `[cluster]`: a failure withdraws the instances that need the
+    /// check (initiators' multipath turns to another gateway); by default
+    /// they stay and the failure is reported.
+    pub withdraw: bool,
+}
+
+impl Check {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Two failed observations for a probe; one for a process (its exit is
+    /// certain, the kernel says so through its pidfd).
+    pub fn default_fall(probe: &Probe) -> u32 {
+        match probe {
+            Probe::Process(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// What a check observes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    /// Interfaces that are not data ports, by name, read as the ports are.
+    Links {
+        links: Vec<String>,
+        fail_when: FailWhen,
+    },
+    /// A process that must run.
+    Process(ProcessMatch),
+    /// A listener that must accept a connection from this host.
+    Tcp(std::net::SocketAddr),
+    /// A command that must exit 0 within the timeout (argv, no shell).
+    Exec(Vec<String>),
+}
+
+impl Probe {
+    /// The key that names its kind in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Probe::Links { .. } => "links",
+            Probe::Process(ProcessMatch::Pidfile(_)) => "pidfile",
+            Probe::Process(ProcessMatch::Name(_)) => "process",
+            Probe::Tcp(_) => "tcp",
+            Probe::Exec(_) => "exec",
+        }
+    }
+}
+
+/// How a process check finds its process.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProcessMatch {
+    /// The pid written in this file.
+    Pidfile(PathBuf),
+    /// A process whose name (`/proc/PID/comm`) is exactly this.
+    Name(String),
 }
 
 /// When a check of several links fails.

@@ -52,11 +52,25 @@ pub struct Status {
     pub checks: Vec<CheckStatus>,
 }
 
-/// A `[health]` check and the links it watches.
+/// A `[health]` check: its verdict, and what it saw (the links it watches,
+/// or its probe's last observation).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckStatus {
     pub name: String,
+    /// links, pidfile, process, tcp or exec.
+    #[serde(default)]
+    pub kind: String,
     pub ok: bool,
+    /// A probe that has not observed yet (neither passing nor failed).
+    #[serde(default)]
+    pub pending: bool,
+    /// A probe's verdict since (the daemon's clock, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// A probe's last observation ("pid 412 exited", "refused").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default)]
     pub links: Vec<LinkStatus>,
 }
 
@@ -315,6 +329,9 @@ pub enum Event {
         at_ms: u64,
         check: String,
         ok: bool,
+        /// A probe's observation that decided it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// The cluster says the instance is not this member's: its address left.
     Withdrawn {

@@ -92,17 +92,22 @@ pub fn render_status(s: &Status) -> String {
         .checks
         .iter()
         .map(|c| {
-            let links: Vec<String> = c
-                .links
-                .iter()
-                .map(|l| format!("{} {}", l.name, l.state))
-                .collect();
-            format!(
-                "check {} {}: {}\n",
-                c.name,
-                if c.ok { "ok" } else { "FAILED" },
+            let state = match (c.pending, c.ok) {
+                (true, _) => "pending",
+                (false, true) => "ok",
+                (false, false) => "FAILED",
+            };
+            let seen = if c.links.is_empty() {
+                c.detail.clone().unwrap_or_default()
+            } else {
+                let links: Vec<String> = c
+                    .links
+                    .iter()
+                    .map(|l| format!("{} {}", l.name, l.state))
+                    .collect();
                 links.join(", ")
-            )
+            };
+            format!("check {} ({}) {state}: {seen}\n", c.name, c.kind)
         })
         .collect();
     format!(
@@ -294,9 +299,15 @@ pub fn render_event(e: &Event) -> String {
             instance,
             reason,
         } => format!("{at_ms:>9}ms withdrew {instance}: {reason}"),
-        Event::Check { at_ms, check, ok } => format!(
-            "{at_ms:>9}ms check {check} {}",
-            if *ok { "passes" } else { "failed" }
+        Event::Check {
+            at_ms,
+            check,
+            ok,
+            detail,
+        } => format!(
+            "{at_ms:>9}ms check {check} {}{}",
+            if *ok { "passes" } else { "failed" },
+            detail.as_ref().map_or(String::new(), |d| format!(": {d}"))
         ),
         Event::Reload { at_ms, ok, message } => format!(
             "{at_ms:>9}ms reload {}: {message}",

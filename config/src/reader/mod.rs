@@ -158,8 +158,9 @@ pub fn read(file: &str, text: &str) -> (Option<Config>, Spans, Vec<Diagnostic>) 
         config.cluster = r.cluster(t);
     }
     for (name, t) in r.named_tables(doc, "health") {
-        let check = r.check(t, &format!("health.{name}"));
-        config.health.insert(name, check);
+        if let Some(check) = r.check(t, &format!("health.{name}")) {
+            config.health.insert(name, check);
+        }
     }
     (Some(config), r.spans, r.errors)
 }

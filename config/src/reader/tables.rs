@@ -271,9 +271,80 @@ impl Reader<'_> {
         })
     }
 
-    pub(super) fn check(&mut self, t: &DeTable, path: &str) -> Check {
+    pub(super) fn check(&mut self, t: &DeTable, path: &str) -> Option<Check> {
         self.keys(t, path, &names(Table::Health));
-        let fail_when = match self.string(t, path, "fail_when").as_deref() {
+        let kinds: Vec<&str> = ["links", "pidfile", "process", "tcp", "exec"]
+            .into_iter()
+            .filter(|k| t.contains_key(*k))
+            .collect();
+        let probe = match kinds[..] {
+            ["links"] => Probe::Links {
+                links: self.strings(t, path, "links"),
+                fail_when: self.fail_when(t, path),
+            },
+            ["pidfile"] => Probe::Process(ProcessMatch::Pidfile(
+                self.string(t, path, "pidfile")?.into(),
+            )),
+            ["process"] => Probe::Process(ProcessMatch::Name(self.string(t, path, "process")?)),
+            ["tcp"] => {
+                let v = self.value(t, path, "tcp")?;
+                Probe::Tcp(self.parsed(
+                    &Self::join(path, "tcp"),
+                    v,
+                    "an address and port (\"127.0.0.1:3260\", \"[::1]:3260\")",
+                )?)
+            }
+            ["exec"] => Probe::Exec(self.strings(t, path, "exec")),
+            [] => {
+                self.error(
+                    path,
+                    None,
+                    "says nothing to check: give one of links, pidfile, process, tcp or exec",
+                );
+                return None;
+            }
+            _ => {
+                self.error(
+                    path,
+                    None,
+                    format!(
+                        "checks {} at once: one check watches one thing; make a check of each",
+                        kinds.join(" and ")
+                    ),
+                );
+                return None;
+            }
+        };
+        if let Some(v) = t
+            .get("fail_when")
+            .filter(|_| !matches!(probe, Probe::Links { .. }))
+        {
+            self.error(
+                &Self::join(path, "fail_when"),
+                Some(v.span()),
+                "is for links only: a process, tcp or exec check fails by its fall count",
+            );
+        }
+        Some(Check {
+            rise: self
+                .u32(t, path, "rise", 1, 100)
+                .unwrap_or(Check::DEFAULT_RISE),
+            fall: self
+                .u32(t, path, "fall", 1, 100)
+                .unwrap_or_else(|| Check::default_fall(&probe)),
+            interval: self
+                .duration(t, path, "interval")
+                .unwrap_or(Check::DEFAULT_INTERVAL),
+            timeout: self
+                .duration(t, path, "timeout")
+                .unwrap_or(Check::DEFAULT_TIMEOUT),
+            withdraw: self.boolean(t, path, "withdraw").unwrap_or(false),
+            probe,
+        })
+    }
+
+    fn fail_when(&mut self, t: &DeTable, path: &str) -> FailWhen {
+        match self.string(t, path, "fail_when").as_deref() {
             None | Some("any") => FailWhen::Any,
             Some("all") => FailWhen::All,
             Some(other) => {
@@ -284,10 +355,6 @@ impl Reader<'_> {
                 );
                 FailWhen::Any
             }
-        };
-        Check {
-            links: self.strings(t, path, "links"),
-            fail_when,
         }
     }
 }

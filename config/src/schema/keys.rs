@@ -1,7 +1,7 @@
 //! The list itself: every key with its kind, default, limits and text.
 use super::{Key, Table, ms};
 use crate::duration;
-use crate::model::{Cluster, DaemonSettings, Limits, Metrics, Timers};
+use crate::model::{Check, Cluster, DaemonSettings, Limits, Metrics, Timers};
 
 pub const KEYS: &[Key] = &[
     key!(
@@ -60,14 +60,14 @@ pub const KEYS: &[Key] = &[
         "tables",
         None,
         "",
-        "Named checks of what the instances need besides their ports (the storage side's links): a failed one takes them off this member as a lost port does."
+        "Named checks of what the instances need besides their ports (the storage side's links, the target process, a TCP listener, a command): a failed one takes them off this member as a lost port does."
     ),
     key!(
         Health,
         "links",
         "list of interface names",
         None,
-        "required; existing interfaces that are not data ports, each once",
+        "one of links, pidfile, process, tcp, exec; existing interfaces that are not data ports, each once",
         "Interfaces the instances need that are not data ports (the links to the storage: HBAs, SAN NICs), read from the kernel's link events with the ports' hold timers."
     ),
     key!(
@@ -75,8 +75,80 @@ pub const KEYS: &[Key] = &[
         "fail_when",
         "\"any\" or \"all\"",
         Some(|| "\"any\"".to_string()),
-        "",
+        "links only",
         "\"any\": the check fails when one of its links is down (either storage link down is a unit failure); \"all\": only when every one is."
+    ),
+    key!(
+        Health,
+        "pidfile",
+        "absolute path",
+        None,
+        "one of links, pidfile, process, tcp, exec",
+        "A process that must run: the pid in this file (e.g. the target's). Its exit is heard at once through a pidfd; while it is not running the file is read again every interval."
+    ),
+    key!(
+        Health,
+        "process",
+        "process name",
+        None,
+        "one of links, pidfile, process, tcp, exec; 1-15 characters",
+        "A process that must run, by its exact name (/proc/PID/comm, e.g. \"tgtd\"); its exit is heard through a pidfd."
+    ),
+    key!(
+        Health,
+        "tcp",
+        "address:port",
+        None,
+        "one of links, pidfile, process, tcp, exec",
+        "A listener that must accept a connection from this host every interval (e.g. \"127.0.0.1:3260\": a target bound to the wildcard address serves every instance's address)."
+    ),
+    key!(
+        Health,
+        "exec",
+        "command as a list (argv; no shell)",
+        None,
+        "one of links, pidfile, process, tcp, exec; an absolute program path",
+        "A command that must exit 0 within the timeout, run every interval; for what the others cannot express."
+    ),
+    key!(
+        Health,
+        "interval",
+        "duration",
+        Some(|| duration::display(Check::DEFAULT_INTERVAL)),
+        "100ms..=1h",
+        "How often a pidfile, process, tcp or exec check observes."
+    ),
+    key!(
+        Health,
+        "timeout",
+        "duration",
+        Some(|| duration::display(Check::DEFAULT_TIMEOUT)),
+        "10ms..=interval",
+        "How long a tcp connection or a command may take before the observation fails."
+    ),
+    key!(
+        Health,
+        "rise",
+        "integer",
+        Some(|| Check::DEFAULT_RISE.to_string()),
+        "1..=100",
+        "Passing observations in a row before a failed check passes again (links: hold_up instead)."
+    ),
+    key!(
+        Health,
+        "fall",
+        "integer",
+        Some(|| "1 for pidfile and process, 2 otherwise".into()),
+        "1..=100",
+        "Failed observations in a row before a passing check fails (links: hold_down instead)."
+    ),
+    key!(
+        Health,
+        "withdraw",
+        "boolean",
+        Some(|| "false".into()),
+        "",
+        "With no [cluster]: a failure takes the address of every instance that needs the check off this host, until it passes again (for initiators whose multipath turns to another gateway). false: they stay and the failure is reported."
     ),
     key!(
         Port,

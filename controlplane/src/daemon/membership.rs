@@ -215,8 +215,7 @@ impl Membership {
             .instances
             .iter()
             .filter(|(_, i)| {
-                i.ports.iter().any(|p| ports.link_up(p))
-                    && health.failing_for(config, i, now).is_none()
+                i.ports.iter().any(|p| ports.link_up(p)) && health.all_pass_for(config, i, now)
             })
             .map(|(n, _)| n.clone())
             .collect();

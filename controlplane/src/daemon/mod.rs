@@ -1,6 +1,6 @@
 //! `baton run`: the daemon. Its folders follow the data: [`netlink`]
 //! (kernel events and dumps) -> [`ports`] (port states) and [`health`] (the
-//! storage side's links) -> decide (pure, `crate::decide`) -> [`placement`]
+//! storage side's links, the target process, probes) -> decide (pure, `crate::decide`) -> [`placement`]
 //! (the plan carried out by the actuator, the kernel reconciled with the
 //! placement, the address defended) -> [`wire`] (announcements, probes,
 //! what TCP peers are told) -> [`report`] (status, events, metrics,
@@ -57,6 +57,8 @@ struct Inbox {
     calls: mpsc::Receiver<Call>,
     /// Other hosts' ARP/ND sightings, from the address watch.
     sightings: mpsc::Receiver<announce::Seen>,
+    /// The `[health]` probes' observations.
+    probes: mpsc::Receiver<health::probe::Observation>,
     after: AftercareResults,
 }
 
@@ -97,6 +99,7 @@ impl Daemon {
             ports: &self.ports,
             report: &self.report,
             cluster: &self.membership,
+            health: &self.health,
         }
     }
 
@@ -108,6 +111,7 @@ impl Daemon {
                 ports: &self.ports,
                 report: &self.report,
                 cluster: &self.membership,
+                health: &self.health,
             },
             state: &mut self.placement,
             actuator: &mut self.actuator,
@@ -166,6 +170,16 @@ impl Daemon {
                             relevant |= self.on_sighting(seen);
                         }
                         if relevant {
+                            break;
+                        }
+                    }
+                    Some(o) = self.inbox.probes.recv() => {
+                        let now = self.report.now();
+                        let mut changed = self.health.on_probe(&self.config, o, now);
+                        while let Ok(o) = self.inbox.probes.try_recv() {
+                            changed |= self.health.on_probe(&self.config, o, now);
+                        }
+                        if changed {
                             break;
                         }
                     }
@@ -397,6 +411,7 @@ impl Daemon {
             ports: &self.ports,
             report: &self.report,
             cluster: &self.membership,
+            health: &self.health,
         };
         self.defence
             .on_sighting(seen, &ctx, &self.placement.placement, &mut self.actuator)
@@ -424,7 +439,6 @@ impl Daemon {
                     state: &self.placement,
                     defence: &self.defence,
                     actuator: &self.actuator,
-                    health: &self.health,
                     pins: &self.pins,
                     config_path: &self.opts.config,
                 }));

@@ -68,6 +68,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
     let (links_now, monitor) = netlink::monitor::start().await?;
     let ports = PortTable::from_dump(&config, &links_now);
     let health = HealthTable::from_dump(&config, &links_now);
+    let probes = super::health::probe::start(&config);
     if ports.ifindexes().next().is_none() {
         bail!(
             "none of the configured ports exists here ({})",
@@ -117,6 +118,7 @@ pub async fn daemon(opts: Options, lock: lock::PinDirLock) -> Result<Daemon> {
             monitor,
             calls,
             sightings,
+            probes,
             after: after_results,
         },
         refresh_links: false,

@@ -1,5 +1,4 @@
 //! What the daemon reports: `baton status` and the metrics' names and owners.
-use crate::daemon::health::HealthTable;
 use crate::daemon::placement::Context;
 use crate::daemon::placement::actuator::Actuator;
 use crate::daemon::placement::defence::Defence;
@@ -39,7 +38,6 @@ pub struct Sources<'a> {
     pub state: &'a PlacementState,
     pub defence: &'a Defence,
     pub actuator: &'a Actuator,
-    pub health: &'a HealthTable,
     pub pins: &'a PinDir,
     pub config_path: &'a std::path::Path,
 }
@@ -50,7 +48,6 @@ pub fn status(s: &Sources) -> Status {
         state,
         defence,
         actuator,
-        health,
         pins,
         config_path,
     } = s;
@@ -116,7 +113,8 @@ pub fn status(s: &Sources) -> Status {
                 traffic,
                 cluster_owner: ctx.cluster.owner_of(name).cloned(),
                 withheld: ctx.cluster.view().and_then(|v| v.refusal(name)),
-                unserved: health
+                unserved: ctx
+                    .health
                     .failing_for(ctx.config, inst, now)
                     .map(|check| Reason::CheckFailed { check })
                     .or_else(|| ctx.cluster.kept_because(name)),
@@ -129,6 +127,6 @@ pub fn status(s: &Sources) -> Status {
         ports: port_status,
         instances,
         cluster: ctx.cluster.status(ctx.config),
-        checks: health.status(ctx.config, now),
+        checks: ctx.health.status(ctx.config, now),
     }
 }

@@ -12,12 +12,13 @@ pub mod reconcile;
 pub mod reload;
 pub mod state;
 
+use super::health::HealthTable;
 use super::membership::Membership;
 use super::netlink::decode::{LinkEvent, Observation};
 use super::ports::PortTable;
 use super::report::Reporter;
 use super::wire::Aftercare;
-use crate::decide::Inputs;
+use crate::decide::{ClusterView, Inputs};
 use actuator::Actuator;
 use baton_config::Config;
 use baton_config::{InstanceName, PortName};
@@ -32,6 +33,20 @@ pub struct Context<'a> {
     pub ports: &'a PortTable,
     pub report: &'a Reporter,
     pub cluster: &'a Membership,
+    pub health: &'a HealthTable,
+}
+
+impl Context<'_> {
+    /// Whether this host may hold `instance` now: the cluster's word, or
+    /// on a single host that no failed `withdraw` check keeps it off.
+    pub fn may_hold(&self, instance: &InstanceName) -> bool {
+        self.cluster.may_hold(instance)
+            && (self.cluster.view().is_some()
+                || self
+                    .health
+                    .withdrawing(self.config, instance, self.report.now())
+                    .is_none())
+    }
 }
 
 /// A placement step: what it reads, the state it changes, the kernel
@@ -56,10 +71,28 @@ pub fn with_inputs<R>(ctx: &Context, state: &PlacementState, f: impl FnOnce(&Inp
         .iter()
         .map(|(k, until)| (k.clone(), engine_now + until.saturating_duration_since(now)))
         .collect();
+    // With no cluster, a failed `withdraw` check keeps its instances off
+    // this host as the cluster's word would.
+    let alone = match ctx.cluster.view() {
+        Some(_) => None,
+        None => {
+            let withheld = ctx.health.withdrawn(ctx.config, engine_now);
+            (!withheld.is_empty()).then(|| ClusterView {
+                held: ctx
+                    .config
+                    .instances
+                    .keys()
+                    .filter(|n| !withheld.contains_key(*n))
+                    .cloned()
+                    .collect(),
+                withheld,
+            })
+        }
+    };
     f(&Inputs {
         config: ctx.config,
         ports: &ports,
-        cluster: ctx.cluster.view(),
+        cluster: ctx.cluster.view().or(alone.as_ref()),
         in_use: &in_use,
         retry_at: &retry_at,
         placement: &state.placement,

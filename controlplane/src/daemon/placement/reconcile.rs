@@ -48,10 +48,10 @@ impl Stage<'_> {
                     if self.state.trouble.remove(&name).is_some() {
                         info!(instance = %name, "reconciled again after errors");
                     }
-                    // Taking an instance the cluster withholds off this host
-                    // is the withdrawal (its own event), not drift repaired.
-                    let cluster = self.ctx.cluster;
-                    let withdrawing = cluster.view().is_some() && !cluster.may_hold(&name);
+                    // Taking an instance the cluster (or a failed `withdraw`
+                    // check) withholds off this host is the withdrawal (its
+                    // own event), not drift repaired.
+                    let withdrawing = !self.ctx.may_hold(&name);
                     for (what, detail) in repairs {
                         if withdrawing {
                             info!(instance = %name, what = ?what, %detail, "withdrawn from this host");
@@ -91,7 +91,7 @@ impl Stage<'_> {
         // narrowed it) stays until the engine moves it, make-before-break;
         // on a port that is gone it stays too: the engine moves it.
         if !self.state.placement.contains_key(name)
-            && self.ctx.cluster.may_hold(name)
+            && self.ctx.may_hold(name)
             && let Some(p) = self.adopt(name, observed)
         {
             self.state.placement.insert(name.clone(), p);
