@@ -103,6 +103,25 @@ impl Target {
         run_checked("tgtadm", &full)
     }
 
+    /// tgtd's pid (for a pidfile a `[health]` check reads).
+    pub fn pid(&self) -> u32 {
+        self.peer.as_ref().map_or(0, crate::Peer::pid)
+    }
+
+    /// tgtd dies as a crash would (SIGKILL); returns once it has exited.
+    pub fn crash(&mut self) -> Result<()> {
+        let mut peer = self.peer.take().context("tgtd already stopped")?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(peer.pid() as i32, libc::SIGKILL) };
+        for _ in 0..200 {
+            if peer.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        anyhow::bail!("tgtd did not exit after SIGKILL")
+    }
+
     pub fn url(&self) -> String {
         format!("iscsi://{}/{IQN}/1", self.portal)
     }

@@ -43,11 +43,13 @@ struct Site {
 /// time later on a loaded machine, and the first then rightly took the
 /// second's instance (it waits a lease's time for a member before it).
 fn site(cluster: &str) -> anyhow::Result<Site> {
-    site_prepared(cluster, |_| Ok(()))
+    site_prepared(TIMERS, cluster, |_| Ok(()))
 }
 
-/// [`site`], with `prepare` run on the lab before the daemons start.
+/// [`site`] with its own `timers`, and `prepare` run on the lab before the
+/// daemons start.
 fn site_prepared(
+    timers: &str,
     cluster: &str,
     prepare: impl Fn(&ClusterLab) -> anyhow::Result<()>,
 ) -> anyhow::Result<Site> {
@@ -57,7 +59,9 @@ fn site_prepared(
         let lab = &c.lab;
         let starting: Vec<_> = (0..2)
             .map(|g| {
-                scope.spawn(move || Daemon::start(lab, g, &ClusterLab::config(g, TIMERS, cluster)))
+                // `{gw}` in `cluster`: this gateway's number (a path of its own).
+                let cluster = cluster.replace("{gw}", &g.to_string());
+                scope.spawn(move || Daemon::start(lab, g, &ClusterLab::config(g, timers, &cluster)))
             })
             .collect();
         starting
@@ -912,7 +916,7 @@ const SAN_CHECK: &str = "\n[health.san]\nlinks = [\"san0\"]\n";
 #[test]
 fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = site_prepared(&format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
+    let s = site_prepared(TIMERS, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
     healthy(&s)?;
     let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
     std::thread::sleep(Duration::from_millis(300));
@@ -938,5 +942,199 @@ fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Resul
     assert_eq!(s.gw[0].owner("iscsi-a")?, None, "iscsi-a came back to gw0");
     let o = checker.finish()?;
     o.assert_none();
+    Ok(())
+}
+
+/// tgtd serving the same target name on both gateways, listening on
+/// iscsi-a's address before holding it; its pid in `{pidfiles}-gwG.pid`.
+fn targets_with_pidfiles(s: &Site, pidfiles: &str) -> anyhow::Result<Vec<Target>> {
+    let a: std::net::IpAddr = A.parse()?;
+    let mut targets = Vec::new();
+    for g in 0..2 {
+        let ns = &s.c.lab.gw(g).ns;
+        ns.run(&["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
+        let t = Target::start(ns, a, 8)?;
+        std::fs::write(format!("{pidfiles}-gw{g}.pid"), format!("{}\n", t.pid()))?;
+        targets.push(t);
+    }
+    Ok(targets)
+}
+
+/// gw0's tgtd crashes, its daemon, ports and links fine: the pidfile check
+/// hears the exit through its pidfd and fails, gw0 hands iscsi-a to gw1
+/// (whose tgtd runs), and a new login to the same target name works there.
+/// tgtd back on gw0: the check passes again, and iscsi-a stays on gw1
+/// (no failback across members).
+#[test]
+fn a_member_whose_target_dies_hands_its_instances_over() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let pidfiles = std::env::temp_dir()
+        .join(format!("{}-tgtd", baton_lab::unique_prefix()))
+        .display()
+        .to_string();
+    let check =
+        format!("\n[health.target]\npidfile = \"{pidfiles}-gw{{gw}}.pid\"\ninterval = \"200ms\"\n");
+    let s = site(&format!("{FAST}\n{check}"))?;
+    let result = (|| -> anyhow::Result<()> {
+        let mut targets = targets_with_pidfiles(&s, &pidfiles)?;
+        // Neither member was hostable before its tgtd ran (pending, then failed).
+        healthy(&s)?;
+        let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+        let conn = HeldConnection::open(&s.c.lab, A.parse()?, 3260)?;
+        std::thread::sleep(Duration::from_millis(1200));
+        targets[0].crash()?;
+        let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
+            .map_err(|e| e.context(format!("gw0's log:\n{}", s.gw[0].log_text())))?;
+        println!(
+            "gw0's tgtd killed: gw1 holds iscsi-a {} ms after it\ngw0:\n{}",
+            took.as_millis(),
+            text_status(&s.gw[0])
+        );
+        // gw0's kernel closed the dead target's connection itself.
+        let ended = conn.ended_within(Duration::from_secs(1));
+        assert!(ended.is_some(), "the client's connection did not end");
+        let out =
+            s.c.lab
+                .client
+                .command("iscsi-inq")
+                .arg(targets[1].url())
+                .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "a new login after the handover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let check = &s.gw[0].status()?["checks"][0];
+        assert_eq!(check["ok"], false, "{check}");
+        assert!(
+            check["detail"].as_str().unwrap_or("").contains("exited"),
+            "{check}"
+        );
+        assert_eq!(fenced(&s.gw[0])?, None, "gw0 fenced: not a handover");
+        // (The first crashed target's files go with it at the end.)
+        let again = Target::start(&s.c.lab.gw(0).ns, A.parse()?, 8)?;
+        std::fs::write(format!("{pidfiles}-gw0.pid"), format!("{}\n", again.pid()))?;
+        wait_until("gw0's check passes again", Duration::from_secs(3), || {
+            Ok(s.gw[0].status()?["checks"][0]["ok"] == true)
+        })?;
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(s.gw[1].owner("iscsi-a")?.is_some(), "gw1 let iscsi-a go");
+        assert_eq!(s.gw[0].owner("iscsi-a")?, None, "iscsi-a came back to gw0");
+        checker.finish()?.assert_none();
+        Ok(())
+    })();
+    for g in 0..2 {
+        let _ = std::fs::remove_file(format!("{pidfiles}-gw{g}.pid"));
+    }
+    result
+}
+
+/// [`TIMERS`] with a hold_down of 500 ms: a storage link's blip is absorbed,
+/// and a member whose link went down publishes that it hosts nothing well
+/// before its hold ends.
+const HELD: &str = "hold_down = \"500ms\"\nprobe_time = \"50ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
+
+/// Both gateways' storage links down at once: neither is better off, so
+/// nothing moves (each saw the other unhostable before its hold_down
+/// ended); each keeps its instance and says why.
+#[test]
+fn with_both_storage_links_down_nothing_moves_and_both_say_why() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site_prepared(HELD, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    for g in 0..2 {
+        s.c.lab.gw(g).ns.ip(&["link", "set", "san0p", "down"])?;
+    }
+    for (g, instance) in [(0, "iscsi-a"), (1, "iscsi-b")] {
+        wait_until(
+            &format!("gw{g} reporting {instance}'s failed check"),
+            Duration::from_secs(3),
+            || Ok(instance_field(&s.gw[g], instance, "unserved")? == "check-failed"),
+        )
+        .map_err(|e| e.context(text_status(&s.gw[g])))?;
+    }
+    // Past the hold and a few heartbeats: still where they were.
+    std::thread::sleep(Duration::from_millis(1500));
+    println!("both storage links down, gw0:\n{}", text_status(&s.gw[0]));
+    for (g, instance) in [(0, "iscsi-a"), (1, "iscsi-b")] {
+        assert!(
+            s.gw[g].owner(instance)?.is_some(),
+            "{instance} left gw{g} for a member no better off:\n{}",
+            text_status(&s.gw[g])
+        );
+        assert_eq!(
+            instance_field(&s.gw[g], instance, "unserved")?,
+            "check-failed"
+        );
+    }
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
+/// gw0's storage link flapping at 10 Hz for 5 s: each down lasts 50 ms,
+/// under hold_down, so the check never fails and iscsi-a moves at most once
+/// each way (here: not at all), answered throughout.
+#[test]
+fn a_flapping_storage_link_moves_an_instance_at_most_once_each_way() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let s = site_prepared(HELD, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
+    healthy(&s)?;
+    let events: Vec<_> = (0..2)
+        .map(|g| {
+            let file = std::env::temp_dir().join(format!("{}-flap-events-gw{g}", s.c.lab.prefix));
+            let child = s.gw[g].events(true, std::fs::File::create(&file)?)?;
+            Ok((file, child))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let gw0 = &s.c.lab.gw(0).ns;
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(5) {
+        gw0.ip(&["link", "set", "san0p", "down"])?;
+        std::thread::sleep(Duration::from_millis(50));
+        gw0.ip(&["link", "set", "san0p", "up"])?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // A planned move on each, so each stream shows it was heard throughout
+    // (a stream that saw nothing counts no claims, and proves nothing).
+    for (g, instance) in [(0, "iscsi-a"), (1, "iscsi-b")] {
+        let out = s.gw[g].cli(&["move", instance, "ge1"])?;
+        anyhow::ensure!(out.status.success(), "{out:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let claims = |g: usize, file: &std::path::Path| -> anyhow::Result<usize> {
+        let text = std::fs::read_to_string(file)?;
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        anyhow::ensure!(
+            events
+                .iter()
+                .any(|e| e["event"] == "move" && e["kind"] == "planned"),
+            "gw{g}'s event stream did not show the planned move: {text}"
+        );
+        let n = events
+            .iter()
+            .filter(|e| e["event"] == "claimed" && e["instance"] == "iscsi-a")
+            .count();
+        println!("gw{g} claimed iscsi-a {n} times during and after the flap");
+        Ok(n)
+    };
+    let mut counts = Vec::new();
+    for (g, (file, mut child)) in events.into_iter().enumerate() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let n = claims(g, &file);
+        let _ = std::fs::remove_file(&file);
+        counts.push(n?);
+    }
+    assert!(counts[1] <= 1, "gw1 took iscsi-a {} times", counts[1]);
+    assert!(counts[0] <= 1, "gw0 took iscsi-a back {} times", counts[0]);
+    checker.finish()?.assert_none();
     Ok(())
 }

@@ -325,6 +325,9 @@ impl Reader<'_> {
                 "is for links only: a process, tcp or exec check fails by its fall count",
             );
         }
+        let interval = self
+            .duration(t, path, "interval")
+            .unwrap_or(Check::DEFAULT_INTERVAL);
         Some(Check {
             rise: self
                 .u32(t, path, "rise", 1, 100)
@@ -332,12 +335,10 @@ impl Reader<'_> {
             fall: self
                 .u32(t, path, "fall", 1, 100)
                 .unwrap_or_else(|| Check::default_fall(&probe)),
-            interval: self
-                .duration(t, path, "interval")
-                .unwrap_or(Check::DEFAULT_INTERVAL),
+            interval,
             timeout: self
                 .duration(t, path, "timeout")
-                .unwrap_or(Check::DEFAULT_TIMEOUT),
+                .unwrap_or(Check::DEFAULT_TIMEOUT.min(interval)),
             withdraw: self.boolean(t, path, "withdraw").unwrap_or(false),
             probe,
         })

@@ -122,7 +122,10 @@ pub const KEYS: &[Key] = &[
         Health,
         "timeout",
         "duration",
-        Some(|| duration::display(Check::DEFAULT_TIMEOUT)),
+        Some(|| format!(
+            "{}, or the interval if shorter",
+            duration::display(Check::DEFAULT_TIMEOUT)
+        )),
         "10ms..=interval",
         "How long a tcp connection or a command may take before the observation fails."
     ),

@@ -315,7 +315,7 @@ impl Daemon {
         let mut changed = false;
         if std::mem::take(&mut self.refresh_links) {
             let now = self.report.now();
-            changed |= self.health.apply_dump(&observed.links, now);
+            changed |= self.health.apply_dump(&observed.links, &self.config, now);
             let change = self.ports.apply_dump(&observed.links, now);
             changed |= self.on_link_change(change);
         }
@@ -340,7 +340,7 @@ impl Daemon {
         match placement::concern_of(&self.config, o) {
             placement::Concern::Port(ev) => {
                 let now = self.report.now();
-                let watched = self.health.on_link(&ev, now);
+                let watched = self.health.on_link(&ev, &self.config, now);
                 let change = self.ports.on_link(ev, now);
                 self.on_link_change(change) || watched
             }
@@ -390,7 +390,7 @@ impl Daemon {
                     self.inbox.monitor = rx;
                     self.lost_events("the rtnetlink monitor ended; started a new one");
                     let now = self.report.now();
-                    self.health.apply_dump(&links, now);
+                    self.health.apply_dump(&links, &self.config, now);
                     let change = self.ports.apply_dump(&links, now);
                     self.on_link_change(change);
                     return true;

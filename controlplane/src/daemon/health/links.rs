@@ -12,6 +12,10 @@ use tracing::info;
 struct Watched {
     ifindex: Option<u32>,
     state: PortState,
+    /// Up again after a failure (down past hold_down, or gone): it counts
+    /// as down until it has been up for hold_up, so a check that failed
+    /// passes only then.
+    after_failure: bool,
 }
 
 #[derive(Default)]
@@ -38,6 +42,7 @@ impl WatchedLinks {
                         since: Duration::ZERO,
                         at_start: true,
                     },
+                    after_failure: false,
                 },
             );
         }
@@ -46,7 +51,7 @@ impl WatchedLinks {
 
     /// A link event at `now` (the engine's clock); true when a watched
     /// link changed.
-    pub fn on_link(&mut self, ev: &LinkEvent, now: Duration) -> bool {
+    pub fn on_link(&mut self, ev: &LinkEvent, config: &Config, now: Duration) -> bool {
         let Some((name, w)) = self
             .0
             .iter_mut()
@@ -57,6 +62,11 @@ impl WatchedLinks {
         let ifindex = (!ev.removed).then_some(ev.ifindex);
         let link = if ev.is_up() { Link::Up } else { Link::Down };
         let changed = w.ifindex != ifindex || w.state.link != link;
+        if changed {
+            w.after_failure = link == Link::Up
+                && (w.ifindex.is_none()
+                    || now.saturating_sub(w.state.since) >= config.timers.hold_down);
+        }
         w.ifindex = ifindex;
         if w.state.link != link {
             w.state = PortState {
@@ -70,7 +80,7 @@ impl WatchedLinks {
     }
 
     /// A fresh link dump: a watched link missing from it is gone.
-    pub fn apply_dump(&mut self, links: &[LinkEvent], now: Duration) -> bool {
+    pub fn apply_dump(&mut self, links: &[LinkEvent], config: &Config, now: Duration) -> bool {
         let mut changed = false;
         let watched: Vec<(String, Option<u32>)> =
             self.0.iter().map(|(n, w)| (n.clone(), w.ifindex)).collect();
@@ -82,7 +92,7 @@ impl WatchedLinks {
                     None => continue,
                 },
             };
-            changed |= self.on_link(&ev, now);
+            changed |= self.on_link(&ev, config, now);
         }
         changed
     }
@@ -96,20 +106,33 @@ impl WatchedLinks {
         port_condition(state, config, now)
     }
 
-    /// Whether a links check of `links` passes now.
+    /// Whether `link` serves now: up, or down within hold_down (unless
+    /// `hosting`: a member is offered instances only while its links are
+    /// up), and not still settling after a failure.
+    fn serves(&self, link: &str, config: &Config, now: Duration, hosting: bool) -> bool {
+        let after_failure = self.0.get(link).is_some_and(|w| w.after_failure);
+        match self.condition(link, config, now) {
+            PortCondition::Up => true,
+            PortCondition::Settling => !after_failure,
+            PortCondition::HeldDown => !hosting,
+            PortCondition::Failed | PortCondition::Missing => false,
+        }
+    }
+
+    /// Whether a links check of `links` passes now (`hosting`: strictly,
+    /// for offering this member instances).
     pub fn pass(
         &self,
         links: &[String],
         fail_when: FailWhen,
         config: &Config,
         now: Duration,
+        hosting: bool,
     ) -> bool {
-        let mut down = links
-            .iter()
-            .map(|l| self.condition(l, config, now).is_down());
+        let mut serving = links.iter().map(|l| self.serves(l, config, now, hosting));
         match fail_when {
-            FailWhen::Any => !down.any(|d| d),
-            FailWhen::All => !down.all(|d| d),
+            FailWhen::Any => serving.all(|s| s),
+            FailWhen::All => serving.any(|s| s),
         }
     }
 
@@ -126,5 +149,72 @@ impl WatchedLinks {
             })
             .filter(|at| *at > now)
             .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let text = r#"
+[timers]
+hold_down = "300ms"
+hold_up = "2s"
+[networks.n]
+subnets = ["192.0.2.0/24"]
+[ports.ge0]
+networks = ["n"]
+[instances.a]
+address = "192.0.2.1/24"
+ports = ["ge0"]
+[health.san]
+links = ["san0"]
+"#;
+        baton_config::parse("t.toml", text, &baton_config::Host { cpus: 1 }).unwrap()
+    }
+
+    fn event(up: bool) -> LinkEvent {
+        LinkEvent {
+            ifindex: 7,
+            name: "san0".into(),
+            admin_up: true,
+            carrier: up,
+            removed: false,
+            mac: None,
+            lower: None,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// (passes, hosts) at `at` ms.
+    fn seen(w: &WatchedLinks, c: &Config, at: u64) -> (bool, bool) {
+        let links = ["san0".to_string()];
+        (
+            w.pass(&links, FailWhen::Any, c, ms(at), false),
+            w.pass(&links, FailWhen::Any, c, ms(at), true),
+        )
+    }
+
+    #[test]
+    fn a_failed_link_passes_again_only_after_hold_up_and_a_blip_never_fails() {
+        let c = config();
+        let mut w = WatchedLinks::from_dump(&c, &[event(true)]);
+        assert_eq!(seen(&w, &c, 0), (true, true));
+        // A blip shorter than hold_down: never failed, but hosts nothing
+        // while down.
+        w.on_link(&event(false), &c, ms(1000));
+        assert_eq!(seen(&w, &c, 1100), (true, false));
+        w.on_link(&event(true), &c, ms(1200));
+        assert_eq!(seen(&w, &c, 1300), (true, true));
+        // Down past hold_down: failed; up again, still failed until hold_up.
+        w.on_link(&event(false), &c, ms(5000));
+        assert_eq!(seen(&w, &c, 5400), (false, false));
+        w.on_link(&event(true), &c, ms(6000));
+        assert_eq!(seen(&w, &c, 7000), (false, false));
+        assert_eq!(seen(&w, &c, 8000), (true, true));
     }
 }

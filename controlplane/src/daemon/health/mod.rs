@@ -95,13 +95,13 @@ impl HealthTable {
     }
 
     /// A link event; true when a watched link changed.
-    pub fn on_link(&mut self, ev: &LinkEvent, now: Duration) -> bool {
-        self.links.on_link(ev, now)
+    pub fn on_link(&mut self, ev: &LinkEvent, config: &Config, now: Duration) -> bool {
+        self.links.on_link(ev, config, now)
     }
 
     /// A fresh link dump; true when a watched link changed.
-    pub fn apply_dump(&mut self, links: &[LinkEvent], now: Duration) -> bool {
-        self.links.apply_dump(links, now)
+    pub fn apply_dump(&mut self, links: &[LinkEvent], config: &Config, now: Duration) -> bool {
+        self.links.apply_dump(links, config, now)
     }
 
     /// A probe's observation; true when its check's verdict changed.
@@ -115,12 +115,18 @@ impl HealthTable {
     }
 
     pub fn verdict(&self, config: &Config, name: &str, now: Duration) -> Verdict {
+        self.verdict_for(config, name, now, false)
+    }
+
+    /// `hosting`: links read strictly (a link down within hold_down offers
+    /// nothing: a member whose link just went is no better off).
+    fn verdict_for(&self, config: &Config, name: &str, now: Duration, hosting: bool) -> Verdict {
         let Some(check) = config.health.get(name) else {
             return Verdict::Pass;
         };
         match &check.probe {
             Probe::Links { links, fail_when } => {
-                if self.links.pass(links, *fail_when, config, now) {
+                if self.links.pass(links, *fail_when, config, now, hosting) {
                     Verdict::Pass
                 } else {
                     Verdict::Fail
@@ -150,7 +156,7 @@ impl HealthTable {
             .health
             .keys()
             .filter(|name| inst.needs(name))
-            .all(|name| self.verdict(config, name, now) == Verdict::Pass)
+            .all(|name| self.verdict_for(config, name, now, true) == Verdict::Pass)
     }
 
     /// The `withdraw` check that keeps `instance` off a single host now
