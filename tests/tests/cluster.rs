@@ -825,7 +825,7 @@ fn a_member_with_no_port_left_hands_its_instances_over() -> anyhow::Result<()> {
     let s = site(FAST)?;
     healthy(&s)?;
     let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
-    std::thread::sleep(Duration::from_millis(300));
+    let client = IscsiClient::open(&s, None)?;
     s.c.lab.pull_cable(0, 0)?;
     s.c.lab.pull_cable(0, 1)?;
     let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
@@ -835,6 +835,7 @@ fn a_member_with_no_port_left_hands_its_instances_over() -> anyhow::Result<()> {
         took.as_millis(),
         text_status(&s.gw[0])
     );
+    client.served_again(&s, Some("reset"))?;
     assert_eq!(fenced(&s.gw[0])?, None, "gw0 fenced: not a handover");
     assert_eq!(s.gw[0].owner("iscsi-a")?, None);
     assert_eq!(withheld(&s.gw[0], "iscsi-a")?, "claimed-by-member");
@@ -909,6 +910,16 @@ fn storage_links(c: &ClusterLab) -> anyhow::Result<()> {
 
 const SAN_CHECK: &str = "\n[health.san]\nlinks = [\"san0\"]\n";
 
+/// Both gateways with a storage link watched by `[health.san]`, healthy,
+/// the two-owner checker asking for a second before the test's event.
+fn storage_site(timers: &str) -> anyhow::Result<(Site, TwoOwnerChecker)> {
+    let s = site_prepared(timers, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    Ok((s, checker))
+}
+
 /// gw0's storage link down (a [health] check's link, not a data port), its
 /// daemon and data ports fine: the check fails, so no port there serves
 /// iscsi-a, and gw0 hands it to gw1, whose link is up. The link back: the
@@ -916,10 +927,8 @@ const SAN_CHECK: &str = "\n[health.san]\nlinks = [\"san0\"]\n";
 #[test]
 fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = site_prepared(TIMERS, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
-    healthy(&s)?;
-    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
-    std::thread::sleep(Duration::from_millis(300));
+    let (s, checker) = storage_site(TIMERS)?;
+    let client = IscsiClient::open(&s, None)?;
     let gw0 = &s.c.lab.gateways[0].ns;
     gw0.ip(&["link", "set", "san0p", "down"])?;
     let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
@@ -929,6 +938,9 @@ fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Resul
         took.as_millis(),
         text_status(&s.gw[0])
     );
+    // gw0's tgtd still holds the connection: gw1's tickle makes the
+    // client's answer meet gw1's kernel, which resets it.
+    client.served_again(&s, Some("reset"))?;
     let check = &s.gw[0].status()?["checks"][0];
     assert_eq!(check["name"], "san", "{check}");
     assert_eq!(check["ok"], false, "{check}");
@@ -945,19 +957,67 @@ fn a_member_whose_storage_link_fails_hands_its_instances_over() -> anyhow::Resul
     Ok(())
 }
 
-/// tgtd serving the same target name on both gateways, listening on
-/// iscsi-a's address before holding it; its pid in `{pidfiles}-gwG.pid`.
-fn targets_with_pidfiles(s: &Site, pidfiles: &str) -> anyhow::Result<Vec<Target>> {
-    let a: std::net::IpAddr = A.parse()?;
-    let mut targets = Vec::new();
-    for g in 0..2 {
-        let ns = &s.c.lab.gw(g).ns;
-        ns.run(&["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
-        let t = Target::start(ns, a, 8)?;
-        std::fs::write(format!("{pidfiles}-gw{g}.pid"), format!("{}\n", t.pid()))?;
-        targets.push(t);
+/// tgtd serving the same target name on both gateways (listening on
+/// iscsi-a's address before holding it; with `pidfiles`, its pid in
+/// `{pidfiles}-gwG.pid`), and the client's connection to it on gw0, old
+/// enough that gw0 has published it (sampled every 500 ms).
+struct IscsiClient {
+    targets: Vec<Target>,
+    conn: HeldConnection,
+}
+
+impl IscsiClient {
+    fn open(s: &Site, pidfiles: Option<&str>) -> anyhow::Result<IscsiClient> {
+        let targets = Self::targets(&s.c, pidfiles)?;
+        Self::connect(s, targets)
     }
-    Ok(targets)
+
+    fn targets(c: &ClusterLab, pidfiles: Option<&str>) -> anyhow::Result<Vec<Target>> {
+        let a: std::net::IpAddr = A.parse()?;
+        let mut targets = Vec::new();
+        for g in 0..2 {
+            let ns = &c.lab.gw(g).ns;
+            ns.run(&["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
+            let t = Target::start(ns, a, 8)?;
+            if let Some(p) = pidfiles {
+                std::fs::write(format!("{p}-gw{g}.pid"), format!("{}\n", t.pid()))?;
+            }
+            targets.push(t);
+        }
+        Ok(targets)
+    }
+
+    fn connect(s: &Site, targets: Vec<Target>) -> anyhow::Result<IscsiClient> {
+        wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(10))?;
+        let conn = HeldConnection::open(&s.c.lab, A.parse()?, 3260)?;
+        std::thread::sleep(Duration::from_millis(1200));
+        Ok(IscsiClient { targets, conn })
+    }
+
+    /// After iscsi-a went to gw1: the client's connection ended within a
+    /// second, `how` (None: any way), and a new login to the same target
+    /// name works, now served by gw1.
+    fn served_again(&self, s: &Site, how: Option<&str>) -> anyhow::Result<()> {
+        let (_, ended) = self
+            .conn
+            .ended_within(Duration::from_secs(1))
+            .ok_or_else(|| anyhow::anyhow!("the client's connection did not end"))?;
+        if let Some(how) = how {
+            assert_eq!(ended, how, "the client's connection");
+        }
+        let out =
+            s.c.lab
+                .client
+                .command("iscsi-inq")
+                .arg(self.targets[1].url())
+                .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "a new login after the handover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
 }
 
 /// gw0's tgtd crashes, its daemon, ports and links fine: the pidfile check
@@ -974,15 +1034,18 @@ fn a_member_whose_target_dies_hands_its_instances_over() -> anyhow::Result<()> {
         .to_string();
     let check =
         format!("\n[health.target]\npidfile = \"{pidfiles}-gw{{gw}}.pid\"\ninterval = \"200ms\"\n");
-    let s = site(&format!("{FAST}\n{check}"))?;
+    // Each tgtd runs before its daemon starts: a member whose target ran
+    // first would rightly take both instances.
+    let targets = std::cell::RefCell::new(Vec::new());
+    let s = site_prepared(TIMERS, &format!("{FAST}\n{check}"), |c| {
+        *targets.borrow_mut() = IscsiClient::targets(c, Some(&pidfiles))?;
+        Ok(())
+    })?;
     let result = (|| -> anyhow::Result<()> {
-        let mut targets = targets_with_pidfiles(&s, &pidfiles)?;
-        // Neither member was hostable before its tgtd ran (pending, then failed).
         healthy(&s)?;
         let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
-        let conn = HeldConnection::open(&s.c.lab, A.parse()?, 3260)?;
-        std::thread::sleep(Duration::from_millis(1200));
-        targets[0].crash()?;
+        let mut client = IscsiClient::connect(&s, targets.take())?;
+        client.targets[0].crash()?;
         let took = wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))
             .map_err(|e| e.context(format!("gw0's log:\n{}", s.gw[0].log_text())))?;
         println!(
@@ -991,19 +1054,7 @@ fn a_member_whose_target_dies_hands_its_instances_over() -> anyhow::Result<()> {
             text_status(&s.gw[0])
         );
         // gw0's kernel closed the dead target's connection itself.
-        let ended = conn.ended_within(Duration::from_secs(1));
-        assert!(ended.is_some(), "the client's connection did not end");
-        let out =
-            s.c.lab
-                .client
-                .command("iscsi-inq")
-                .arg(targets[1].url())
-                .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "a new login after the handover failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        client.served_again(&s, None)?;
         let check = &s.gw[0].status()?["checks"][0];
         assert_eq!(check["ok"], false, "{check}");
         assert!(
@@ -1040,10 +1091,7 @@ const HELD: &str = "hold_down = \"500ms\"\nprobe_time = \"50ms\"\nannounce_count
 #[test]
 fn with_both_storage_links_down_nothing_moves_and_both_say_why() -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = site_prepared(HELD, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
-    healthy(&s)?;
-    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
-    std::thread::sleep(Duration::from_millis(1200));
+    let (s, checker) = storage_site(HELD)?;
     for g in 0..2 {
         s.c.lab.gw(g).ns.ip(&["link", "set", "san0p", "down"])?;
     }
@@ -1079,8 +1127,7 @@ fn with_both_storage_links_down_nothing_moves_and_both_say_why() -> anyhow::Resu
 #[test]
 fn a_flapping_storage_link_moves_an_instance_at_most_once_each_way() -> anyhow::Result<()> {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let s = site_prepared(HELD, &format!("{FAST}\n{SAN_CHECK}"), storage_links)?;
-    healthy(&s)?;
+    let (s, checker) = storage_site(HELD)?;
     let events: Vec<_> = (0..2)
         .map(|g| {
             let file = std::env::temp_dir().join(format!("{}-flap-events-gw{g}", s.c.lab.prefix));
@@ -1088,8 +1135,6 @@ fn a_flapping_storage_link_moves_an_instance_at_most_once_each_way() -> anyhow::
             Ok((file, child))
         })
         .collect::<anyhow::Result<_>>()?;
-    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
-    std::thread::sleep(Duration::from_millis(1200));
     let gw0 = &s.c.lab.gw(0).ns;
     let began = Instant::now();
     while began.elapsed() < Duration::from_secs(5) {
