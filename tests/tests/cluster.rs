@@ -47,10 +47,20 @@ fn site(cluster: &str) -> anyhow::Result<Site> {
 }
 
 /// [`site`] with its own `timers`, and `prepare` run on the lab before the
-/// daemons start.
+/// daemons start; `{gw}` in `cluster` is the gateway's number (a path of
+/// its own).
 fn site_prepared(
     timers: &str,
     cluster: &str,
+    prepare: impl Fn(&ClusterLab) -> anyhow::Result<()>,
+) -> anyhow::Result<Site> {
+    let config = |g: usize| ClusterLab::config(g, timers, &cluster.replace("{gw}", &g.to_string()));
+    site_configured(&config, prepare)
+}
+
+/// Both daemons started together, gateway `g` with `config(g)`.
+fn site_configured(
+    config: &(dyn Fn(usize) -> String + Sync),
     prepare: impl Fn(&ClusterLab) -> anyhow::Result<()>,
 ) -> anyhow::Result<Site> {
     let c = ClusterLab::build()?;
@@ -58,11 +68,7 @@ fn site_prepared(
     let gw = std::thread::scope(|scope| {
         let lab = &c.lab;
         let starting: Vec<_> = (0..2)
-            .map(|g| {
-                // `{gw}` in `cluster`: this gateway's number (a path of its own).
-                let cluster = cluster.replace("{gw}", &g.to_string());
-                scope.spawn(move || Daemon::start(lab, g, &ClusterLab::config(g, timers, &cluster)))
-            })
+            .map(|g| scope.spawn(move || Daemon::start(lab, g, &config(g))))
             .collect();
         starting
             .into_iter()
@@ -1180,6 +1186,48 @@ fn a_flapping_storage_link_moves_an_instance_at_most_once_each_way() -> anyhow::
     }
     assert!(counts[1] <= 1, "gw1 took iscsi-a {} times", counts[1]);
     assert!(counts[0] <= 1, "gw0 took iscsi-a back {} times", counts[0]);
+    checker.finish()?.assert_none();
+    Ok(())
+}
+
+/// `failback = "auto"` across members: gw0's storage link fails, iscsi-a
+/// goes to gw1; the link back, gw0's check passes after hold_up, and once
+/// gw0 has been able to host iscsi-a for failback_delay, gw1 hands it back
+/// by the planned handover, with the checker seeing one owner throughout.
+#[test]
+fn with_failback_auto_an_instance_returns_to_the_member_it_prefers() -> anyhow::Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let timers = format!("{TIMERS}\nhold_up = \"1s\"\nfailback_delay = \"1s\"");
+    let config = |g: usize| {
+        ClusterLab::config(g, &timers, &format!("{FAST}\n{SAN_CHECK}")).replace(
+            "members = [\"gw0\", \"gw1\"]",
+            "members = [\"gw0\", \"gw1\"]\nfailback = \"auto\"",
+        )
+    };
+    let s = site_configured(&config, storage_links)?;
+    healthy(&s)?;
+    let checker = TwoOwnerChecker::start(&s.c.lab, &[A, B])?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let gw0 = &s.c.lab.gw(0).ns;
+    gw0.ip(&["link", "set", "san0p", "down"])?;
+    wait_placed(&s.gw[1], "iscsi-a", Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let back = Instant::now();
+    gw0.ip(&["link", "set", "san0p", "up"])?;
+    // hold_up (1 s) + failback_delay (1 s), then the handover.
+    let took = wait_placed(&s.gw[0], "iscsi-a", Duration::from_secs(8))
+        .map_err(|e| e.context(format!("gw1's log:\n{}", s.gw[1].log_text())))?;
+    println!(
+        "gw0's link back: iscsi-a back on gw0 {} ms after it",
+        back.elapsed().as_millis()
+    );
+    assert!(
+        took >= Duration::from_millis(1900),
+        "failed back {took:?} after the link came back: before hold_up + failback_delay"
+    );
+    assert_eq!(s.gw[1].owner("iscsi-a")?, None);
+    // iscsi-b prefers gw1, where it is: it stays.
+    assert!(s.gw[1].owner("iscsi-b")?.is_some());
     checker.finish()?.assert_none();
     Ok(())
 }

@@ -287,7 +287,7 @@ pub const KEYS: &[Key] = &[
         "\"never\" | \"auto\"",
         Some(|| "never".into()),
         "",
-        "Go back to the primary once it is stable for failback_delay."
+        "Go back to the primary once it is stable for failback_delay: the first port of the list; in a cluster also the first member of `members` that can host it (its ports up, its checks passing), from a member after it."
     ),
     key!(
         Instance,

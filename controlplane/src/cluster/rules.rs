@@ -142,10 +142,31 @@ pub fn handover_target<'a>(
     members: &'a [MemberId],
     live: &[MemberStatus],
 ) -> Option<&'a MemberId> {
-    members.iter().filter(|m| *m != me).find(|m| {
-        live.iter()
-            .any(|s| s.id == **m && s.alive && !s.leaving && s.hostable.contains(instance))
-    })
+    members
+        .iter()
+        .filter(|m| *m != me)
+        .find(|m| can_host(m, instance, live))
+}
+
+/// Where `instance` fails back to (`failback = "auto"`): the first of its
+/// `members` before `me` that is alive, not leaving and can host it. None:
+/// `me` is the one it prefers most of those that can.
+pub fn failback_target<'a>(
+    me: &MemberId,
+    instance: &InstanceName,
+    members: &'a [MemberId],
+    live: &[MemberStatus],
+) -> Option<&'a MemberId> {
+    members
+        .iter()
+        .take_while(|m| *m != me)
+        .find(|m| can_host(m, instance, live))
+}
+
+/// `member` is alive, not leaving, and its record says it can host `instance`.
+fn can_host(member: &MemberId, instance: &InstanceName, live: &[MemberStatus]) -> bool {
+    live.iter()
+        .any(|s| s.id == *member && s.alive && !s.leaving && s.hostable.contains(instance))
 }
 
 /// The engine's view: what `me` holds, and why not the rest. An owner
@@ -408,7 +429,7 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_no_port_here_serves_goes_to_the_first_member_that_can_host_it() {
+    fn an_instance_goes_to_the_first_member_that_can_host_it_and_fails_back_only_forward() {
         let status = |id: &str, alive: bool, leaving: bool, hostable: &[&str]| MemberStatus {
             id: m(id),
             alive,
@@ -441,6 +462,25 @@ mod tests {
             status("gw4", true, false, &["a"]),
         ];
         assert_eq!(handover_target(me, &a, &members, &live), None);
+        // Failback: only to a member before this one, the first that can.
+        let live = [
+            status("gw1", true, false, &["a"]),
+            status("gw2", true, false, &["a"]),
+        ];
+        assert_eq!(
+            failback_target(&members[2], &a, &members, &live),
+            Some(&members[0])
+        );
+        assert_eq!(
+            failback_target(&members[1], &a, &members, &live),
+            Some(&members[0])
+        );
+        assert_eq!(failback_target(&members[0], &a, &members, &live), None);
+        let live = [
+            status("gw1", true, false, &[]),
+            status("gw3", true, false, &["a"]),
+        ];
+        assert_eq!(failback_target(&members[2], &a, &members, &live), None);
     }
 
     #[test]

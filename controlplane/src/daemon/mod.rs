@@ -273,18 +273,19 @@ impl Daemon {
         self.placement.withdraw(&plan, &self.report);
         self.placement.note_refusals(&plan, &self.report);
         let moved = self.stage().carry_out(&plan).await;
-        moved | self.hand_over_unservable().await
+        moved | self.hand_over_due().await
     }
 
-    /// Hands each held instance no port here can serve to a member that
-    /// can host it, as `baton move --member` would; true when one went.
-    async fn hand_over_unservable(&mut self) -> bool {
+    /// Hands each held instance that is due to another member (no port
+    /// here serves it, or it fails back to a member it prefers), as `baton
+    /// move --member` would; true when one went.
+    async fn hand_over_due(&mut self) -> bool {
         let now = self.report.now();
         let due = self
             .membership
-            .unservable(&self.config, &self.ports, &self.health, now);
-        for (instance, member) in &due {
-            info!(%instance, to = %member, "no port here can serve it: handing it over");
+            .handovers_due(&self.config, &self.ports, &self.health, now);
+        for (instance, member, why) in &due {
+            info!(%instance, to = %member, why = ?why, "handing it over");
             match self.handover(instance, member).await {
                 Ok(done) => info!(%instance, "{done}"),
                 Err(e) => {

@@ -1,22 +1,25 @@
 //! The daemon's end of the cluster ([`crate::cluster`]): the engine's view
 //! (the agent's word, and nothing held past the deadline whatever the
 //! agent says), what this member can host, the instances it is releasing,
-//! and what it tells the agent (releases, leaving at SIGTERM). On a single
-//! host there is no link and this member may hold everything.
+//! and what it tells the agent (releases, leaving at SIGTERM); [`handover`]
+//! decides which held instances go to another member. On a single host
+//! there is no link and this member may hold everything.
+mod handover;
+
 use super::health::HealthTable;
 use super::ports::PortTable;
 use super::report::Reporter;
 use crate::cluster::records::Conn;
 use crate::cluster::{ClusterEvent, ClusterLink, ClusterState, ToAgent};
 use crate::decide::{ClusterView, FenceCause, Reason};
-use crate::protocol::{ClusterStatus, Event};
+use crate::protocol::{ClusterStatus, Event, MemberStatus};
 use anyhow::{Result, bail};
 use baton_config::Config;
 use baton_config::{InstanceName, MemberId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 /// What woke the loop on the cluster's side.
 pub enum Wake {
@@ -36,16 +39,9 @@ pub struct Membership {
     hostable_sent: Option<BTreeSet<InstanceName>>,
     /// Instances being handed over: off this host, never re-adopted.
     releasing: BTreeSet<InstanceName>,
-    /// Held instances no port here can serve and no member can take.
-    no_taker: BTreeSet<InstanceName>,
-    /// After a failed handover of an instance no port here serves: not
-    /// tried again before this.
-    handover_retry: BTreeMap<InstanceName, Instant>,
+    /// Which held instances go to another member, and when.
+    handovers: handover::Handovers,
 }
-
-/// The pause after a failed handover (the instance is off this host, and
-/// nothing here can serve it meanwhile).
-const HANDOVER_RETRY: Duration = Duration::from_secs(1);
 
 /// What this member is releasing is not the engine's to place again, even
 /// while the agent still says it holds the key: the engine reads the view,
@@ -56,6 +52,14 @@ fn withhold_releasing(view: &mut ClusterView, releasing: &BTreeSet<InstanceName>
             view.withheld.insert(name.clone(), Reason::NotClaimed);
         }
     }
+}
+
+/// Each member's say in a handover: alive, leaving, what it can host.
+fn hosting(members: &[MemberStatus]) -> Vec<(&MemberId, bool, bool, &[InstanceName])> {
+    members
+        .iter()
+        .map(|m| (&m.id, m.alive, m.leaving, m.hostable.as_slice()))
+        .collect()
 }
 
 impl Membership {
@@ -78,8 +82,7 @@ impl Membership {
             deadline: None,
             hostable_sent: None,
             releasing: BTreeSet::new(),
-            no_taker: BTreeSet::new(),
-            handover_retry: BTreeMap::new(),
+            handovers: handover::Handovers::default(),
         }
     }
 
@@ -135,8 +138,9 @@ impl Membership {
         self.releasing.retain(|n| view.held.contains(n));
         withhold_releasing(&mut view, &self.releasing);
         self.deadline = deadline;
-        // An instance kept for want of a taker looks again when the members change.
-        let takers_changed = !self.no_taker.is_empty() && self.state.members != state.members;
+        // Who can host what changed: a kept instance may find a taker, a
+        // failback its preferred member.
+        let takers_changed = hosting(&self.state.members) != hosting(&state.members);
         self.state = state;
         let changed = self.view.as_ref() != Some(&view) || takers_changed;
         self.view = Some(view);
@@ -146,7 +150,11 @@ impl Membership {
     /// When the deadline passes (a wake-up for the loop).
     pub fn wake_at(&self) -> Option<Instant> {
         let held = self.view.as_ref().is_some_and(|v| !v.held.is_empty());
-        self.deadline.filter(|_| held)
+        let deadline = self.deadline.filter(|_| held);
+        [deadline, self.handovers.wake_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether this member may hold `instance` (always, on a single host):
@@ -253,55 +261,44 @@ impl Membership {
         Ok(())
     }
 
-    /// The held instances no port here can serve now (each of their ports
-    /// failed, past hold_down, or missing), each with the member to hand it
-    /// to; one nobody can take is kept and said (`no-member-can-host`).
-    pub fn unservable(
+    /// The held instances to hand to another member now, each with the
+    /// member and why: no port here serves it, or (failback = "auto") a
+    /// member before this one in its list has been able to host it for
+    /// failback_delay.
+    pub fn handovers_due(
         &mut self,
         config: &Config,
         ports: &PortTable,
         health: &HealthTable,
         now: Duration,
-    ) -> Vec<(InstanceName, MemberId)> {
+    ) -> Vec<(InstanceName, MemberId, handover::Why)> {
         let (Some(cluster), Some(view)) = (&config.cluster, &self.view) else {
             return Vec::new();
         };
-        let at = Instant::now();
-        self.handover_retry.retain(|_, t| *t > at);
-        let mut out = Vec::new();
-        let mut no_taker = BTreeSet::new();
-        for (name, inst) in &config.instances {
-            let served = health.failing_for(config, inst, now).is_none()
-                && inst
-                    .ports
-                    .iter()
-                    .any(|p| !ports.condition(p, config, now).is_down());
-            if served || !view.held.contains(name) || self.handover_retry.contains_key(name) {
-                continue;
-            }
-            let target = crate::cluster::rules::handover_target(
-                &cluster.member_id,
-                name,
-                &inst.members,
-                &self.state.members,
-            );
-            match target {
-                Some(m) => out.push((name.clone(), m.clone())),
-                None => {
-                    no_taker.insert(name.clone());
-                }
+        let on = handover::Site {
+            me: &cluster.member_id,
+            held: &view.held,
+            members: &self.state.members,
+        };
+        let mut due: Vec<_> = self
+            .handovers
+            .unservable(&on, config, ports, health, now)
+            .into_iter()
+            .map(|(i, m)| (i, m, handover::Why::NoPortHere))
+            .collect();
+        let failbacks = self.handovers.failbacks(&on, config, Instant::now());
+        for (i, m) in failbacks {
+            if !due.iter().any(|(d, _, _)| *d == i) {
+                due.push((i, m, handover::Why::Failback));
             }
         }
-        for name in no_taker.difference(&self.no_taker) {
-            warn!(instance = %name, "no port here can serve it and no member can host it: it stays");
-        }
-        self.no_taker = no_taker;
-        out
+        due
     }
 
     /// Why this member keeps `instance` although no port here serves it.
     pub fn kept_because(&self, instance: &InstanceName) -> Option<Reason> {
-        self.no_taker
+        self.handovers
+            .no_taker
             .contains(instance)
             .then_some(Reason::NoMemberCanHost)
     }
@@ -310,8 +307,7 @@ impl Membership {
     /// placed here again, and is handed over again after a pause.
     pub fn abandon_release(&mut self, instance: &InstanceName) {
         self.releasing.remove(instance);
-        self.handover_retry
-            .insert(instance.clone(), Instant::now() + HANDOVER_RETRY);
+        self.handovers.pause(instance);
     }
 
     /// Off this host for good (no re-adoption) before their keys go.
