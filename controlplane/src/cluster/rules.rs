@@ -142,10 +142,7 @@ pub fn handover_target<'a>(
     members: &'a [MemberId],
     live: &[MemberStatus],
 ) -> Option<&'a MemberId> {
-    members
-        .iter()
-        .filter(|m| *m != me)
-        .find(|m| can_host(m, instance, live))
+    first_host(members.iter().filter(|m| *m != me), instance, live)
 }
 
 /// Where `instance` fails back to (`failback = "auto"`): the first of its
@@ -157,16 +154,20 @@ pub fn failback_target<'a>(
     members: &'a [MemberId],
     live: &[MemberStatus],
 ) -> Option<&'a MemberId> {
-    members
-        .iter()
-        .take_while(|m| *m != me)
-        .find(|m| can_host(m, instance, live))
+    first_host(members.iter().take_while(|m| *m != me), instance, live)
 }
 
-/// `member` is alive, not leaving, and its record says it can host `instance`.
-fn can_host(member: &MemberId, instance: &InstanceName, live: &[MemberStatus]) -> bool {
-    live.iter()
-        .any(|s| s.id == *member && s.alive && !s.leaving && s.hostable.contains(instance))
+/// The first of `candidates` that is alive, not leaving, and whose record
+/// says it can host `instance`.
+fn first_host<'a>(
+    mut candidates: impl Iterator<Item = &'a MemberId>,
+    instance: &InstanceName,
+    live: &[MemberStatus],
+) -> Option<&'a MemberId> {
+    candidates.find(|m| {
+        live.iter()
+            .any(|s| s.id == **m && s.alive && !s.leaving && s.hostable.contains(instance))
+    })
 }
 
 /// The engine's view: what `me` holds, and why not the rest. An owner
