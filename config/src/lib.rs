@@ -18,8 +18,14 @@ pub use validate::Host;
 
 use std::path::Path;
 
-/// Reads, parses and validates a configuration file against the real host.
+/// Reads, parses and validates a configuration file against the real host
+/// (its CPUs; not its interfaces: a port may appear later).
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_for(path, &Host::this_machine())
+}
+
+/// Reads, parses and validates a configuration file against `host`.
+pub fn load_for(path: &Path, host: &Host) -> Result<Config, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Diagnostics::single(Diagnostic::new(
@@ -29,7 +35,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
             format!("cannot read the file: {e}"),
         ))
     })?;
-    parse(&file, &text, &Host::this_machine())
+    parse(&file, &text, host)
 }
 
 /// Parses and validates `text` (named `file` in messages) against `host`.

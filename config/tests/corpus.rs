@@ -4,7 +4,7 @@
 use baton_config::{Host, parse};
 use std::path::Path;
 
-const HOST: Host = Host { cpus: 2 };
+const HOST: Host = Host::with_cpus(2);
 
 fn files(dir: &str, ext: &str) -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);

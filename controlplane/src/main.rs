@@ -1,6 +1,6 @@
 //! `baton`: the command-line interface; `baton run` starts the daemon
 //! ([`baton::daemon`]).
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use baton::dataplane::DEFAULT_PIN_DIR;
 use baton::protocol::Request;
 use baton::{client, render};
@@ -73,6 +73,10 @@ enum Command {
     Check {
         #[arg(short, long, default_value = "/etc/baton/baton.toml")]
         config: PathBuf,
+        /// Check the file alone, not against this host's interfaces (a file
+        /// for another host).
+        #[arg(long)]
+        offline: bool,
     },
     /// Attach, detach and inspect the XDP dataplane on this host's ports.
     #[command(subcommand)]
@@ -189,22 +193,35 @@ fn run(cli: Cli) -> Result<()> {
             println!("{line}");
             std::io::Write::flush(&mut std::io::stdout()).is_ok()
         }),
-        Command::Check { config } => match baton_config::load(&config) {
-            Ok(cfg) => {
-                println!("{}: ok", config.display());
-                print!("{}", baton::check::summary(&cfg));
-                Ok(())
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                eprintln!(
-                    "baton: {} error(s) in {}; nothing was applied",
-                    errors.0.len(),
-                    config.display()
-                );
-                std::process::exit(1);
-            }
-        },
+        Command::Check { config, offline } => {
+            let host = if offline {
+                baton_config::Host::this_machine()
+            } else {
+                baton_config::Host::this_machine_and_interfaces()
+                    .context("reading this host's interfaces (/sys/class/net)")?
+            };
+            check(&config, &host)
+        }
+    }
+}
+
+/// `baton check`: the summary, or every error and exit status 1.
+fn check(config: &std::path::Path, host: &baton_config::Host) -> Result<()> {
+    match baton_config::load_for(config, host) {
+        Ok(cfg) => {
+            println!("{}: ok", config.display());
+            print!("{}", baton::check::summary(&cfg));
+            Ok(())
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            eprintln!(
+                "baton: {} error(s) in {}; nothing was applied",
+                errors.0.len(),
+                config.display()
+            );
+            std::process::exit(1);
+        }
     }
 }
 

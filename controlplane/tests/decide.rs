@@ -39,7 +39,7 @@ subnets = ["198.51.100.0/24"]
 
 {extra}"#
     );
-    parse("test.toml", &text, &Host { cpus: 2 }).unwrap_or_else(|e| panic!("{e}"))
+    parse("test.toml", &text, &Host::with_cpus(2)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct World {

@@ -1,5 +1,6 @@
 //! `baton check -c FILE`: 0 and a summary for every example, 1 and every
-//! error for a broken file.
+//! error for a broken file, and (not `--offline`) for a port or watched
+//! link this host lacks.
 use std::path::Path;
 use std::process::Command;
 
@@ -7,12 +8,20 @@ fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples")
 }
 
-fn check(path: &Path) -> std::process::Output {
+/// `baton check` with `args` before `-c PATH`.
+fn check_with(args: &[&str], path: &Path) -> std::process::Output {
     Command::new(baton_lab::baton_bin().expect("baton binary"))
-        .args(["check", "-c"])
+        .arg("check")
+        .args(args)
+        .arg("-c")
         .arg(path)
         .output()
         .expect("run baton")
+}
+
+/// The examples name ports this machine lacks: checked as files.
+fn check(path: &Path) -> std::process::Output {
+    check_with(&["--offline"], path)
 }
 
 #[test]
@@ -67,4 +76,39 @@ fn a_broken_file_exits_1_with_every_error() {
     let missing = check(Path::new("/nonexistent/baton.toml"));
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the file"));
+}
+
+#[test]
+fn an_interface_this_host_lacks_is_an_error_unless_offline() {
+    let dir = std::env::temp_dir().join(format!("{}-check-host", baton_lab::unique_prefix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("baton.toml");
+    // `lo` exists in every network namespace; `san9` and `ge9` here do not.
+    std::fs::write(
+        &file,
+        "[networks.n]\nsubnets = [\"192.0.2.0/24\"]\n\n[ports.lo]\nnetworks = [\"n\"]\n\n\
+         [ports.ge9]\nnetworks = [\"n\"]\n\n[instances.a]\naddress = \"192.0.2.1/24\"\n\
+         ports = [\"lo\", \"ge9\"]\n\n[health.san]\nlinks = [\"san9\"]\n",
+    )
+    .expect("write");
+    let out = check_with(&[], &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":7:1: ports.ge9: no interface \"ge9\" on this host"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(":15:10: health.san.links[0]: no interface \"san9\" on this host"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"lo\" on this host"), "{stderr}");
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    let offline = check_with(&["--offline"], &file);
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

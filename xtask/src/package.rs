@@ -53,7 +53,7 @@ pub fn package(check: bool) -> Result<()> {
     // The commented config must be one that `baton check` accepts.
     sh(
         bin.to_str().context("path")?,
-        &["check", "-c", "contrib/baton.toml"],
+        &["check", "--offline", "-c", "contrib/baton.toml"],
     )?;
     sh("cargo", &["deb", "--quiet", "-p", "baton", "--no-build"])?;
     let deb = deb_path()?;

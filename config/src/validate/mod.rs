@@ -7,34 +7,9 @@ use std::time::Duration;
 
 mod cluster;
 mod health;
+mod host;
 
-/// Facts about the machine the configuration is checked for.
-#[derive(Clone, Debug)]
-pub struct Host {
-    /// Number of possible CPUs (ids 0..cpus).
-    pub cpus: u32,
-}
-
-impl Host {
-    pub fn this_machine() -> Host {
-        let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible")
-            .ok()
-            .and_then(|s| {
-                s.trim()
-                    .rsplit(['-', ','])
-                    .next()
-                    .and_then(|n| n.parse::<u32>().ok())
-            })
-            .map(|last| last + 1)
-            .or_else(|| {
-                std::thread::available_parallelism()
-                    .ok()
-                    .map(|n| n.get() as u32)
-            })
-            .unwrap_or(1);
-        Host { cpus }
-    }
-}
+pub use host::Host;
 
 type Errors = Vec<(String, String)>;
 
@@ -50,6 +25,7 @@ pub fn validate(c: &Config, host: &Host) -> Errors {
     }
     cluster::members(c, &mut e);
     health::checks(c, &mut e);
+    host::interfaces(c, host, &mut e);
     e
 }
 

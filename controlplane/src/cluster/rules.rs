@@ -545,7 +545,7 @@ mod tests {
             )
         };
         let d = |extra: &str| {
-            let c = baton_config::parse("t.toml", &text(extra), &baton_config::Host { cpus: 4 })
+            let c = baton_config::parse("t.toml", &text(extra), &baton_config::Host::with_cpus(4))
                 .unwrap_or_else(|e| panic!("{e}"));
             digest(&c.instances["a"])
         };

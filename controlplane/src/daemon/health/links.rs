@@ -171,7 +171,7 @@ ports = ["ge0"]
 [health.san]
 links = ["san0"]
 "#;
-        baton_config::parse("t.toml", text, &baton_config::Host { cpus: 1 }).unwrap()
+        baton_config::parse("t.toml", text, &baton_config::Host::with_cpus(1)).unwrap()
     }
 
     fn event(up: bool) -> LinkEvent {

@@ -103,7 +103,7 @@ mod tests {
                 "members = [\"gw1\"]"
             }
         );
-        baton_config::parse("t.toml", &text, &baton_config::Host { cpus: 2 })
+        baton_config::parse("t.toml", &text, &baton_config::Host::with_cpus(2))
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
