@@ -46,7 +46,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() -> anyhow::Result
     assert!(queries.len() >= 10, "{queries:?}");
     let lab = Lab::build(&LabSpec::default())?;
     let timers = "hold_down = \"0\"\nhold_up = \"0\"\nannounce_count = 1";
-    let daemon = Daemon::start(&lab, 0, &lab_config(timers, "mac = \"02:ba:70:00:00:01\""))?;
+    // A [health] check for the checks' panel (the loopback: always up).
+    let extra = "mac = \"02:ba:70:00:00:01\"\n\n[health.storage]\nlinks = [\"lo\"]";
+    let daemon = Daemon::start(&lab, 0, &lab_config(timers, extra))?;
     daemon.wait_owner("iscsi-a", "ge0", Duration::from_secs(3))?;
     let gw = &lab.gw(0).ns;
 

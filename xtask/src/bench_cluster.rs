@@ -1,5 +1,7 @@
-//! `cargo xtask bench cluster`: a whole gateway failing, a planned handover
-//! and a partition (HA link cut, both alive), for baton on etcd and, in the
+//! `cargo xtask bench cluster`: a whole gateway failing, a planned handover,
+//! a unit failure by its storage link or its dead target (tgtd killed; the
+//! daemon and links fine), and a partition (HA link cut, both alive), for
+//! baton on etcd and, in the
 //! same run, keepalived's VRRP on the same two gateways with its defaults
 //! (VRRPv2, advert_int 1) and tuned (VRRPv3, advert_int 0.1). keepalived
 //! sends its adverts unicast over the HA link, as baton's cluster talks over
@@ -36,7 +38,7 @@ pub fn cluster() -> Result<serde_json::Value> {
     for system in systems {
         let mut site = Site::start(system)?;
         let mut by_case = serde_json::Map::new();
-        for case in [Case::UnitFailure, Case::Handover] {
+        for case in Case::ALL {
             let mut samples = Vec::new();
             for i in 0..reps {
                 let s = site.repetition(case)?;
@@ -75,7 +77,8 @@ pub fn cluster() -> Result<serde_json::Value> {
         System::Keepalived { tuned: false },
         System::Keepalived { tuned: true },
     ] {
-        for case in ["UnitFailure", "Handover"] {
+        for case in Case::ALL.map(|c| format!("{c:?}")) {
+            let case = case.as_str();
             for key in ["takeover_ms", "outage_ms", "relogin_ms"] {
                 if let (Some(b), Some(kv)) = (
                     p99(System::Baton.name(), case, key),
@@ -127,8 +130,8 @@ fn render(out: &serde_json::Value) -> String {
     ]);
     let ms = |v: &serde_json::Value| v.as_f64().map_or("-".into(), |x| format!("{x:.0}"));
     for s in out["systems"].as_array().into_iter().flatten() {
-        for case in ["UnitFailure", "Handover"] {
-            let r = &s["results"][case];
+        for case in Case::ALL.map(|c| format!("{c:?}")) {
+            let r = &s["results"][&case];
             t.add_row(vec![
                 s["system"].as_str().unwrap_or("").to_string(),
                 case.to_string(),

@@ -1,9 +1,11 @@
 //! The cluster bench's site: two gateways running one system (baton or
-//! keepalived), tgtd on both, and what a repetition does to them (a
-//! gateway failed, a handover, the HA link cut) and reads back.
+//! keepalived), tgtd on both, a storage link on each, and what a
+//! repetition does to them (a gateway failed, a handover, a storage link
+//! down, a target killed, the HA link cut) and reads back.
+use crate::cluster_keepalived as keepalived;
 use crate::demo::{capture_iscsi_data, finish_iscsi_perf, iscsi_perf};
 use anyhow::{Context as _, Result, bail};
-use baton_lab::cluster::{ClusterLab, HA_NET, TwoOwnerChecker, now_of_day};
+use baton_lab::cluster::{ClusterLab, TwoOwnerChecker, now_of_day};
 use baton_lab::daemon::Daemon;
 use baton_lab::traffic::HeldConnection;
 use baton_lab::{iscsi, probe};
@@ -46,8 +48,23 @@ impl System {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Case {
+    /// The whole gateway: its process killed, its cables pulled.
     UnitFailure,
+    /// A planned move (keepalived: stopped with SIGTERM).
     Handover,
+    /// The owner's storage link (san0) down, everything else fine.
+    StorageLink,
+    /// The owner's tgtd killed, everything else fine.
+    TargetDied,
+}
+
+impl Case {
+    pub const ALL: [Case; 4] = [
+        Case::UnitFailure,
+        Case::Handover,
+        Case::StorageLink,
+        Case::TargetDied,
+    ];
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -88,15 +105,26 @@ impl Site {
         };
         let server = hold_server(A);
         let addr: IpAddr = A.parse()?;
+        // The services first (each listening on the address before the
+        // gateway holds it), then the gateways: one whose target ran first
+        // would rightly take the address.
         for g in 0..2 {
-            site.start_gateway(g)?;
             let ns = &site.c.lab.gw(g).ns;
-            // The services listen on the address before the gateway holds it.
             ns.run(&["sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1"])?;
+            // The storage link a `[health]` check / track_interface watches.
+            ns.ip(&[
+                "link", "add", "san0", "type", "veth", "peer", "name", "san0p",
+            ])?;
+            ns.ip(&["link", "set", "san0", "up"])?;
+            ns.ip(&["link", "set", "san0p", "up"])?;
             site.c.lab.spawn(ns, &["python3", "-c", &server])?;
             site._echoes.push(probe::Echo::start(ns, addr)?);
-            site.targets
-                .push(iscsi::Target::start_shared(ns, addr, &site.lun)?);
+            let target = iscsi::Target::start_shared(ns, addr, &site.lun)?;
+            std::fs::write(site.pidfile(g), format!("{}\n", target.pid()))?;
+            site.targets.push(target);
+        }
+        for g in 0..2 {
+            site.start_gateway(g)?;
         }
         let started = Instant::now();
         while site.owner()?.is_none() {
@@ -108,6 +136,12 @@ impl Site {
         Ok(site)
     }
 
+    /// Gateway `g`'s tgtd pid, for baton's `[health.target]` and
+    /// keepalived's script.
+    pub fn pidfile(&self, g: usize) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-tgtd-gw{g}.pid", self.c.lab.prefix))
+    }
+
     pub fn keepalived_dir(&self, g: usize) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("{}-keepalived{g}", self.c.lab.prefix))
     }
@@ -115,7 +149,11 @@ impl Site {
     pub fn start_gateway(&mut self, g: usize) -> Result<()> {
         match self.system {
             System::Baton => {
-                let cluster = format!("{FAST}\ntickle = true");
+                let cluster = format!(
+                    "{FAST}\ntickle = true\n\n[health.san]\nlinks = [\"san0\"]\n\n\
+                     [health.target]\npidfile = \"{}\"\n",
+                    self.pidfile(g).display()
+                );
                 self.daemons[g] = Some(Daemon::start(
                     &self.c.lab,
                     g,
@@ -124,24 +162,10 @@ impl Site {
             }
             System::Keepalived { tuned } => {
                 let dir = self.keepalived_dir(g);
-                std::fs::create_dir_all(&dir)?;
-                let conf = dir.join("keepalived.conf");
-                std::fs::write(&conf, keepalived_conf(g, tuned))?;
-                let (pid, vrrp_pid) = (dir.join("k.pid"), dir.join("v.pid"));
-                // A killed keepalived left its pid files (its pid may even
-                // be a zombie still): a rebooted unit has none.
-                let _ = std::fs::remove_file(&pid);
-                let _ = std::fs::remove_file(&vrrp_pid);
-                let ns = &self.c.lab.gw(g).ns;
-                // Its log (-l: to the console) next to its config.
-                let cmd = format!(
-                    "exec keepalived -n -l -D -G -P -f {} -p {} -r {} >> {} 2>&1",
-                    conf.display(),
-                    pid.display(),
-                    vrrp_pid.display(),
-                    dir.join("log").display()
-                );
-                self.c.lab.spawn(ns, &["sh", "-c", &cmd])?;
+                let cmd = keepalived::prepare(&dir, g, tuned, &self.pidfile(g))?;
+                self.c
+                    .lab
+                    .spawn(&self.c.lab.gw(g).ns, &["sh", "-c", &cmd])?;
             }
         }
         Ok(())
@@ -160,19 +184,7 @@ impl Site {
                     }
                 }
             }
-            System::Keepalived { .. } => {
-                let dir = self.keepalived_dir(g);
-                let signal = if kill { "-KILL" } else { "-TERM" };
-                for f in ["k.pid", "v.pid"] {
-                    if let Ok(pid) = std::fs::read_to_string(dir.join(f)) {
-                        let _ = std::process::Command::new("kill")
-                            .args([signal, pid.trim()])
-                            .status();
-                    }
-                }
-                // SIGTERM: keepalived says priority 0 and leaves.
-                std::thread::sleep(Duration::from_millis(if kill { 50 } else { 300 }));
-            }
+            System::Keepalived { .. } => keepalived::stop(&self.keepalived_dir(g), kill),
         }
         Ok(())
     }
@@ -198,6 +210,28 @@ impl Site {
             }
         }
         Ok(None)
+    }
+
+    /// Gateway `g` can take the address again: baton's checks pass (a link
+    /// after hold_up, a process after rise); keepalived's instance left
+    /// FAULT (its script runs every second).
+    fn wait_hostable(&self, g: usize) -> Result<()> {
+        let Some(d) = &self.daemons[g] else {
+            std::thread::sleep(Duration::from_secs(3));
+            return Ok(());
+        };
+        let began = Instant::now();
+        loop {
+            let status = d.status()?;
+            let checks = status["checks"].as_array().cloned().unwrap_or_default();
+            if !checks.is_empty() && checks.iter().all(|c| c["ok"] == true) {
+                return Ok(());
+            }
+            if began.elapsed() > Duration::from_secs(15) {
+                bail!("gw{g}'s checks did not pass again: {checks:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Every baton member holds its lease and is not fenced.
@@ -290,6 +324,14 @@ impl Site {
                 }
                 System::Keepalived { .. } => self.stop_gateway(from, false)?,
             },
+            Case::StorageLink => {
+                self.c
+                    .lab
+                    .gw(from)
+                    .ns
+                    .ip(&["link", "set", "san0p", "down"])?;
+            }
+            Case::TargetDied => self.targets[from].crash()?,
         }
         let told = conn
             .ended_within(window.saturating_sub(failed.elapsed()))
@@ -344,9 +386,23 @@ impl Site {
             self.c.lab.plug_cable(from, 1)?;
             self.c.plug_ha(from)?;
         }
-        if case == Case::UnitFailure || matches!(self.system, System::Keepalived { .. }) {
-            self.start_gateway(from)?;
+        match case {
+            Case::StorageLink => {
+                self.c.lab.gw(from).ns.ip(&["link", "set", "san0p", "up"])?;
+            }
+            Case::TargetDied => {
+                let target = iscsi::Target::start_shared(&self.c.lab.gw(from).ns, addr, &self.lun)?;
+                std::fs::write(self.pidfile(from), format!("{}\n", target.pid()))?;
+                self.targets[from] = target;
+            }
+            Case::UnitFailure => self.start_gateway(from)?,
+            Case::Handover => {
+                if matches!(self.system, System::Keepalived { .. }) {
+                    self.start_gateway(from)?;
+                }
+            }
         }
+        self.wait_hostable(from)?;
         // Healthy again before the next: etcd with all members (a unit's
         // member rejoining lags; killing the other unit before it has would
         // leave no quorum), baton's members unfenced, VRRP's backup settled.
@@ -386,62 +442,7 @@ impl Site {
         self.c.lab.kill(capture)?;
         let frames = crate::pcap::pcap_frames(pcap)?;
         let _ = std::fs::remove_file(pcap);
-        let before = frames
-            .iter()
-            .rev()
-            .find(|(t, _)| *t < failed_ms)
-            .and_then(|(_, f)| crate::pcap::tcp_dst_port(f))
-            .context("the initiator did no I/O before the failure")?;
-        Ok(frames
-            .iter()
-            .find(|(t, f)| *t > failed_ms && crate::pcap::tcp_dst_port(f) != Some(before))
-            .map(|(t, _)| t - failed_ms))
-    }
-
-    /// gw0 cut off the HA network for 5 s, its links up and both alive:
-    /// the two-owner windows.
-    pub fn partition(&mut self) -> Result<usize> {
-        let checker = TwoOwnerChecker::start(&self.c.lab, &[A, B])?;
-        std::thread::sleep(Duration::from_millis(300));
-        self.c.partition_ha(0, true)?;
-        println!("[bench cluster]   HA of gw0 cut at {:.3}", now_of_day());
-        // Longer than VRRP's default master-down interval (3 x 1 s + skew).
-        std::thread::sleep(Duration::from_secs(5));
-        self.c.partition_ha(0, false)?;
-        println!("[bench cluster]   HA of gw0 back at {:.3}", now_of_day());
-        std::thread::sleep(Duration::from_millis(500));
-        let o = checker.finish()?;
-        let windows: Vec<&String> = o
-            .double_answers
-            .iter()
-            .chain(&o.after_announcement)
-            .collect();
-        println!(
-            "[bench cluster]   partition windows (first 4): {:?}",
-            &windows[..windows.len().min(4)]
-        );
-        if !windows.is_empty() && std::env::var("BATON_BENCH_DEBUG").is_ok() {
-            for (g, d) in self.daemons.iter().enumerate() {
-                let Some(d) = d else { continue };
-                let keys = [
-                    "move done",
-                    "claimed",
-                    "fenced",
-                    "withdrawn",
-                    "lease",
-                    "revok",
-                    "released",
-                ];
-                for l in d
-                    .log_text()
-                    .lines()
-                    .filter(|l| keys.iter().any(|k| l.contains(k)))
-                {
-                    println!("gw{g}: {l}");
-                }
-            }
-        }
-        Ok(windows.len())
+        crate::pcap::relogin_after(&frames, failed_ms)
     }
 }
 
@@ -468,18 +469,5 @@ fn hold_server(addr: &str) -> String {
          held = []\n\
          while True:\n\
          \x20   held.append(s.accept()[0])\n"
-    )
-}
-
-/// keepalived for gateway `g`: A on ge0, adverts unicast over the HA link.
-fn keepalived_conf(g: usize, tuned: bool) -> String {
-    let (me, peer) = (format!("{HA_NET}.{}", g + 1), format!("{HA_NET}.{}", 2 - g));
-    let (version, advert) = if tuned { (3, "0.1") } else { (2, "1") };
-    format!(
-        "global_defs {{\n  router_id gw{g}\n  vrrp_version {version}\n  vrrp_garp_master_delay 0\n}}\n\
-         vrrp_instance VI_A {{\n  state BACKUP\n  nopreempt\n  interface ha0\n  virtual_router_id 51\n  \
-         priority {}\n  advert_int {advert}\n  unicast_src_ip {me}\n  unicast_peer {{\n    {peer}\n  }}\n  \
-         virtual_ipaddress {{\n    {A}/24 dev ge0\n  }}\n}}\n",
-        150 - 50 * g
     )
 }

@@ -1,9 +1,11 @@
 //! `cargo xtask demo cluster`: two gateways and three etcd members, tgtd on
 //! both gateways serving one shared LUN file under one target name on
 //! iscsi-a's address, iscsi-perf (logging in again when its connection
-//! breaks) and the 10 kHz probe from the client. gw0 fails whole (daemon
-//! SIGKILLed, data and HA cables pulled) and gw1 takes over; run twice, with
-//! tickle ACKs and without. Prints both, writes target/lab/cluster.json and
+//! breaks) and the 10 kHz probe from the client. Three acts: gw0 fails
+//! whole (daemon SIGKILLed, data and HA cables pulled) and gw1 takes over,
+//! with tickle ACKs and without; then gw0's storage link (watched by a
+//! `[health]` check) is pulled with everything else fine, and gw0 hands
+//! iscsi-a over. Prints all three, writes target/lab/cluster.json and
 //! cluster.svg, and fails if an address had two owners or the initiator did
 //! not get back to I/O with tickles on.
 use crate::demo::{capture_iscsi_data, finish_iscsi_perf, iscsi_perf};
@@ -22,17 +24,34 @@ const INSTANCE: &str = "iscsi-a";
 const KILL_AT: Duration = Duration::from_secs(6);
 /// After the kill: long enough for an initiator without tickles to notice.
 const AFTER: Duration = Duration::from_secs(20);
-/// A pause in the iSCSI data longer than this is the outage (the stream
-/// runs at thousands of segments a second).
-const SILENCE_MS: f64 = 100.0;
 const TIMERS: &str =
     "hold_down = \"0\"\nprobe_time = \"50ms\"\nannounce_count = 3\nannounce_interval = \"100ms\"";
 /// The lab's fast path (see tests/tests/cluster.rs).
 const FAST: &str = "heartbeat = \"50ms\"\ndead_after = \"300ms\"\nowner_deadline = \"600ms\"";
 
-/// One unit failure, as the report gives it (ms after the kill).
+/// What fails in an act.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Act {
+    /// gw0 whole: its daemon killed, its data and HA cables pulled.
+    WholeUnit,
+    /// gw0's storage link, its daemon and cables fine.
+    StorageLink,
+}
+
+impl Act {
+    fn says(self) -> &'static str {
+        match self {
+            Act::WholeUnit => "gw0 fails whole",
+            Act::StorageLink => "gw0's storage link fails",
+        }
+    }
+}
+
+/// One unit failure, as the report gives it (ms after the failure).
 #[derive(Debug, serde::Serialize)]
 struct Run {
+    act: Act,
     tickle: bool,
     /// gw1 holds iscsi-a (its status says so; polled every 5 ms).
     takeover_ms: f64,
@@ -62,7 +81,11 @@ pub fn run(bin: &Path) -> Result<()> {
         "[demo cluster] gw0 and gw1 (two ports each, an HA port) with three etcd members; \
          iscsi-a on gw0, iscsi-b on gw1; tgtd on both with one shared LUN"
     );
-    let runs = [one_run(true)?, one_run(false)?];
+    let runs = [
+        one_run(Act::WholeUnit, true)?,
+        one_run(Act::WholeUnit, false)?,
+        one_run(Act::StorageLink, true)?,
+    ];
     std::fs::write(
         out_dir.join("cluster.json"),
         serde_json::to_string_pretty(&runs)?,
@@ -83,16 +106,29 @@ pub fn run(bin: &Path) -> Result<()> {
             );
         }
     }
-    if runs[0].relogin_ms.is_none() {
-        bail!("with tickles on, the initiator did not get back to I/O");
+    for r in runs.iter().filter(|r| r.tickle) {
+        if r.relogin_ms.is_none() {
+            bail!(
+                "{}, tickles on: the initiator did not get back to I/O",
+                r.act.says()
+            );
+        }
     }
     Ok(())
 }
 
-fn one_run(tickle: bool) -> Result<Run> {
-    let cluster = format!("{FAST}\ntickle = {tickle}");
+fn one_run(act: Act, tickle: bool) -> Result<Run> {
+    let cluster = format!("{FAST}\ntickle = {tickle}\n\n[health.san]\nlinks = [\"san0\"]\n");
     let c = ClusterLab::build()?;
     let lab = &c.lab;
+    // Each gateway's storage link: san0, its peer san0p down takes san0's carrier.
+    for g in &lab.gateways {
+        g.ns.ip(&[
+            "link", "add", "san0", "type", "veth", "peer", "name", "san0p",
+        ])?;
+        g.ns.ip(&["link", "set", "san0", "up"])?;
+        g.ns.ip(&["link", "set", "san0p", "up"])?;
+    }
     let mut gw = (0..2)
         .map(|g| Daemon::start(lab, g, &ClusterLab::config(g, TIMERS, &cluster)))
         .collect::<Result<Vec<_>>>()?;
@@ -122,7 +158,8 @@ fn one_run(tickle: bool) -> Result<Run> {
     let (iops, iscsi_out, perf_pid) =
         iscsi_perf(lab, &targets[0].url(), t0, total.as_secs(), true)?;
     println!(
-        "[demo cluster] tickles {}: iscsi-perf and the probe for {} s; gw0 fails at {} s",
+        "[demo cluster] {}, tickles {}: iscsi-perf and the probe for {} s; the failure at {} s",
+        act.says(),
         if tickle { "on" } else { "off" },
         total.as_secs(),
         KILL_AT.as_secs()
@@ -130,10 +167,17 @@ fn one_run(tickle: bool) -> Result<Run> {
     std::thread::sleep(KILL_AT);
     let killed = Instant::now();
     let killed_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    gw[0].kill();
-    lab.pull_cable(0, 0)?;
-    lab.pull_cable(0, 1)?;
-    c.pull_ha(0)?;
+    match act {
+        Act::WholeUnit => {
+            gw[0].kill();
+            lab.pull_cable(0, 0)?;
+            lab.pull_cable(0, 1)?;
+            c.pull_ha(0)?;
+        }
+        Act::StorageLink => {
+            lab.gw(0).ns.ip(&["link", "set", "san0p", "down"])?;
+        }
+    }
     let takeover_ms = loop {
         if gw[1].owner(INSTANCE)?.is_some() {
             break killed.elapsed().as_secs_f64() * 1000.0;
@@ -146,7 +190,7 @@ fn one_run(tickle: bool) -> Result<Run> {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    println!("[demo cluster]   gw1 holds iscsi-a {takeover_ms:.0} ms after the kill");
+    println!("[demo cluster]   gw1 holds iscsi-a {takeover_ms:.0} ms after the failure");
     let probe = probe_run
         .join()
         .map_err(|_| anyhow::anyhow!("probe panicked"))??;
@@ -154,16 +198,10 @@ fn one_run(tickle: bool) -> Result<Run> {
     let _ = finish_iscsi_perf(iscsi_out, perf_pid)?;
     lab.kill(capture)?;
     let overlaps = checker.finish()?;
-    // Segments in flight at the kill still arrive: I/O again is the first
-    // segment after the outage's silence.
-    let segments: Vec<f64> = crate::pcap::pcap_times_ms(&pcap)?
-        .into_iter()
-        .map(|t| t - t0_unix_ms - killed_ms)
-        .collect();
-    let relogin_ms = segments
-        .windows(2)
-        .find(|w| w[1] > 0.0 && w[1] - w[0] > SILENCE_MS)
-        .map(|w| w[1]);
+    // A new login: the target's first segment on another connection (a
+    // handover can be too quick to leave a silence in the stream).
+    let frames = crate::pcap::pcap_frames(&pcap)?;
+    let relogin_ms = crate::pcap::relogin_after(&frames, t0_unix_ms + killed_ms)?;
     let tickled_connections = gw[1]
         .status()?
         .get("instances")
@@ -193,6 +231,7 @@ fn one_run(tickle: bool) -> Result<Run> {
     let _ = std::fs::remove_file(&lun);
     drop(targets);
     Ok(Run {
+        act,
         tickle,
         takeover_ms,
         probe_outage_ms: probe.longest_gap_ms,
@@ -216,6 +255,7 @@ fn unix_ms() -> f64 {
 fn render(runs: &[Run]) -> String {
     let mut t = comfy_table::Table::new();
     t.set_header(vec![
+        "failure",
         "tickles",
         "takeover",
         "probe outage",
@@ -227,6 +267,7 @@ fn render(runs: &[Run]) -> String {
     ]);
     for r in runs {
         t.add_row(vec![
+            r.act.says().to_string(),
             if r.tickle { "on" } else { "off" }.to_string(),
             format!("{:.0} ms", r.takeover_ms),
             format!("{:.0} ms", r.probe_outage_ms),
@@ -244,12 +285,12 @@ fn render(runs: &[Run]) -> String {
             ),
         ]);
     }
-    format!("[demo cluster] a whole gateway fails (ms after the kill):\n{t}")
+    format!("[demo cluster] a unit failure (ms after it):\n{t}")
 }
 
 fn svg(runs: &[Run], path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    let root = SVGBackend::new(path, (1100, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1100, 260 * runs.len() as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let panels = root.split_evenly((runs.len(), 1));
     let ymax = runs
@@ -260,7 +301,8 @@ fn svg(runs: &[Run], path: &Path) -> Result<()> {
     let x0 = -(KILL_AT.as_secs_f64());
     for (panel, r) in panels.iter().zip(runs) {
         let title = format!(
-            "iSCSI IOPS, tickles {} (seconds after gw0 fails)",
+            "iSCSI IOPS, {}, tickles {} (seconds after it)",
+            r.act.says(),
             if r.tickle { "on" } else { "off" }
         );
         let mut chart = ChartBuilder::on(panel)
@@ -282,7 +324,7 @@ fn svg(runs: &[Run], path: &Path) -> Result<()> {
         chart
             .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut marks = vec![(0.0, "gw0 fails".to_string())];
+        let mut marks = vec![(0.0, r.act.says().to_string())];
         marks.push((r.takeover_ms / 1000.0, "gw1 holds iscsi-a".into()));
         if let Some(ms) = r.relogin_ms {
             marks.push((ms / 1000.0, "I/O again".into()));

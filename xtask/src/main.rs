@@ -4,6 +4,8 @@ mod bench_cluster;
 mod bench_dataplane;
 mod bench_pulls;
 mod bench_revert;
+mod cluster_keepalived;
+mod cluster_partition;
 mod cluster_site;
 mod demo;
 mod demo_cluster;

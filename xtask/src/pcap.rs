@@ -38,3 +38,19 @@ pub fn tcp_dst_port(frame: &[u8]) -> Option<u16> {
     let at = 14 + ihl + 2;
     Some(u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
 }
+
+/// The initiator back to I/O after `failed_ms` (Unix clock): the target's
+/// first data segment on another connection than the last one before it
+/// (a new login), in ms after it. Errors when there was no I/O before.
+pub fn relogin_after(frames: &[(f64, Vec<u8>)], failed_ms: f64) -> Result<Option<f64>> {
+    let before = frames
+        .iter()
+        .rev()
+        .find(|(t, _)| *t < failed_ms)
+        .and_then(|(_, f)| tcp_dst_port(f))
+        .ok_or_else(|| anyhow::anyhow!("the initiator did no I/O before the failure"))?;
+    Ok(frames
+        .iter()
+        .find(|(t, f)| *t > failed_ms && tcp_dst_port(f) != Some(before))
+        .map(|(t, _)| t - failed_ms))
+}
