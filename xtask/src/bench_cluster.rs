@@ -34,11 +34,19 @@ pub fn cluster() -> Result<serde_json::Value> {
     .into_iter()
     .filter(|s| only.is_empty() || s.name().starts_with(&only))
     .collect();
+    // BATON_BENCH_CASES=StorageLink,TargetDied: those cases only.
+    let cases: Vec<Case> = match std::env::var("BATON_BENCH_CASES") {
+        Ok(list) => Case::ALL
+            .into_iter()
+            .filter(|c| list.split(',').any(|n| n.trim() == format!("{c:?}")))
+            .collect(),
+        Err(_) => Case::ALL.to_vec(),
+    };
     let mut results = Vec::new();
     for system in systems {
         let mut site = Site::start(system)?;
         let mut by_case = serde_json::Map::new();
-        for case in Case::ALL {
+        for case in cases.iter().copied() {
             let mut samples = Vec::new();
             for i in 0..reps {
                 let s = site.repetition(case)?;
