@@ -194,3 +194,29 @@ fn tcp_and_exec_checks_follow_what_they_probe() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&flag);
     result.map_err(|e| e.context(d.log_text()))
 }
+
+/// Every port of the instance down on a single host: it stays where it was
+/// (nowhere else to go) and status says why; a port back, and it is served.
+#[test]
+fn on_one_host_with_every_port_down_an_instance_says_no_local_port() -> anyhow::Result<()> {
+    let lab = Lab::build(&LabSpec::default())?;
+    let d = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"\nhold_up = \"0\"", ""))?;
+    wait_until("iscsi-a placed", Duration::from_secs(5), || {
+        Ok(d.owner("iscsi-a")?.is_some())
+    })?;
+    let unserved = || -> anyhow::Result<String> {
+        let i = d.instance("iscsi-a")?;
+        Ok(i["unserved"]["reason"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(unserved()?, "");
+    lab.pull_cable(0, 0)?;
+    lab.pull_cable(0, 1)?;
+    wait_until("no-local-port", Duration::from_secs(3), || {
+        Ok(unserved()? == "no-local-port")
+    })
+    .map_err(|e| e.context(d.log_text()))?;
+    assert!(d.owner("iscsi-a")?.is_some(), "it left with nowhere to go");
+    lab.plug_cable(0, 1)?;
+    wait_until("served again", Duration::from_secs(3), || Ok(unserved()?.is_empty()))?;
+    Ok(())
+}

@@ -117,7 +117,14 @@ pub fn status(s: &Sources) -> Status {
                     .health
                     .failing_for(ctx.config, inst, now)
                     .map(|check| Reason::CheckFailed { check })
-                    .or_else(|| ctx.cluster.kept_because(name)),
+                    .or_else(|| ctx.cluster.kept_because(name))
+                    .or_else(|| {
+                        let none = inst
+                            .ports
+                            .iter()
+                            .all(|p| ports.condition(p, ctx.config, now).is_down());
+                        none.then_some(Reason::NoLocalPort)
+                    }),
             }
         })
         .collect();

@@ -82,6 +82,9 @@ pub enum Reason {
     /// No port here can serve it (each failed or missing) and no other
     /// member of its list can host it: it stays.
     NoMemberCanHost,
+    /// No port here can serve it (each failed or missing): on a single
+    /// host it stays where it is, there being nowhere else to go.
+    NoLocalPort,
     /// This member fenced itself: it holds nothing until etcd answers again.
     Fenced {
         cause: FenceCause,
@@ -132,6 +135,7 @@ impl Reason {
             Reason::ClaimedByMember { .. } => "claimed-by-member",
             Reason::NotClaimed => "not-claimed",
             Reason::NoMemberCanHost => "no-member-can-host",
+            Reason::NoLocalPort => "no-local-port",
             Reason::CheckFailed { .. } => "check-failed",
             Reason::Fenced { .. } => "fenced",
             Reason::ConfigDiffers { .. } => "config-differs",

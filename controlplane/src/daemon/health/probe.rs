@@ -223,7 +223,12 @@ fn find(m: &ProcessMatch) -> Result<(i32, OwnedFd), String> {
 }
 
 fn read_pid(path: &Path) -> Result<i32, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::io::Read as _;
+    // A pid is short: a pidfile that names something else is read no further.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     text.trim()
         .parse::<i32>()
         .ok()
