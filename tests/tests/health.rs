@@ -200,7 +200,11 @@ fn tcp_and_exec_checks_follow_what_they_probe() -> anyhow::Result<()> {
 #[test]
 fn on_one_host_with_every_port_down_an_instance_says_no_local_port() -> anyhow::Result<()> {
     let lab = Lab::build(&LabSpec::default())?;
-    let d = Daemon::start(&lab, 0, &lab_config("hold_down = \"0\"\nhold_up = \"0\"", ""))?;
+    let d = Daemon::start(
+        &lab,
+        0,
+        &lab_config("hold_down = \"0\"\nhold_up = \"0\"", ""),
+    )?;
     wait_until("iscsi-a placed", Duration::from_secs(5), || {
         Ok(d.owner("iscsi-a")?.is_some())
     })?;
@@ -217,6 +221,8 @@ fn on_one_host_with_every_port_down_an_instance_says_no_local_port() -> anyhow::
     .map_err(|e| e.context(d.log_text()))?;
     assert!(d.owner("iscsi-a")?.is_some(), "it left with nowhere to go");
     lab.plug_cable(0, 1)?;
-    wait_until("served again", Duration::from_secs(3), || Ok(unserved()?.is_empty()))?;
+    wait_until("served again", Duration::from_secs(3), || {
+        Ok(unserved()?.is_empty())
+    })?;
     Ok(())
 }

@@ -119,11 +119,13 @@ pub fn status(s: &Sources) -> Status {
                     .map(|check| Reason::CheckFailed { check })
                     .or_else(|| ctx.cluster.kept_because(name))
                     .or_else(|| {
+                        // Only of an instance this member holds (or a
+                        // single host's): another member's is not unserved here.
                         let none = inst
                             .ports
                             .iter()
                             .all(|p| ports.condition(p, ctx.config, now).is_down());
-                        none.then_some(Reason::NoLocalPort)
+                        (none && ctx.cluster.may_hold(name)).then_some(Reason::NoLocalPort)
                     }),
             }
         })
