@@ -22,6 +22,35 @@ pub fn placement_all_up(config: &Config) -> BTreeMap<InstanceName, Placement> {
     plan.placements
 }
 
+/// Where an instance goes with every port up, in words.
+fn placed_at(p: Option<&Placement>) -> String {
+    match p {
+        Some(Placement::On(p)) => p.to_string(),
+        Some(Placement::Stays { refused, .. }) => {
+            let why: Vec<String> = refused.iter().map(|(p, r)| format!("{p}: {r}")).collect();
+            format!("unplaced ({})", why.join("; "))
+        }
+        Some(Placement::Withheld { reason, .. }) => format!("not here ({reason})"),
+        None => "?".into(),
+    }
+}
+
+/// `baton check --json`: each instance and where it goes with every port up.
+pub fn placement_json(config: &Config) -> serde_json::Value {
+    let placed = placement_all_up(config);
+    config
+        .instances
+        .keys()
+        .map(|n| {
+            (
+                n.to_string(),
+                serde_json::Value::String(placed_at(placed.get(n))),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn list<T: ToString>(v: &[T]) -> String {
     if v.is_empty() {
         return "-".into();
@@ -86,15 +115,7 @@ pub fn summary(config: &Config) -> String {
         "with all ports up",
     ]);
     for (name, i) in &config.instances {
-        let at = match placed.get(name) {
-            Some(Placement::On(p)) => p.to_string(),
-            Some(Placement::Stays { refused, .. }) => {
-                let why: Vec<String> = refused.iter().map(|(p, r)| format!("{p}: {r}")).collect();
-                format!("unplaced ({})", why.join("; "))
-            }
-            Some(Placement::Withheld { reason, .. }) => format!("not here ({reason})"),
-            None => "?".into(),
-        };
+        let at = placed_at(placed.get(name));
         insts.add_row([
             name.to_string(),
             i.address.to_string(),

@@ -11,8 +11,10 @@ use clap::Subcommand;
 pub enum DataplaneCmd {
     /// Attach baton's XDP program to ports (pinned: it stays after baton exits).
     Attach {
+        /// A port to attach to (repeat for more).
         #[arg(long = "port", required = true)]
         ports: Vec<String>,
+        /// XDP mode: auto (native, else generic/skb), native, or skb.
         #[arg(long, value_enum, default_value_t)]
         mode: AttachMode,
         /// Which programs (the others are benchmark baselines).
@@ -20,11 +22,13 @@ pub enum DataplaneCmd {
         programs: dataplane::ProgramSet,
         #[command(flatten)]
         pins: PinArgs,
-        #[arg(long)]
+        /// JSON on stdout.
+        #[arg(short, long)]
         json: bool,
     },
     /// Detach baton's XDP program from ports.
     Detach {
+        /// A port to detach from (repeat for more).
         #[arg(long = "port", required = true)]
         ports: Vec<String>,
         #[command(flatten)]
@@ -37,19 +41,24 @@ pub enum DataplaneCmd {
         ports: Vec<String>,
         #[command(flatten)]
         pins: PinArgs,
-        #[arg(long)]
+        /// JSON on stdout.
+        #[arg(short, long)]
         json: bool,
     },
     /// Make PORT the owner of ADDR in the instance table (what a move does).
     Own {
+        /// The instance's address.
         address: std::net::IpAddr,
+        /// The port that owns it.
         #[arg(long)]
         port: String,
+        /// Its VLAN (its frames carry this tag).
         #[arg(long)]
         vlan: Option<u16>,
         /// The instance's own MAC (default: the port's).
         #[arg(long)]
         mac: Option<String>,
+        /// The instance's dataplane id (its counters' key).
         #[arg(long, default_value_t = 0)]
         id: u32,
         /// A TCP port whose payload is iSCSI (repeat for more, at most 4).
@@ -66,7 +75,9 @@ pub enum DataplaneCmd {
     },
     /// Remove ADDR from the instance table.
     Disown {
+        /// The instance's address.
         address: std::net::IpAddr,
+        /// Its VLAN, if it has one.
         #[arg(long)]
         vlan: Option<u16>,
         #[command(flatten)]
@@ -76,18 +87,21 @@ pub enum DataplaneCmd {
     Instances {
         #[command(flatten)]
         pins: PinArgs,
-        #[arg(long)]
+        /// JSON on stdout.
+        #[arg(short, long)]
         json: bool,
     },
     /// Frames the XDP program steered to each CPU.
     Steered {
         #[command(flatten)]
         pins: PinArgs,
-        #[arg(long)]
+        /// JSON on stdout.
+        #[arg(short, long)]
         json: bool,
     },
     /// Per-packet cost of each program (BPF_PROG_TEST_RUN); attaches nothing.
     Bench {
+        /// Runs of each program per measurement.
         #[arg(long, default_value_t = 1_000_000)]
         repeat: u32,
         #[command(flatten)]

@@ -26,11 +26,13 @@ enum Command {
     /// Write baton(8), baton.toml(5) and shell completions into a directory (packaging).
     #[command(hide = true)]
     Manual {
+        /// The directory to write into.
         #[arg(long)]
         out: PathBuf,
     },
     /// Run the daemon: watch the ports, move instances, serve status.
     Run {
+        /// The configuration file.
         #[arg(short, long, default_value = "/etc/baton/baton.toml")]
         config: PathBuf,
         #[command(flatten)]
@@ -40,43 +42,58 @@ enum Command {
     },
     /// Ports and instances as the daemon sees them.
     Status {
-        #[arg(long)]
-        json: bool,
+        /// Only these instances (default: every one).
+        instances: Vec<baton_config::InstanceName>,
+        #[command(flatten)]
+        out: OutputArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
     /// Planned move of an instance to another of its ports (make-before-break),
     /// or with --member to another cluster member (released, then taken).
+    #[command(override_usage = "baton move INSTANCE PORT\n       baton move INSTANCE --member ID")]
     Move {
+        /// The instance to move.
         instance: baton_config::InstanceName,
+        /// The port of this host to move it to (one of its `ports`).
         #[arg(required_unless_present = "member", conflicts_with = "member")]
         port: Option<baton_config::PortName>,
         /// Hand the instance over to this cluster member.
         #[arg(long)]
         member: Option<baton_config::MemberId>,
         #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
     /// Follow moves, port changes and refusals as they happen.
     Events {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: OutputArgs,
         #[command(flatten)]
         socket: SocketArgs,
     },
     /// Validate and load the configuration file again (all or nothing).
     Reload {
         #[command(flatten)]
+        out: OutputArgs,
+        #[command(flatten)]
         socket: SocketArgs,
     },
     /// Validate a configuration file; print a summary, or every error.
     Check {
-        #[arg(short, long, default_value = "/etc/baton/baton.toml")]
-        config: PathBuf,
+        /// The file (default: /etc/baton/baton.toml).
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The file, as `baton run -c` takes it.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Check the file alone, not against this host's interfaces (a file
         /// for another host).
         #[arg(long)]
         offline: bool,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Attach, detach and inspect the XDP dataplane on this host's ports.
     #[command(subcommand)]
@@ -88,6 +105,13 @@ struct PinArgs {
     /// bpffs directory holding baton's pinned maps and links.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// JSON on stdout (errors too, as {"error": ...}, with a non-zero exit).
+    #[arg(short, long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -124,11 +148,31 @@ fn main() {
             .init();
         None
     };
-    if let Err(err) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    let json = cli.command.json();
+    if let Err(err) = run(cli) {
         // What is queued goes out first.
         drop(guard);
-        eprintln!("baton: error: {err:#}");
+        if json {
+            println!("{}", serde_json::json!({ "error": format!("{err:#}") }));
+        } else {
+            eprintln!("baton: error: {err:#}");
+        }
         std::process::exit(1);
+    }
+}
+
+impl Command {
+    /// Whether it answers in JSON (its errors too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Status { out, .. }
+            | Command::Move { out, .. }
+            | Command::Events { out, .. }
+            | Command::Reload { out, .. }
+            | Command::Check { out, .. } => out.json,
+            _ => false,
+        }
     }
 }
 
@@ -154,9 +198,16 @@ fn run(cli: Cli) -> Result<()> {
             pin_dir: pins.pin_dir,
             socket: socket.socket,
         }),
-        Command::Status { json, socket } => {
-            let status = client::status(&socket.socket)?;
-            if json {
+        Command::Status {
+            instances,
+            out,
+            socket,
+        } => {
+            let mut status = client::status(&socket.socket)?;
+            if !instances.is_empty() {
+                status.only(&instances)?;
+            }
+            if out.json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", render::render_status(&status));
@@ -167,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
             instance,
             port,
             member,
+            out,
             socket,
         } => {
             let request = match (port, member) {
@@ -174,18 +226,13 @@ fn run(cli: Cli) -> Result<()> {
                 (Some(port), None) => Request::Move { instance, port },
                 (None, None) => anyhow::bail!("give a PORT or --member ID"),
             };
-            println!("{}", client::done(client::call(&socket.socket, request)?)?);
-            Ok(())
+            done(out.json, client::call(&socket.socket, request)?)
         }
-        Command::Reload { socket } => {
-            println!(
-                "{}",
-                client::done(client::call(&socket.socket, Request::Reload)?)?
-            );
-            Ok(())
+        Command::Reload { out, socket } => {
+            done(out.json, client::call(&socket.socket, Request::Reload)?)
         }
-        Command::Events { json, socket } => client::follow_events(&socket.socket, |e| {
-            let line = if json {
+        Command::Events { out, socket } => client::follow_events(&socket.socket, |e| {
+            let line = if out.json {
                 serde_json::to_string(&e).unwrap_or_default()
             } else {
                 render::render_event(&e)
@@ -193,21 +240,66 @@ fn run(cli: Cli) -> Result<()> {
             println!("{line}");
             std::io::Write::flush(&mut std::io::stdout()).is_ok()
         }),
-        Command::Check { config, offline } => {
+        Command::Check {
+            file,
+            config,
+            offline,
+            out,
+        } => {
+            let path = file
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("/etc/baton/baton.toml"));
             let host = if offline {
                 baton_config::Host::this_machine()
             } else {
                 baton_config::Host::this_machine_and_interfaces()
                     .context("reading this host's interfaces (/sys/class/net)")?
             };
-            check(&config, &host)
+            check(&path, &host, out.json)
         }
     }
 }
 
+/// A `Done` answer printed (JSON: `{"ok": true, "message": ...}`); an
+/// `Error` is the command's error.
+fn done(json: bool, response: baton::protocol::Response) -> Result<()> {
+    let message = client::done(response)?;
+    if json {
+        println!("{}", serde_json::json!({ "ok": true, "message": message }));
+    } else {
+        println!("{message}");
+    }
+    Ok(())
+}
+
 /// `baton check`: the summary, or every error and exit status 1.
-fn check(config: &std::path::Path, host: &baton_config::Host) -> Result<()> {
-    match baton_config::load_for(config, host) {
+fn check(config: &std::path::Path, host: &baton_config::Host, json: bool) -> Result<()> {
+    let loaded = baton_config::load_for(config, host);
+    if json {
+        let answer = match &loaded {
+            Ok(cfg) => serde_json::json!({
+                "ok": true,
+                "file": config.display().to_string(),
+                "placement": baton::check::placement_json(cfg),
+            }),
+            Err(errors) => serde_json::json!({
+                "ok": false,
+                "file": config.display().to_string(),
+                "errors": errors.0.iter().map(|d| serde_json::json!({
+                    "line": d.position.map(|p| p.0),
+                    "column": d.position.map(|p| p.1),
+                    "path": d.path,
+                    "message": d.message,
+                })).collect::<Vec<_>>(),
+            }),
+        };
+        println!("{answer}");
+        if loaded.is_err() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    match loaded {
         Ok(cfg) => {
             println!("{}: ok", config.display());
             print!("{}", baton::check::summary(&cfg));
@@ -237,6 +329,24 @@ mod tests {
             out.push(name.clone());
             every_subcommand(sub, &name, out);
         }
+    }
+
+    #[test]
+    fn every_option_and_argument_says_what_it_is() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "baton", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]

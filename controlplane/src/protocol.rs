@@ -52,6 +52,22 @@ pub struct Status {
     pub checks: Vec<CheckStatus>,
 }
 
+impl Status {
+    /// Keeps only `names` of the instances; an unknown name is an error
+    /// (nothing is printed of a status that silently lacks it).
+    pub fn only(&mut self, names: &[InstanceName]) -> anyhow::Result<()> {
+        if let Some(missing) = names
+            .iter()
+            .find(|n| !self.instances.iter().any(|i| i.name == **n))
+        {
+            let known: Vec<String> = self.instances.iter().map(|i| i.name.to_string()).collect();
+            anyhow::bail!("no instance {missing}; instances: {}", known.join(", "));
+        }
+        self.instances.retain(|i| names.contains(&i.name));
+        Ok(())
+    }
+}
+
 /// A `[health]` check: its verdict, and what it saw (the links it watches,
 /// or its probe's last observation).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tracing::{info, warn};
 
-pub use super::netlink::decode::LinkEvent;
+use super::netlink::decode::LinkEvent;
 
 /// What a check says now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

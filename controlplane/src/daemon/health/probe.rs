@@ -295,6 +295,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn a_name_finds_only_a_process_of_exactly_that_name() {
+        // sleep under a name of its own (a symlink: comm is the name
+        // exec'd; a copy could be "text file busy" while another test forks).
+        let dir = std::env::temp_dir().join(format!("baton-probe-name-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = format!("btp{}", std::process::id() % 1_000_000);
+        let prog = dir.join(&name);
+        std::os::unix::fs::symlink("/bin/sleep", &prog).unwrap();
+        let mut child = std::process::Command::new(&prog).arg("30").spawn().unwrap();
+        // Its comm is set at exec: wait for it.
+        for _ in 0..100 {
+            if comm(child.id() as i32).as_deref() == Some(name.as_str()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (pid, _) = find(&ProcessMatch::Name(name.clone())).unwrap();
+        assert_eq!(pid, child.id() as i32);
+        // A prefix of the name is not the name.
+        assert!(find(&ProcessMatch::Name(name[..name.len() - 1].to_string())).is_err());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(find(&ProcessMatch::Name(name)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn exec_reports_status_and_kills_what_overstays() {
         let (ok, detail) = exec(
