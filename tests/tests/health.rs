@@ -25,10 +25,6 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     wait_until("iscsi-a placed", Duration::from_secs(5), || {
         Ok(d.owner("iscsi-a")?.is_some())
     })?;
-    let unserved = |d: &Daemon| -> anyhow::Result<String> {
-        let i = d.instance("iscsi-a")?;
-        Ok(i["unserved"]["reason"].as_str().unwrap_or("").to_string())
-    };
     assert_eq!(unserved(&d)?, "", "a passing check");
 
     gw.ip(&["link", "set", "san0p", "down"])?;
@@ -71,6 +67,12 @@ fn on_one_host_a_failed_check_is_reported_and_the_instance_stays() -> anyhow::Re
     assert!(log.contains("check san failed"), "{log}");
     assert!(log.contains("check san passes"), "{log}");
     Ok(())
+}
+
+/// Why iscsi-a is not served here ("" when it is).
+fn unserved(d: &Daemon) -> anyhow::Result<String> {
+    let i = d.instance("iscsi-a")?;
+    Ok(i["unserved"]["reason"].as_str().unwrap_or("").to_string())
 }
 
 /// A pidfile in this lab's temp space holding `pid`.
@@ -208,21 +210,17 @@ fn on_one_host_with_every_port_down_an_instance_says_no_local_port() -> anyhow::
     wait_until("iscsi-a placed", Duration::from_secs(5), || {
         Ok(d.owner("iscsi-a")?.is_some())
     })?;
-    let unserved = || -> anyhow::Result<String> {
-        let i = d.instance("iscsi-a")?;
-        Ok(i["unserved"]["reason"].as_str().unwrap_or("").to_string())
-    };
-    assert_eq!(unserved()?, "");
+    assert_eq!(unserved(&d)?, "");
     lab.pull_cable(0, 0)?;
     lab.pull_cable(0, 1)?;
     wait_until("no-local-port", Duration::from_secs(3), || {
-        Ok(unserved()? == "no-local-port")
+        Ok(unserved(&d)? == "no-local-port")
     })
     .map_err(|e| e.context(d.log_text()))?;
     assert!(d.owner("iscsi-a")?.is_some(), "it left with nowhere to go");
     lab.plug_cable(0, 1)?;
     wait_until("served again", Duration::from_secs(3), || {
-        Ok(unserved()?.is_empty())
+        Ok(unserved(&d)?.is_empty())
     })?;
     Ok(())
 }

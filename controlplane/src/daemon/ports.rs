@@ -58,16 +58,11 @@ impl PortTable {
             .keys()
             .map(|name| {
                 let link = links.iter().find(|l| l.name == name.as_str());
-                let up = link.is_some_and(LinkEvent::is_up);
                 let port = Port {
                     ifindex: link.map(|l| l.ifindex),
                     admin_up: link.is_some_and(|l| l.admin_up),
                     carrier: link.is_some_and(|l| l.carrier),
-                    state: PortState {
-                        link: if up { Link::Up } else { Link::Down },
-                        since: Duration::ZERO,
-                        at_start: true,
-                    },
+                    state: PortState::at_start(link.map_or(Link::Down, LinkEvent::link)),
                     changed: now,
                 };
                 (name.clone(), port)
@@ -146,13 +141,9 @@ impl PortTable {
         port.ifindex = ifindex;
         port.admin_up = ev.admin_up;
         port.carrier = ev.carrier;
-        let link = if ev.is_up() { Link::Up } else { Link::Down };
+        let link = ev.link();
         if port.state.link != link {
-            port.state = PortState {
-                link,
-                since: now,
-                at_start: false,
-            };
+            port.state = PortState::changed(link, now);
             port.changed = Instant::now();
             self.last_link_event = port.changed;
             info!(port = %name, link = %link_condition(port), "link changed");
@@ -174,18 +165,22 @@ impl PortTable {
         let mut all = LinkChange::default();
         let names: Vec<PortName> = self.ports.keys().cloned().collect();
         for name in names {
-            let ev = match links.iter().find(|l| l.name == name.as_str()) {
-                Some(l) => l.clone(),
-                None => match self.ports[&name].ifindex {
-                    Some(ifindex) => LinkEvent::gone(ifindex, name.to_string()),
-                    None => continue,
-                },
+            let Some(ev) = LinkEvent::in_dump(links, &name, self.ports[&name].ifindex) else {
+                continue;
             };
             let change = self.on_link(ev, now);
             all.changed |= change.changed;
             all.appeared.extend(change.appeared);
         }
         all
+    }
+
+    /// Whether any of `ports` can serve now (not failed past hold_down, not
+    /// missing).
+    pub fn any_serves(&self, ports: &[PortName], config: &Config, now: Duration) -> bool {
+        ports
+            .iter()
+            .any(|p| !self.condition(p, config, now).is_down())
     }
 
     pub fn condition(&self, name: &str, config: &Config, now: Duration) -> PortCondition {

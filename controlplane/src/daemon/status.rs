@@ -121,10 +121,7 @@ pub fn status(s: &Sources) -> Status {
                     .or_else(|| {
                         // Only of an instance this member holds (or a
                         // single host's): another member's is not unserved here.
-                        let none = inst
-                            .ports
-                            .iter()
-                            .all(|p| ports.condition(p, ctx.config, now).is_down());
+                        let none = !ports.any_serves(&inst.ports, ctx.config, now);
                         (none && ctx.cluster.may_hold(name)).then_some(Reason::NoLocalPort)
                     }),
             }

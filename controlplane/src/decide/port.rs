@@ -25,11 +25,25 @@ pub struct PortState {
 
 impl PortState {
     /// Up since baton started: usable at once.
-    pub const UP_AT_START: PortState = PortState {
-        link: Link::Up,
-        since: Duration::ZERO,
-        at_start: true,
-    };
+    pub const UP_AT_START: PortState = PortState::at_start(Link::Up);
+
+    /// `link` since baton started (no hold timer applies).
+    pub const fn at_start(link: Link) -> PortState {
+        PortState {
+            link,
+            since: Duration::ZERO,
+            at_start: true,
+        }
+    }
+
+    /// `link` since it changed at `now`.
+    pub const fn changed(link: Link, now: Time) -> PortState {
+        PortState {
+            link,
+            since: now,
+            at_start: false,
+        }
+    }
 }
 
 /// Every configured port up since start (what `baton check` places against).

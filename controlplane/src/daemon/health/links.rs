@@ -32,16 +32,11 @@ impl WatchedLinks {
         });
         for name in watched {
             let link = links.iter().find(|l| l.name == *name);
-            let up = link.is_some_and(LinkEvent::is_up);
             t.0.insert(
                 name.clone(),
                 Watched {
                     ifindex: link.map(|l| l.ifindex),
-                    state: PortState {
-                        link: if up { Link::Up } else { Link::Down },
-                        since: Duration::ZERO,
-                        at_start: true,
-                    },
+                    state: PortState::at_start(link.map_or(Link::Down, LinkEvent::link)),
                     after_failure: false,
                 },
             );
@@ -60,7 +55,7 @@ impl WatchedLinks {
             return false;
         };
         let ifindex = (!ev.removed).then_some(ev.ifindex);
-        let link = if ev.is_up() { Link::Up } else { Link::Down };
+        let link = ev.link();
         let changed = w.ifindex != ifindex || w.state.link != link;
         if changed {
             w.after_failure = link == Link::Up
@@ -69,11 +64,7 @@ impl WatchedLinks {
         }
         w.ifindex = ifindex;
         if w.state.link != link {
-            w.state = PortState {
-                link,
-                since: now,
-                at_start: false,
-            };
+            w.state = PortState::changed(link, now);
             info!(link = %name, up = ev.is_up(), "watched link changed");
         }
         changed
@@ -85,14 +76,9 @@ impl WatchedLinks {
         let watched: Vec<(String, Option<u32>)> =
             self.0.iter().map(|(n, w)| (n.clone(), w.ifindex)).collect();
         for (name, ifindex) in watched {
-            let ev = match links.iter().find(|l| l.name == name) {
-                Some(l) => l.clone(),
-                None => match ifindex {
-                    Some(ifindex) => LinkEvent::gone(ifindex, name),
-                    None => continue,
-                },
-            };
-            changed |= self.on_link(&ev, config, now);
+            if let Some(ev) = LinkEvent::in_dump(links, &name, ifindex) {
+                changed |= self.on_link(&ev, config, now);
+            }
         }
         changed
     }

@@ -72,10 +72,7 @@ impl Handovers {
         let mut no_taker = BTreeSet::new();
         for (name, inst) in &config.instances {
             let served = health.failing_for(config, inst, now).is_none()
-                && inst
-                    .ports
-                    .iter()
-                    .any(|p| !ports.condition(p, config, now).is_down());
+                && ports.any_serves(&inst.ports, config, now);
             if served || !on.held.contains(name) || self.retry.contains_key(name) {
                 continue;
             }

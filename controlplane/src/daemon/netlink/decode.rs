@@ -72,6 +72,24 @@ impl LinkEvent {
     pub fn is_up(&self) -> bool {
         self.admin_up && self.carrier && !self.removed
     }
+
+    /// Its link as the engine reads it.
+    pub fn link(&self) -> crate::decide::Link {
+        if self.is_up() {
+            crate::decide::Link::Up
+        } else {
+            crate::decide::Link::Down
+        }
+    }
+
+    /// What a fresh dump says of `name`: its entry, or (when it was known
+    /// as `ifindex` and is missing now) that it is gone; None: never seen.
+    pub fn in_dump(links: &[LinkEvent], name: &str, ifindex: Option<u32>) -> Option<LinkEvent> {
+        match links.iter().find(|l| l.name == name) {
+            Some(l) => Some(l.clone()),
+            None => ifindex.map(|i| LinkEvent::gone(i, name.to_string())),
+        }
+    }
 }
 
 /// An address configured on a device.
